@@ -126,3 +126,8 @@ def get_settings() -> Settings:
     """The process-wide settings, built once."""
     apply_offline_environment()
     return Settings()
+
+
+def read_secret(env_name: str) -> str | None:
+    """The value of the environment variable a pool file names for an API key, if set."""
+    return os.environ.get(env_name) or None

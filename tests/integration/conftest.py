@@ -1,0 +1,70 @@
+"""The Celery stack for canvas and integration tests: a real redis-server, Celery's embedded
+worker (threads, consuming every queue of the scripted pool), a fresh SQLite memory and the
+real MiniLM embedder. No eager mode."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+
+from broker.app import create_app
+from broker.settings import Settings
+from models.db import init_db
+from tests.conftest import SCRIPTED_POOL
+from workers.context import set_context
+from workers.embed import minilm_embed
+from workers.llm import call_model
+from workers.pool import load_pool
+from workers.service import AuctionContext
+from workers.weights import load_weights
+
+
+@pytest.fixture(scope="session")
+def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuctionContext]:
+    """A running embedded worker and the context its tasks use."""
+    tmp: Path = tmp_path_factory.mktemp("sale")
+    settings = Settings(
+        broker_url=redis_url,
+        database_url=f"sqlite:///{tmp / 'sale.db'}",
+        pool_file=SCRIPTED_POOL,
+        state_dir=tmp,
+        max_retries=2,
+        retry_backoff_s=0.05,
+        retry_backoff_max_s=0.1,
+    )
+    pool = load_pool(SCRIPTED_POOL)
+    app = create_app(settings, pool)
+    app.set_current()
+    app.set_default()
+    import workers.tasks  # noqa: F401  (registers the shared tasks on this app)
+
+    init_db(settings.effective_database_url)
+    ctx = AuctionContext(
+        settings=settings, pool=pool, weights=load_weights(None), llm=call_model, embed=minilm_embed
+    )
+    set_context(ctx)
+    with start_worker(
+        app,
+        pool="threads",
+        concurrency=6,
+        perform_ping_check=False,
+        queues=pool.queues,
+        loglevel="WARNING",
+        shutdown_timeout=30,
+    ):
+        yield ctx
+        # Finalise result handles while the broker is still up (their __del__ unsubscribes).
+        gc.collect()
+    set_context(None)
+
+
+def wait(job_id: str, timeout: float = 120) -> Any:
+    """Block until the job's pipeline ends (on the result backend, no polling sleeps)."""
+    from celery.result import AsyncResult
+
+    return AsyncResult(job_id).get(timeout=timeout, propagate=False)

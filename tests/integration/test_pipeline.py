@@ -1,0 +1,126 @@
+"""A job from submit to memory record through real Celery on a real redis-server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import func, select
+
+from models.db import session_scope
+from models.tables import Bid, Execution, ExecutionStep, JuryCall, JuryScore, MemoryRecord
+from tests.integration.conftest import wait
+from workers.canvas import submit
+from workers.service import AuctionContext
+from workers.views import job_view
+
+ADD = "def add(a, b):\n    return a + b\n"
+ADD_TESTS = "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n"
+
+
+def coding_spec(directives: str = "", prompt: str = "Write add(a, b) returning the sum.") -> dict[str, Any]:
+    return {
+        "kind": "coding",
+        "prompt": f"{prompt}\n[[scripted {directives}]]\n[[solution]]\n{ADD}[[/solution]]\n",
+        "tests": ADD_TESTS,
+        "entry_point": "add",
+    }
+
+
+def test_job_runs_from_submit_to_memory_record(stack: AuctionContext) -> None:
+    job_id = submit(coding_spec(), stack)
+    summary = wait(job_id)
+    view = job_view(stack, job_id)
+    assert summary["job_id"] == job_id and summary["status"] == "done"
+    assert view["status"] == "done"
+    assert [h["status"] for h in view["history"]] == [
+        "queued", "bidding", "judging", "executing", "updating", "done",
+    ]
+    first = [b for b in view["bids"] if b["round"] == "first"]
+    assert sorted(b["agent"] for b in first) == ["large", "medium", "small"]
+    for bid in first:
+        assert bid["entropy"] is not None and 0 < bid["entropy"] < 1
+        assert set(bid["jury"]) == {"small", "medium", "large"}
+        assert abs(bid["score"] - (bid["cost"] - bid["value"])) < 1e-12
+    # Default scripted qualities are small 2 < medium 3 < large 4: the jury picks large.
+    assert view["provisional_winner"] == "large"
+    assert view["award"]["agent"] == "large" and view["award"]["round"] == "first"
+    assert view["execution"]["agent"] == "large"
+    assert view["verdict"] == "passed"
+    assert view["memory_record_id"] is not None
+    assert view["cost_usd"] > view["execution"]["cost_usd"] > 0
+    assert len(view["jury_calls"]) == 3 and all(c["status"] == "ok" for c in view["jury_calls"])
+
+
+def test_refined_bid_outbids_the_provisional_winner(stack: AuctionContext) -> None:
+    # A first job puts (small's losing plan, large's winning plan) into memory...
+    seed = submit(coding_spec(prompt="Write add(a, b) that adds two integers."), stack)
+    assert wait(seed)["status"] == "done"
+    # ...so on a similar job small, strictly cheaper than the provisional winner, refines.
+    job_id = submit(coding_spec("small.refine=5 medium.refine=1"), stack)
+    assert wait(job_id)["status"] == "done"
+    view = job_view(stack, job_id)
+    refined = {b["agent"]: b for b in view["bids"] if b["round"] == "refined"}
+    assert set(refined) == {"small", "medium"}  # large is not cheaper than itself
+    assert refined["small"]["memory_pairs_from"], "refinement must cite memory records"
+    assert view["provisional_winner"] == "large"
+    assert view["award"] == {"agent": "small", "round": "refined", "score": refined["small"]["score"]}
+    assert view["execution"]["agent"] == "small"
+    assert "refining" in [h["status"] for h in view["history"]]
+
+
+def test_failing_agent_becomes_a_failed_bid_and_the_auction_goes_on(stack: AuctionContext) -> None:
+    job_id = submit(coding_spec("medium.fail=bid small.transient=bid:1"), stack)
+    assert wait(job_id)["status"] == "done"
+    view = job_view(stack, job_id)
+    bids = {b["agent"]: b for b in view["bids"] if b["round"] == "first"}
+    assert bids["medium"]["status"] == "failed" and "scripted bid failure" in bids["medium"]["error"]
+    assert bids["small"]["status"] == "ok"  # one transient error, retried by Celery
+    assert view["verdict"] == "passed"
+
+
+def test_junk_juror_abstains_and_is_reported(stack: AuctionContext) -> None:
+    job_id = submit(coding_spec("large.junk=jury"), stack)
+    assert wait(job_id)["status"] == "done"
+    view = job_view(stack, job_id)
+    calls = {c["juror"]: c for c in view["jury_calls"] if c["round"] == "first"}
+    assert calls["large"]["status"] == "abstained" and calls["large"]["retried"]
+    assert calls["small"]["status"] == "ok"
+    for bid in view["bids"]:
+        assert "large" not in bid["jury"]
+
+
+def test_every_bid_failing_fails_the_job_with_a_reason(stack: AuctionContext) -> None:
+    job_id = submit(coding_spec("small.fail=bid medium.fail=bid large.fail=bid"), stack)
+    wait(job_id)
+    view = job_view(stack, job_id)
+    assert view["status"] == "failed"
+    assert "every bid failed" in view["status_reason"]
+    assert view["memory_record_id"] is None
+
+
+def _counts(ctx: AuctionContext, job_id: str) -> tuple[int, ...]:
+    with session_scope(ctx.db_url) as s:
+        return tuple(
+            s.exec(select(func.count()).select_from(t).where(t.job_id == job_id)).one()
+            for t in (Bid, JuryCall, JuryScore, Execution, MemoryRecord)
+        ) + (s.exec(select(func.count()).select_from(ExecutionStep)).one(),)
+
+
+def test_redelivered_messages_leave_one_set_of_rows(stack: AuctionContext) -> None:
+    from workers.tasks import collect_bid, execute_plan, judge_bids, update_job_memory
+
+    job_id = submit(coding_spec(), stack)
+    assert wait(job_id)["status"] == "done"
+    before = _counts(stack, job_id)
+    cost_before = job_view(stack, job_id)["cost_usd"]
+    # The same task messages again, through the broker to the worker.
+    results = [
+        collect_bid.apply_async((job_id, "small", "first", None), queue="sale.agent.small"),
+        judge_bids.apply_async((job_id, "medium", "first", "all"), queue="sale.agent.medium"),
+        execute_plan.apply_async((job_id,), queue="sale.agent.large"),
+        update_job_memory.apply_async((job_id,), queue="sale.control"),
+    ]
+    for r in results:
+        r.get(timeout=60)
+    assert _counts(stack, job_id) == before
+    assert job_view(stack, job_id)["cost_usd"] == cost_before

@@ -1,0 +1,125 @@
+"""The auction's arithmetic (SPEC §3): cost, entropy, jury value, score, winners.
+
+Pure functions over plain values: no Celery, no database, no network. Every formula of the
+mechanism lives here so it can be tested on hand-computed cases.
+
+- cost        ``C_i = w_c · π_i · |s_i|`` (π in US$ per million output tokens, |s| plan tokens)
+- entropy     mean over plan positions of the top-k entropy, renormalised over the k returned
+              alternatives and divided by ``ln k`` (so it lies in [0, 1]); ``None`` when the
+              provider returned no log-probabilities
+- jury value  ``Σ_j w_j · γ_j(s_i)`` over the jurors who scored the bid; when some abstain the
+              present jurors' weights are scaled up so the jury's total weight is unchanged
+- value       ``V_i = w_h · H(s_i) + jury value``; the entropy term is dropped for the whole
+              auction when any compared bid lacks it
+- score       ``C_i − V_i``; lowest wins, ties go to the cheaper agent, then to the name
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+
+def cost_term(w_c: float, output_price: float, plan_tokens: int) -> float:
+    """``C = w_c · π · |s|`` with π in US$ per million tokens and |s| the plan's tokens."""
+    if plan_tokens < 0:
+        raise ValueError("plan_tokens must be >= 0")
+    return w_c * output_price * plan_tokens
+
+
+def position_entropy(top_logprobs: Sequence[float], k: int) -> float:
+    """Entropy of one position's top-k distribution, renormalised over the k, divided by ln k."""
+    if k < 2:
+        raise ValueError("k must be >= 2 for a normalised entropy")
+    lps = sorted(top_logprobs, reverse=True)[:k]
+    if not lps:
+        raise ValueError("a position needs at least one log-probability")
+    peak = lps[0]
+    # Shift by the maximum before exponentiating so very negative log-probs do not underflow.
+    weights = [math.exp(lp - peak) for lp in lps]
+    total = sum(weights)
+    h = 0.0
+    for w in weights:
+        p = w / total
+        if p > 0:
+            h -= p * math.log(p)
+    return h / math.log(k)
+
+
+def plan_entropy(positions: Sequence[Sequence[float]] | None, k: int) -> float | None:
+    """Mean normalised top-k entropy over a plan's positions; None when there are none."""
+    if not positions:
+        return None
+    return sum(position_entropy(p, k) for p in positions) / len(positions)
+
+
+def jury_value(scores: Mapping[str, int | None], weights: Mapping[str, float]) -> float | None:
+    """``Σ_j w_j γ_j`` over present jurors, rescaled to the whole jury's weight.
+
+    ``scores`` maps every juror to its score of this bid, or None when it abstained.
+    Returns None when every juror abstained (the bid then has no extrinsic value).
+    """
+    total_weight = sum(weights.get(j, 0.0) for j in scores)
+    present = {j: s for j, s in scores.items() if s is not None}
+    if not present:
+        return None
+    present_weight = sum(weights.get(j, 0.0) for j in present)
+    raw = sum(weights.get(j, 0.0) * s for j, s in present.items())
+    if present_weight == 0:
+        return 0.0
+    return raw * (total_weight / present_weight)
+
+
+def bid_value(entropy: float | None, w_h: float, jury: float | None, use_entropy: bool) -> float:
+    """``V = w_h · H + jury value`` (a missing term contributes nothing, by design)."""
+    value = 0.0
+    if use_entropy:
+        if entropy is None:
+            raise ValueError("use_entropy is set but this bid has no entropy")
+        value += w_h * entropy
+    if jury is not None:
+        value += jury
+    return value
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What the winner rules need to know about one scored bid."""
+
+    bid_id: int
+    agent: str
+    price: float
+    score: float
+
+
+def _rank_key(c: Candidate) -> tuple[float, float, str]:
+    return (c.score, c.price, c.agent)
+
+
+def provisional_winner(candidates: Sequence[Candidate]) -> Candidate:
+    """argmin score; ties go to the cheaper agent, then to the alphabetically first name."""
+    if not candidates:
+        raise ValueError("no candidates")
+    return min(candidates, key=_rank_key)
+
+
+def ranking(candidates: Sequence[Candidate]) -> list[Candidate]:
+    """All candidates, best first, by the same rule as the winner."""
+    return sorted(candidates, key=_rank_key)
+
+
+def refinement_eligible(prices: Mapping[str, float], winner_price: float) -> list[str]:
+    """Agents strictly cheaper than the provisional winner, cheapest first."""
+    return sorted(
+        (name for name, price in prices.items() if price < winner_price),
+        key=lambda n: (prices[n], n),
+    )
+
+
+def final_award(provisional: Candidate, refined: Sequence[Candidate]) -> Candidate:
+    """The lowest-scoring refined bid that beats the provisional winner, else the provisional."""
+    better = [c for c in refined if c.score < provisional.score]
+    if not better:
+        return provisional
+    return min(better, key=_rank_key)

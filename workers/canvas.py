@@ -1,0 +1,48 @@
+"""The public Python interface: submit a job, or get its Celery signature for your own canvas.
+
+``submit(spec)`` validates the spec (nothing is written or sent if it is bad), stores the job
+(status ``queued``), commits, then sends the pipeline; the Celery root task id is the job id, so
+``AsyncResult(job_id)`` follows the job. ``sale_signature(spec)`` returns the same pipeline as a
+signature whose result (the job summary) flows on to the next task of a user's chain.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from celery.canvas import Signature
+
+from workers.context import get_context
+from workers.pool import CONTROL_QUEUE
+from workers.service import AuctionContext, create_job
+from workers.spec import validate_spec
+from workers.tasks import on_pipeline_error, start_job
+
+
+def new_job_id() -> str:
+    """A fresh job id."""
+    return uuid.uuid4().hex
+
+
+def build_pipeline(job_id: str, spec: dict[str, Any] | None = None) -> Signature:
+    """The whole job as one signature, with the error callback on the whole pipeline."""
+    sig = start_job.si(job_id, spec).set(queue=CONTROL_QUEUE, task_id=job_id)
+    sig.link_error(on_pipeline_error.s(job_id))
+    return sig
+
+
+def submit(spec: Any, ctx: AuctionContext | None = None) -> str:
+    """Validate, store and enqueue a job; returns its id. Raises SpecError on a bad spec."""
+    task_spec = validate_spec(spec)
+    ctx = ctx or get_context()
+    job_id = new_job_id()
+    create_job(ctx, task_spec, job_id)
+    build_pipeline(job_id).apply_async()
+    return job_id
+
+
+def sale_signature(spec: Any) -> Signature:
+    """A Celery signature that runs one job when applied (validated now, stored when run)."""
+    task_spec = validate_spec(spec)
+    return build_pipeline(new_job_id(), task_spec.model_dump(mode="json"))

@@ -1,0 +1,213 @@
+"""The one place that calls models: litellm in, a small typed result out.
+
+``call_model`` sends one chat completion through litellm and returns an :class:`LLMResult`
+(text, tokens in/out, per-token top-k log-probabilities, cost from the pool's prices, latency).
+litellm's own retries are off; its typed exceptions are mapped onto our two kinds of model
+error, so the single retry layer (Celery's) can retry exactly the transient ones. This module
+also registers the scripted test-double provider (``scripted/<profile>``) with litellm.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from broker.settings import apply_offline_environment, read_secret
+from workers.errors import PermanentModelError, TransientModelError
+from workers.pool import Agent
+from workers.scripted import scripted_reply
+
+apply_offline_environment()
+
+import litellm  # noqa: E402  (the offline switches must be in the environment first)
+from litellm import CustomLLM, ModelResponse  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+litellm.suppress_debug_info = True
+litellm.drop_params = True  # a provider without logprobs just returns none: H is then missing
+litellm.num_retries = 0
+
+# The allow-list of errors worth retrying. Everything else from litellm is permanent.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    litellm.RateLimitError,
+    litellm.Timeout,
+    litellm.APIConnectionError,
+    litellm.ServiceUnavailableError,
+    litellm.InternalServerError,
+    litellm.BadGatewayError,
+)
+
+
+@dataclass(frozen=True)
+class LLMResult:
+    """One completed model call."""
+
+    text: str
+    tokens_in: int
+    tokens_out: int
+    top_logprobs: list[list[float]] | None  # per output position, the top-k log-probabilities
+    cost_usd: float
+    latency_s: float
+    model: str
+
+
+class LLMCall(Protocol):
+    """The signature of :func:`call_model`; tests may inject any function of this shape."""
+
+    def __call__(
+        self,
+        agent: Agent,
+        messages: list[dict[str, str]],
+        *,
+        stage: str,
+        max_tokens: int,
+        logprobs: bool = False,
+        top_logprobs: int = 5,
+        timeout: float = 300.0,
+    ) -> LLMResult: ...
+
+
+class _ScriptedProvider(CustomLLM):  # type: ignore[misc]
+    """litellm adapter of :mod:`workers.scripted` (a test double)."""
+
+    def completion(self, model: str, messages: list[dict[str, str]], *args: Any, **kwargs: Any) -> Any:
+        litellm_params = kwargs.get("litellm_params") or {}
+        metadata = litellm_params.get("metadata") or {}
+        stage = str(metadata.get("sale_stage", "other"))
+        profile = model.split("/", 1)[-1]
+        reply = scripted_reply(profile, stage, messages)
+        if reply.fault is not None:
+            if reply.fault.transient:
+                raise litellm.ServiceUnavailableError(
+                    message=reply.fault.message, llm_provider="scripted", model=model
+                )
+            raise litellm.BadRequestError(
+                message=reply.fault.message, llm_provider="scripted", model=model
+            )
+        content = [
+            {
+                "token": tok,
+                "logprob": alts[0][1],
+                "bytes": None,
+                "top_logprobs": [{"token": t, "logprob": lp, "bytes": None} for t, lp in alts],
+            }
+            for tok, alts in zip(reply.tokens, reply.top_logprobs, strict=True)
+        ]
+        return ModelResponse(
+            model=model,
+            choices=[
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": reply.text},
+                    "logprobs": {"content": content},
+                }
+            ],
+            usage={
+                "prompt_tokens": reply.prompt_tokens,
+                "completion_tokens": len(reply.tokens),
+                "total_tokens": reply.prompt_tokens + len(reply.tokens),
+            },
+        )
+
+
+litellm.custom_provider_map = [
+    *[p for p in litellm.custom_provider_map if p.get("provider") != "scripted"],
+    {"provider": "scripted", "custom_handler": _ScriptedProvider()},
+]
+
+
+def _extract_logprobs(choice: Any) -> list[list[float]] | None:
+    lp = getattr(choice, "logprobs", None)
+    if lp is None and isinstance(choice, dict):
+        lp = choice.get("logprobs")
+    content = getattr(lp, "content", None) if lp is not None else None
+    if content is None and isinstance(lp, dict):
+        content = lp.get("content")
+    if not content:
+        return None
+    positions: list[list[float]] = []
+    for item in content:
+        tops = getattr(item, "top_logprobs", None)
+        if tops is None and isinstance(item, dict):
+            tops = item.get("top_logprobs")
+        values = [
+            float(getattr(t, "logprob", None) if not isinstance(t, dict) else t["logprob"])
+            for t in (tops or [])
+        ]
+        if values:
+            positions.append(values)
+    return positions or None
+
+
+def call_model(
+    agent: Agent,
+    messages: list[dict[str, str]],
+    *,
+    stage: str,
+    max_tokens: int,
+    logprobs: bool = False,
+    top_logprobs: int = 5,
+    timeout: float = 300.0,
+) -> LLMResult:
+    """One chat completion for ``agent``; raises Transient/PermanentModelError on failure."""
+    kwargs: dict[str, Any] = dict(agent.params)
+    kwargs.update(
+        model=agent.model,
+        messages=messages,
+        max_tokens=max_tokens,
+        timeout=timeout,
+        num_retries=0,
+        max_retries=0,
+        metadata={"sale_stage": stage, "sale_agent": agent.name},
+    )
+    if agent.api_base:
+        kwargs["api_base"] = agent.api_base
+    if agent.api_key_env:
+        key = read_secret(agent.api_key_env)
+        if key is None and not agent.api_base:
+            raise PermanentModelError(
+                agent.name,
+                agent.model,
+                f"the environment variable {agent.api_key_env} holding its API key is not set; "
+                f"export {agent.api_key_env}=... before starting the worker",
+            )
+        kwargs["api_key"] = key or "sk-local"
+    elif agent.api_base:
+        kwargs["api_key"] = "sk-local"  # OpenAI-compatible local servers ignore the key
+    if logprobs:
+        kwargs.update(logprobs=True, top_logprobs=top_logprobs)
+    started = time.perf_counter()
+    try:
+        response = litellm.completion(**kwargs)
+    except TRANSIENT_ERRORS as exc:
+        raise TransientModelError(agent.name, agent.model, f"{type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # boundary: every other provider failure is permanent
+        raise PermanentModelError(agent.name, agent.model, f"{type(exc).__name__}: {exc}") from exc
+    latency = time.perf_counter() - started
+    choice = response.choices[0]
+    text = (choice.message.content or "") if choice.message else ""
+    usage = getattr(response, "usage", None)
+    tokens_in = int(getattr(usage, "prompt_tokens", 0) or 0)
+    tokens_out = int(getattr(usage, "completion_tokens", 0) or 0)
+    if usage is None or (tokens_in == 0 and tokens_out == 0):
+        tokens_in = int(litellm.token_counter(model=agent.model, messages=messages))
+        tokens_out = int(litellm.token_counter(model=agent.model, text=text))
+    return LLMResult(
+        text=text,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        top_logprobs=_extract_logprobs(choice) if logprobs else None,
+        cost_usd=agent.call_cost(tokens_in, tokens_out),
+        latency_s=latency,
+        model=agent.model,
+    )
+
+
+def default_llm() -> Callable[..., LLMResult]:
+    """The production model caller."""
+    return call_model

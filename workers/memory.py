@@ -1,0 +1,115 @@
+"""Auction memory retrieval and the contrastive pairs a cheaper agent refines its bid from.
+
+Retrieval is cosine similarity between task embeddings (stored unit-norm), k nearest first; an
+empty memory or one with fewer than k records simply returns what there is. Each memory record
+carries two labels per bid: ``auction_label`` (the awarded bid won, the others lost: the paper)
+and ``verified_label`` (a plan whose execution passed won, an awarded plan that failed lost, the
+others are unlabelled). ``memory_label`` picks which one builds pairs; ``verified`` falls back
+to the auction labels for a record without a verdict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+LabelMode = Literal["auction", "verified"]
+
+
+@dataclass(frozen=True)
+class MemoryEntry:
+    """What retrieval needs of one memory record."""
+
+    record_id: int
+    embedding: Sequence[float]
+    bids: Sequence[dict[str, Any]]
+    verdict: str
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A (losing plan, winning plan) pair from one past job."""
+
+    record_id: int
+    losing_agent: str
+    losing_plan: str
+    winning_agent: str
+    winning_plan: str
+
+
+def nearest(query: Sequence[float], entries: Sequence[MemoryEntry], k: int) -> list[MemoryEntry]:
+    """The ``k`` entries most cosine-similar to ``query``, most similar first."""
+    if not entries or k <= 0:
+        return []
+    q = np.asarray(query, dtype=np.float64)
+    matrix = np.asarray([e.embedding for e in entries], dtype=np.float64)
+    norms = np.linalg.norm(matrix, axis=1) * (np.linalg.norm(q) or 1.0)
+    sims = matrix @ q / np.where(norms == 0, 1.0, norms)
+    # Stable order on ties: by similarity, then by record id (older first).
+    order = sorted(range(len(entries)), key=lambda i: (-sims[i], entries[i].record_id))
+    return [entries[i] for i in order[:k]]
+
+
+def bid_labels(
+    bids: Sequence[dict[str, Any]], award_index: int | None, verdict: str
+) -> list[tuple[str, str | None]]:
+    """(auction_label, verified_label) for each bid of a finished job."""
+    labels: list[tuple[str, str | None]] = []
+    for i, _bid in enumerate(bids):
+        auction = "win" if i == award_index else "lose"
+        verified: str | None = None
+        if i == award_index and verdict == "passed":
+            verified = "win"
+        elif i == award_index and verdict == "failed":
+            verified = "lose"
+        elif verdict == "passed":
+            verified = "lose"  # another plan was executed and passed: these did not win it
+        labels.append((auction, verified))
+    return labels
+
+
+def _label(bid: dict[str, Any], mode: LabelMode, verdict: str) -> str | None:
+    if mode == "verified" and verdict in ("passed", "failed"):
+        value = bid.get("verified_label")
+    else:
+        value = bid.get("auction_label")
+    return value if value in ("win", "lose") else None
+
+
+def build_pairs(
+    agent: str, entries: Sequence[MemoryEntry], mode: LabelMode, max_pairs: int
+) -> list[Pair]:
+    """(losing, winning) pairs, one side written by ``agent``, nearest records first."""
+    pairs: list[Pair] = []
+    for entry in entries:
+        usable = [b for b in entry.bids if b.get("status", "ok") == "ok" and b.get("plan")]
+        winners = [b for b in usable if _label(b, mode, entry.verdict) == "win"]
+        losers = [b for b in usable if _label(b, mode, entry.verdict) == "lose"]
+        for win in winners:
+            for lose in losers:
+                if agent not in (win["agent"], lose["agent"]) or win["agent"] == lose["agent"]:
+                    continue
+                pairs.append(
+                    Pair(entry.record_id, lose["agent"], lose["plan"], win["agent"], win["plan"])
+                )
+                break  # one pair per record keeps the prompt short and varied
+            else:
+                continue
+            break
+        if len(pairs) >= max_pairs:
+            break
+    return pairs
+
+
+def render_pairs(pairs: Sequence[Pair]) -> str:
+    """The pairs block of the refine prompt."""
+    blocks = []
+    for n, p in enumerate(pairs, 1):
+        blocks.append(
+            f"PAST JOB {n}\nLOSING PLAN:\n{p.losing_plan.strip()}\n"
+            f"WINNING PLAN:\n{p.winning_plan.strip()}"
+        )
+    return "\n\n".join(blocks)

@@ -1,0 +1,733 @@
+"""The auction's stages as plain functions: load by id, do one thing, persist, return ids.
+
+The Celery tasks in :mod:`workers.tasks` are thin wrappers around these. Every function is
+idempotent: it first looks for the row its work would produce (bid, jury call, award, execution,
+memory record) and returns that instead of calling a model again, and the unique constraints of
+the tables turn a lost race between two deliveries into "someone else already wrote it".
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from broker.settings import Settings
+from models.db import session_scope
+from models.schemas import TaskSpec
+from models.tables import (
+    Award,
+    Bid,
+    Execution,
+    ExecutionStep,
+    Job,
+    JuryCall,
+    JuryScore,
+    MemoryRecord,
+    StatusEvent,
+    utcnow,
+)
+from workers import auction
+from workers.errors import (
+    AuctionError,
+    JobNotFoundError,
+    JuryParseError,
+    ModelCallError,
+    TransientModelError,
+)
+from workers.execution import EXECUTORS
+from workers.jury import example_object, parse_scores, presentation_order, render_bids
+from workers.llm import LLMCall
+from workers.memory import (
+    MemoryEntry,
+    bid_labels,
+    build_pairs,
+    nearest,
+    render_pairs,
+)
+from workers.pool import Pool
+from workers.prompts import render
+from workers.verdict import judge_answer
+from workers.weights import Weights
+
+log = logging.getLogger(__name__)
+
+STATUSES = (
+    "queued",
+    "bidding",
+    "judging",
+    "refining",
+    "executing",
+    "updating",
+    "done",
+    "failed",
+    "cancelled",
+)
+TERMINAL = {"done", "failed", "cancelled"}
+TOOLS = {"coding": "a Python sandbox, the task's examples", "search": "search, open document"}
+
+
+@dataclass
+class AuctionContext:
+    """Everything a stage needs besides ids: configuration and injected callables."""
+
+    settings: Settings
+    pool: Pool
+    weights: Weights
+    llm: LLMCall
+    embed: Callable[[list[str]], list[list[float]]]
+    db_url: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if not self.db_url:
+            self.db_url = self.settings.effective_database_url
+
+
+# --- jobs and status ----------------------------------------------------------------------
+
+
+def create_job(ctx: AuctionContext, spec: TaskSpec, job_id: str) -> str:
+    """Insert the job row (status queued) unless it exists; returns the id."""
+    with session_scope(ctx.db_url) as s:
+        if s.get(Job, job_id) is None:
+            s.add(
+                Job(
+                    id=job_id,
+                    kind=spec.kind,
+                    name=spec.name,
+                    prompt=spec.prompt,
+                    spec=spec.model_dump(mode="json"),
+                    pool_path=ctx.pool.path,
+                )
+            )
+            s.add(StatusEvent(job_id=job_id, status="queued"))
+    return job_id
+
+
+def load_job(s: Session, job_id: str, db_url: str) -> Job:
+    """The job row, or JobNotFoundError."""
+    job = s.get(Job, job_id)
+    if job is None:
+        raise JobNotFoundError(job_id, db_url)
+    return job
+
+
+def set_status(ctx: AuctionContext, job_id: str, status: str, detail: str | None = None) -> bool:
+    """Move a job forward to ``status``; never backwards, never out of a terminal state.
+
+    Returns True when the status changed. Idempotent: a repeated transition is a no-op.
+    """
+    with session_scope(ctx.db_url) as s:
+        job = load_job(s, job_id, ctx.db_url)
+        if job.status in TERMINAL:
+            return False
+        if status not in TERMINAL and STATUSES.index(status) <= STATUSES.index(job.status):
+            return False
+        job.status = status
+        job.updated_at = utcnow()
+        if detail is not None:
+            job.status_reason = detail
+        s.add(job)
+        exists = s.exec(
+            select(StatusEvent).where(StatusEvent.job_id == job_id, StatusEvent.status == status)
+        ).first()
+        if exists is None:
+            s.add(StatusEvent(job_id=job_id, status=status, detail=detail))
+    log.info("job %s: %s%s", job_id, status, f" ({detail})" if detail else "")
+    return True
+
+
+def fail_job(ctx: AuctionContext, job_id: str, reason: str) -> None:
+    """Mark a job failed with a reason (idempotent; a finished job stays finished)."""
+    set_status(ctx, job_id, "failed", reason)
+
+
+def job_spec(job: Job) -> TaskSpec:
+    """The stored task spec of a job."""
+    return TaskSpec.model_validate(job.spec)
+
+
+def add_note(ctx: AuctionContext, job_id: str, note: str) -> None:
+    """Append a note (e.g. why a term was dropped) to a job, once."""
+    with session_scope(ctx.db_url) as s:
+        job = load_job(s, job_id, ctx.db_url)
+        if note not in job.notes:
+            job.notes = [*job.notes, note]
+            s.add(job)
+
+
+# --- bids ---------------------------------------------------------------------------------
+
+
+def _bid_row(s: Session, job_id: str, agent: str, round_: str) -> Bid | None:
+    return s.exec(
+        select(Bid).where(Bid.job_id == job_id, Bid.agent == agent, Bid.round == round_)
+    ).first()
+
+
+def _insert_once(ctx: AuctionContext, row: Any) -> None:
+    """Insert a row; if a concurrent delivery already inserted it, keep theirs."""
+    try:
+        with session_scope(ctx.db_url) as s:
+            s.add(row)
+    except IntegrityError:
+        log.info("duplicate %s ignored (redelivered task)", type(row).__name__)
+
+
+def run_bid(
+    ctx: AuctionContext, job_id: str, agent_name: str, round_: str, memory_ids: list[int] | None
+) -> int:
+    """Collect one bid (``first``) or refined bid (``refined``); returns the bid id.
+
+    Raises TransientModelError for the task layer to retry; any other failure is recorded as
+    a failed bid.
+    """
+    with session_scope(ctx.db_url) as s:
+        existing = _bid_row(s, job_id, agent_name, round_)
+        if existing is not None and existing.id is not None:
+            return existing.id
+        job = load_job(s, job_id, ctx.db_url)
+        spec = job_spec(job)
+        own = _bid_row(s, job_id, agent_name, "first") if round_ == "refined" else None
+        records = (
+            list(s.exec(select(MemoryRecord).where(col(MemoryRecord.id).in_(memory_ids or []))))
+            if round_ == "refined"
+            else []
+        )
+    agent = ctx.pool.get(agent_name)
+    max_words = max(20, ctx.settings.bid_max_tokens * 3 // 4)
+    pairs_used: list[int] = []
+    if round_ == "first":
+        prompt = render(
+            "bid", kind=spec.kind, prompt=spec.prompt, max_words=max_words, tools=TOOLS[spec.kind]
+        )
+    else:
+        entries = [_entry(r) for r in records]
+        order = {rid: i for i, rid in enumerate(memory_ids or [])}
+        entries.sort(key=lambda e: order.get(e.record_id, 0))
+        pairs = build_pairs(
+            agent_name, entries, ctx.settings.memory_label, ctx.settings.refine_max_pairs
+        )
+        pairs_used = [p.record_id for p in pairs]
+        prompt = render(
+            "refine",
+            kind=spec.kind,
+            prompt=spec.prompt,
+            own_plan=(own.plan if own and own.plan else "(none)"),
+            pairs=render_pairs(pairs),
+            max_words=max_words,
+        )
+    messages = [
+        {"role": "system", "content": render("system")},
+        {"role": "user", "content": prompt},
+    ]
+    try:
+        result = ctx.llm(
+            agent,
+            messages,
+            stage="bid" if round_ == "first" else "refine",
+            max_tokens=ctx.settings.bid_max_tokens,
+            logprobs=True,
+            top_logprobs=ctx.settings.top_logprobs,
+            timeout=ctx.settings.llm_timeout_s,
+        )
+    except ModelCallError as exc:
+        if isinstance(exc, TransientModelError):
+            raise
+        return record_failed_bid(ctx, job_id, agent_name, round_, str(exc))
+    plan = result.text.strip()
+    entropy = auction.plan_entropy(result.top_logprobs, ctx.settings.top_logprobs)
+    row = Bid(
+        job_id=job_id,
+        agent=agent_name,
+        round=round_,
+        status="ok" if plan else "failed",
+        plan=plan or None,
+        error=None if plan else "the model returned an empty plan",
+        tokens_in=result.tokens_in,
+        tokens_out=result.tokens_out,
+        entropy=entropy,
+        cost_usd=result.cost_usd,
+        latency_s=result.latency_s,
+        memory_pairs=pairs_used,
+    )
+    _insert_once(ctx, row)
+    with session_scope(ctx.db_url) as s:
+        found = _bid_row(s, job_id, agent_name, round_)
+        assert found is not None and found.id is not None
+        return found.id
+
+
+def record_failed_bid(
+    ctx: AuctionContext, job_id: str, agent_name: str, round_: str, error: str
+) -> int:
+    """Record a bid that could not be collected; the auction goes on without it."""
+    log.warning("job %s: bid of %s (%s) failed: %s", job_id, agent_name, round_, error)
+    _insert_once(ctx, Bid(job_id=job_id, agent=agent_name, round=round_, status="failed", error=error))
+    with session_scope(ctx.db_url) as s:
+        found = _bid_row(s, job_id, agent_name, round_)
+        assert found is not None and found.id is not None
+        return found.id
+
+
+def ok_bids(s: Session, job_id: str, round_: str) -> list[Bid]:
+    """The successful bids of a round, by id."""
+    return list(
+        s.exec(
+            select(Bid)
+            .where(Bid.job_id == job_id, Bid.round == round_, Bid.status == "ok")
+            .order_by(col(Bid.id))
+        )
+    )
+
+
+# --- jury ---------------------------------------------------------------------------------
+
+
+def jury_targets(ctx: AuctionContext, job_id: str, round_: str) -> list[tuple[str, str]]:
+    """(juror, target) pairs for a round: one per juror (batched) or per juror × bid."""
+    with session_scope(ctx.db_url) as s:
+        bids = ok_bids(s, job_id, round_)
+    if not bids:
+        return []
+    if ctx.settings.jury_mode == "batched":
+        return [(j, "all") for j in ctx.pool.names]
+    return [(j, str(b.id)) for j in ctx.pool.names for b in bids]
+
+
+def run_jury(ctx: AuctionContext, job_id: str, juror: str, round_: str, target: str) -> int:
+    """One juror's call: scores for the round's bids (or one bid); returns the JuryCall id.
+
+    A juror whose reply is not a valid score object gets one retry with a stricter prompt,
+    then abstains (recorded with the reason). Raises TransientModelError to be retried.
+    """
+    with session_scope(ctx.db_url) as s:
+        existing = s.exec(
+            select(JuryCall).where(
+                JuryCall.job_id == job_id,
+                JuryCall.juror == juror,
+                JuryCall.round == round_,
+                JuryCall.target == target,
+            )
+        ).first()
+        if existing is not None and existing.id is not None:
+            return existing.id
+        job = load_job(s, job_id, ctx.db_url)
+        spec = job_spec(job)
+        bids = ok_bids(s, job_id, round_)
+    if target != "all":
+        bids = [b for b in bids if str(b.id) == target]
+    presented = presentation_order(
+        [(b.id or 0, b.agent, b.plan or "") for b in bids],
+        seed=ctx.settings.shuffle_seed,
+        job_id=job_id,
+        juror=juror,
+        round_=round_,
+    )
+    labels = [p.label for p in presented]
+    agent = ctx.pool.get(juror)
+    common = dict(kind=spec.kind, prompt=spec.prompt, bids=render_bids(presented))
+    prompt = render("jury", example=example_object(labels), **common)
+    tokens_in = tokens_out = 0
+    cost = latency = 0.0
+    replies: list[str] = []
+    scores: dict[str, int] | None = None
+    error: str | None = None
+    for attempt in range(2):
+        try:
+            result = ctx.llm(
+                agent,
+                [
+                    {"role": "system", "content": render("system")},
+                    {"role": "user", "content": prompt},
+                ],
+                stage="jury",
+                max_tokens=ctx.settings.jury_max_tokens,
+                timeout=ctx.settings.llm_timeout_s,
+            )
+        except ModelCallError as exc:
+            if isinstance(exc, TransientModelError) and not replies:
+                raise
+            error = str(exc)
+            break
+        tokens_in += result.tokens_in
+        tokens_out += result.tokens_out
+        cost += result.cost_usd
+        latency += result.latency_s
+        replies.append(result.text)
+        try:
+            scores = parse_scores(result.text, labels)
+            error = None
+            break
+        except JuryParseError as exc:
+            error = exc.reason
+            if attempt == 0:
+                prompt = render(
+                    "jury_strict",
+                    example=example_object(labels),
+                    labels=", ".join(labels),
+                    reason=exc.reason,
+                    **common,
+                )
+    status = "ok" if scores is not None else "abstained"
+    if status == "abstained":
+        log.warning("job %s: juror %s abstains in %s round: %s", job_id, juror, round_, error)
+    call = JuryCall(
+        job_id=job_id,
+        juror=juror,
+        round=round_,
+        target=target,
+        status=status,
+        order=[{"label": p.label, "bid_id": p.bid_id, "agent": p.agent} for p in presented],
+        reply="\n\n--- retry ---\n\n".join(replies) or None,
+        retried=len(replies) > 1,
+        error=error,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        cost_usd=cost,
+        latency_s=latency,
+    )
+    try:
+        with session_scope(ctx.db_url) as s:
+            s.add(call)
+            s.flush()
+            assert call.id is not None
+            for p in presented:
+                if scores is not None:
+                    s.add(
+                        JuryScore(
+                            jury_call_id=call.id,
+                            job_id=job_id,
+                            bid_id=p.bid_id,
+                            juror=juror,
+                            score=scores[p.label],
+                        )
+                    )
+            return call.id
+    except IntegrityError:
+        with session_scope(ctx.db_url) as s:
+            again = s.exec(
+                select(JuryCall).where(
+                    JuryCall.job_id == job_id,
+                    JuryCall.juror == juror,
+                    JuryCall.round == round_,
+                    JuryCall.target == target,
+                )
+            ).one()
+            assert again.id is not None
+            return again.id
+
+
+# --- scoring, refinement, award -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FirstRoundOutcome:
+    """What happens after the first round: who refines, from which memory records."""
+
+    provisional_agent: str
+    refiners: dict[str, list[int]]  # agent -> memory record ids to draw pairs from
+
+
+def _score_bids(ctx: AuctionContext, s: Session, job_id: str, bids: list[Bid]) -> bool:
+    """Compute and store C, V and score for ``bids``; returns whether entropy was used."""
+    use_entropy = all(b.entropy is not None for b in bids)
+    jurors = ctx.pool.names
+    weights = ctx.weights.juror_weights(jurors)
+    for bid in bids:
+        rows = s.exec(select(JuryScore).where(JuryScore.bid_id == bid.id)).all()
+        by_juror: dict[str, int | None] = {j: None for j in jurors}
+        for r in rows:
+            by_juror[r.juror] = r.score
+        jv = auction.jury_value(by_juror, weights)
+        agent = ctx.pool.get(bid.agent)
+        bid.cost_term = auction.cost_term(ctx.weights.w_c, agent.output_price, bid.tokens_out)
+        bid.value = auction.bid_value(bid.entropy, ctx.weights.w_h, jv, use_entropy)
+        bid.score = bid.cost_term - bid.value
+        s.add(bid)
+    return use_entropy
+
+
+def _candidate(ctx: AuctionContext, bid: Bid) -> auction.Candidate:
+    assert bid.id is not None and bid.score is not None
+    return auction.Candidate(bid.id, bid.agent, ctx.pool.get(bid.agent).output_price, bid.score)
+
+
+def _entry(r: MemoryRecord) -> MemoryEntry:
+    assert r.id is not None
+    return MemoryEntry(r.id, r.embedding, r.bids, r.verdict)
+
+
+def job_embedding(ctx: AuctionContext, job_id: str) -> list[float]:
+    """The job's task embedding, computed once and stored on the job."""
+    with session_scope(ctx.db_url) as s:
+        job = load_job(s, job_id, ctx.db_url)
+        if job.embedding:
+            return list(job.embedding)
+        text = job.prompt
+    vector = ctx.embed([text])[0]
+    with session_scope(ctx.db_url) as s:
+        job = load_job(s, job_id, ctx.db_url)
+        job.embedding = vector
+        s.add(job)
+    return vector
+
+
+def score_first_round(ctx: AuctionContext, job_id: str) -> FirstRoundOutcome:
+    """Score the first-round bids, pick the provisional winner, and decide who refines."""
+    with session_scope(ctx.db_url) as s:
+        job = load_job(s, job_id, ctx.db_url)
+        bids = ok_bids(s, job_id, "first")
+        if not bids:
+            raise AuctionError(job_id, "every bid failed; see `sale show` for each agent's error")
+        use_entropy = _score_bids(ctx, s, job_id, bids)
+        winner = auction.provisional_winner([_candidate(ctx, b) for b in bids])
+        job.provisional_winner = winner.agent
+        s.add(job)
+        kind = job.kind
+    if not use_entropy:
+        add_note(ctx, job_id, "entropy term dropped: a bid came without log-probabilities")
+        log.warning("job %s: entropy term dropped (missing log-probabilities)", job_id)
+    prices = {b.agent: ctx.pool.get(b.agent).output_price for b in bids}
+    eligible = auction.refinement_eligible(prices, winner.price)
+    refiners: dict[str, list[int]] = {}
+    if eligible:
+        with session_scope(ctx.db_url) as s:
+            records = list(s.exec(select(MemoryRecord).where(MemoryRecord.kind == kind)))
+        if records:
+            query = job_embedding(ctx, job_id)
+            near = nearest(query, [_entry(r) for r in records], ctx.settings.memory_k)
+            for agent in eligible:
+                pairs = build_pairs(
+                    agent, near, ctx.settings.memory_label, ctx.settings.refine_max_pairs
+                )
+                if pairs:
+                    # Pass the retrieved ids in order so the refine task sees this exact memory.
+                    refiners[agent] = [e.record_id for e in near]
+    return FirstRoundOutcome(winner.agent, refiners)
+
+
+def decide_award(ctx: AuctionContext, job_id: str) -> Award:
+    """Score refined bids (if any) and write the award (idempotent)."""
+    with session_scope(ctx.db_url) as s:
+        existing = s.exec(select(Award).where(Award.job_id == job_id)).first()
+        if existing is not None:
+            return existing
+        first = ok_bids(s, job_id, "first")
+        refined = ok_bids(s, job_id, "refined")
+        if not first:
+            raise AuctionError(job_id, "every bid failed; see `sale show` for each agent's error")
+        use_entropy = _score_bids(ctx, s, job_id, first + refined)
+        provisional = auction.provisional_winner([_candidate(ctx, b) for b in first])
+        final = auction.final_award(provisional, [_candidate(ctx, b) for b in refined])
+        winning = next(b for b in first + refined if b.id == final.bid_id)
+        award = Award(
+            job_id=job_id,
+            bid_id=final.bid_id,
+            agent=final.agent,
+            round=winning.round,
+            score=final.score,
+            provisional_agent=provisional.agent,
+            provisional_score=provisional.score,
+        )
+    if not use_entropy:
+        add_note(ctx, job_id, "entropy term dropped: a bid came without log-probabilities")
+    _insert_once(ctx, award)
+    with session_scope(ctx.db_url) as s:
+        return s.exec(select(Award).where(Award.job_id == job_id)).one()
+
+
+# --- execution, verdict, memory -----------------------------------------------------------
+
+
+def run_execution(ctx: AuctionContext, job_id: str) -> int:
+    """The award's agent executes its own plan; stores the trace and the verdict."""
+    with session_scope(ctx.db_url) as s:
+        existing = s.exec(select(Execution).where(Execution.job_id == job_id)).first()
+        if existing is not None and existing.id is not None:
+            return existing.id
+        job = load_job(s, job_id, ctx.db_url)
+        spec = job_spec(job)
+        award = s.exec(select(Award).where(Award.job_id == job_id)).one()
+        bid = s.get(Bid, award.bid_id)
+        assert bid is not None
+        plan = bid.plan or ""
+    agent = ctx.pool.get(award.agent)
+    max_tokens = min(ctx.settings.execute_max_tokens, spec.limits.max_tokens)
+    outcome = EXECUTORS[spec.kind](spec, plan, agent, ctx.llm, max_tokens)
+    verdict = judge_answer(spec, outcome.answer)
+    if outcome.error and verdict.value == "unknown":
+        detail = f"execution failed: {outcome.error}"
+    else:
+        detail = verdict.detail
+    execution = Execution(
+        job_id=job_id,
+        agent=award.agent,
+        bid_id=award.bid_id,
+        status="failed" if outcome.error else "done",
+        answer=outcome.answer,
+        stop_reason=outcome.stop_reason,
+        error=outcome.error,
+        tokens_in=outcome.tokens_in,
+        tokens_out=outcome.tokens_out,
+        cost_usd=outcome.cost_usd,
+        latency_s=sum(st.latency_s for st in outcome.steps),
+        verdict=verdict.value,
+        verdict_detail=detail,
+    )
+    try:
+        with session_scope(ctx.db_url) as s:
+            s.add(execution)
+            s.flush()
+            assert execution.id is not None
+            for i, st in enumerate(outcome.steps):
+                s.add(
+                    ExecutionStep(
+                        execution_id=execution.id,
+                        index=i,
+                        role=st.role,
+                        content=st.content,
+                        tool_name=st.tool_name,
+                        tool_args=st.tool_args,
+                        observation=st.observation,
+                        tokens_in=st.tokens_in,
+                        tokens_out=st.tokens_out,
+                        cost_usd=st.cost_usd,
+                        latency_s=st.latency_s,
+                    )
+                )
+            return execution.id
+    except IntegrityError:
+        with session_scope(ctx.db_url) as s:
+            again = s.exec(select(Execution).where(Execution.job_id == job_id)).one()
+            assert again.id is not None
+            return again.id
+
+
+def job_totals(s: Session, job_id: str) -> tuple[int, float]:
+    """(tokens, US$) over every model call of a job: bids, jury, execution."""
+    tokens = 0
+    cost = 0.0
+    for b in s.exec(select(Bid).where(Bid.job_id == job_id)):
+        tokens += b.tokens_in + b.tokens_out
+        cost += b.cost_usd
+    for j in s.exec(select(JuryCall).where(JuryCall.job_id == job_id)):
+        tokens += j.tokens_in + j.tokens_out
+        cost += j.cost_usd
+    for e in s.exec(select(Execution).where(Execution.job_id == job_id)):
+        tokens += e.tokens_in + e.tokens_out
+        cost += e.cost_usd
+    return tokens, cost
+
+
+def update_memory(ctx: AuctionContext, job_id: str) -> int:
+    """Write the job's one memory record and finish the job; returns the record id."""
+    with session_scope(ctx.db_url) as s:
+        existing = s.exec(select(MemoryRecord).where(MemoryRecord.job_id == job_id)).first()
+        if existing is not None and existing.id is not None:
+            record_id = existing.id
+            execution = s.exec(select(Execution).where(Execution.job_id == job_id)).first()
+        else:
+            record_id = 0
+    if record_id:
+        _finish(ctx, job_id, execution)
+        return record_id
+    vector = job_embedding(ctx, job_id)
+    with session_scope(ctx.db_url) as s:
+        job = load_job(s, job_id, ctx.db_url)
+        award = s.exec(select(Award).where(Award.job_id == job_id)).one()
+        execution = s.exec(select(Execution).where(Execution.job_id == job_id)).one()
+        bids = list(s.exec(select(Bid).where(Bid.job_id == job_id).order_by(col(Bid.id))))
+        jury = s.exec(select(JuryScore).where(JuryScore.job_id == job_id)).all()
+        tokens, cost = job_totals(s, job_id)
+        award_index = next(i for i, b in enumerate(bids) if b.id == award.bid_id)
+        labels = bid_labels([{} for _ in bids], award_index, execution.verdict)
+        items = []
+        for b, (auction_label, verified_label) in zip(bids, labels, strict=True):
+            items.append(
+                {
+                    "bid_id": b.id,
+                    "agent": b.agent,
+                    "round": b.round,
+                    "status": b.status,
+                    "plan": b.plan,
+                    "tokens": b.tokens_out,
+                    "entropy": b.entropy,
+                    "jury": {r.juror: r.score for r in jury if r.bid_id == b.id},
+                    "cost": b.cost_term,
+                    "value": b.value,
+                    "score": b.score,
+                    "auction_label": auction_label if b.status == "ok" else None,
+                    "verified_label": verified_label if b.status == "ok" else None,
+                }
+            )
+        record = MemoryRecord(
+            job_id=job_id,
+            kind=job.kind,
+            task_text=job.prompt,
+            embedding=vector,
+            bids=items,
+            award_agent=award.agent,
+            award_round=award.round,
+            provisional_agent=award.provisional_agent,
+            verdict=execution.verdict,
+            total_tokens=tokens,
+            total_cost_usd=cost,
+        )
+    _insert_once(ctx, record)
+    with session_scope(ctx.db_url) as s:
+        found = s.exec(select(MemoryRecord).where(MemoryRecord.job_id == job_id)).one()
+        assert found.id is not None
+        record_id = found.id
+    _finish(ctx, job_id, execution)
+    return record_id
+
+
+def _finish(ctx: AuctionContext, job_id: str, execution: Execution | None) -> None:
+    verdict = execution.verdict if execution else "unknown"
+    with session_scope(ctx.db_url) as s:
+        job = load_job(s, job_id, ctx.db_url)
+        job.verdict = verdict
+        s.add(job)
+    if execution is not None and execution.status == "failed":
+        fail_job(ctx, job_id, f"execution by {execution.agent} failed: {execution.error}")
+    else:
+        set_status(ctx, job_id, "done", f"verdict {verdict}")
+
+
+def record_abstention(
+    ctx: AuctionContext, job_id: str, juror: str, round_: str, target: str, error: str
+) -> None:
+    """Record a juror that could not be reached after every retry: it abstains."""
+    log.warning("job %s: juror %s abstains in %s round: %s", job_id, juror, round_, error)
+    _insert_once(
+        ctx,
+        JuryCall(
+            job_id=job_id, juror=juror, round=round_, target=target, status="abstained", error=error
+        ),
+    )
+
+
+def record_failed_execution(ctx: AuctionContext, job_id: str, error: str) -> None:
+    """Record an execution whose model could not be reached after every retry."""
+    with session_scope(ctx.db_url) as s:
+        award = s.exec(select(Award).where(Award.job_id == job_id)).one()
+        spec = job_spec(load_job(s, job_id, ctx.db_url))
+    checkable = spec.tests is not None or spec.answer is not None
+    _insert_once(
+        ctx,
+        Execution(
+            job_id=job_id,
+            agent=award.agent,
+            bid_id=award.bid_id,
+            status="failed",
+            stop_reason="model_error",
+            error=error,
+            verdict="failed" if checkable else "unknown",
+            verdict_detail=f"execution failed: {error}",
+        ),
+    )

@@ -1,0 +1,236 @@
+"""The Celery tasks: thin wrappers that read as the auction's stages in Flower.
+
+Each task loads by id, calls one function of :mod:`workers.service`, and either returns a small
+JSON value or replaces itself with the next stage's canvas (dynamic fan-out without blocking).
+All tasks are idempotent and acknowledged late (a redelivery finds the rows already written).
+Model calls are retried by Celery only (exponential backoff with jitter, on the typed transient
+errors); when retries run out, a bid becomes a failed bid and a juror abstains, so the auction
+goes on. Stage tasks publish a custom state (BIDDING, JUDGING, …) with the job id as meta.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+from celery import Task, chain, chord, group, shared_task
+from celery.utils.log import get_task_logger
+
+from workers.context import get_context
+from workers.errors import AuctionError, TransientModelError
+from workers.pool import CONTROL_QUEUE
+from workers.service import (
+    AuctionContext,
+    create_job,
+    decide_award,
+    fail_job,
+    jury_targets,
+    record_abstention,
+    record_failed_bid,
+    record_failed_execution,
+    run_bid,
+    run_execution,
+    run_jury,
+    score_first_round,
+    set_status,
+    update_memory,
+)
+from workers.spec import validate_spec
+
+logger = get_task_logger(__name__)
+
+
+def _publish(task: Task, state: str, job_id: str, **meta: Any) -> None:
+    """Show the job's stage in Flower (custom task state with the job id)."""
+    if task.request.id and not task.request.is_eager:
+        task.update_state(state=state, meta={"job_id": job_id, **meta})
+
+
+def _retry_or(
+    task: Task, ctx: AuctionContext, exc: TransientModelError, give_up: Callable[[], Any]
+) -> Any:
+    """Retry with exponential backoff and jitter, or run ``give_up`` when retries are spent."""
+    n = task.request.retries
+    if n < ctx.settings.max_retries:
+        delay = min(ctx.settings.retry_backoff_max_s, ctx.settings.retry_backoff_s * 2**n)
+        countdown = delay * random.uniform(0.5, 1.0)
+        logger.warning("retry %d/%d in %.1fs: %s", n + 1, ctx.settings.max_retries, countdown, exc)
+        raise task.retry(exc=exc, countdown=countdown, max_retries=ctx.settings.max_retries)
+    return give_up()
+
+
+# --- canvas pieces (used by the stage tasks to replace themselves) ------------------------
+
+
+def build_bid_round(
+    ctx: AuctionContext, job_id: str, round_: str, refiners: dict[str, list[int]] | None = None
+) -> Any:
+    """Bids of a round fanned out to the agents' queues, then the jury stage on control."""
+    if round_ == "first":
+        header = [
+            collect_bid.si(job_id, a.name, "first", None).set(queue=a.queue)
+            for a in ctx.pool.agents
+        ]
+    else:
+        header = [
+            collect_bid.si(job_id, name, "refined", ids).set(queue=ctx.pool.get(name).queue)
+            for name, ids in (refiners or {}).items()
+        ]
+    return chord(group(header), judge_round.si(job_id, round_).set(queue=CONTROL_QUEUE))
+
+
+def build_execution(ctx: AuctionContext, job_id: str, agent: str) -> Any:
+    """Execution on the winner's queue, then the memory update on control."""
+    return chain(
+        execute_plan.si(job_id).set(queue=ctx.pool.get(agent).queue),
+        update_job_memory.si(job_id).set(queue=CONTROL_QUEUE),
+    )
+
+
+# --- stage tasks --------------------------------------------------------------------------
+
+
+@shared_task(bind=True, name="sale.job")
+def start_job(self: Task, job_id: str, spec: dict[str, Any] | None = None) -> Any:
+    """Start a job's auction: create the job row if a spec is given, fan the bids out.
+
+    Queue: sale.control. Idempotent (the job row and status events are keyed by the job id).
+    No retries: it only writes to the database and dispatches.
+    """
+    ctx = get_context()
+    if spec is not None:
+        create_job(ctx, validate_spec(spec), job_id)
+    set_status(ctx, job_id, "bidding")
+    _publish(self, "BIDDING", job_id)
+    return self.replace(build_bid_round(ctx, job_id, "first"))
+
+
+@shared_task(bind=True, name="sale.bid")
+def collect_bid(
+    self: Task, job_id: str, agent: str, round_: str, memory_ids: list[int] | None
+) -> dict[str, Any]:
+    """One agent's bid (first round) or refined bid, with log-probabilities.
+
+    Queue: sale.agent.<agent>. Idempotent: one Bid row per (job, agent, round). Retries the
+    model call on transient errors; then, or on any other model error, records a failed bid.
+    """
+    ctx = get_context()
+    _publish(self, "BIDDING" if round_ == "first" else "REFINING", job_id, agent=agent)
+    try:
+        bid_id = run_bid(ctx, job_id, agent, round_, memory_ids)
+    except TransientModelError as exc:
+        bid_id = _retry_or(
+            self, ctx, exc, lambda: record_failed_bid(ctx, job_id, agent, round_, str(exc))
+        )
+    return {"job_id": job_id, "bid_id": bid_id, "agent": agent, "round": round_}
+
+
+@shared_task(bind=True, name="sale.judge")
+def judge_round(self: Task, job_id: str, round_: str) -> Any:
+    """Fan the jury out for a round's bids (one call per juror, or per juror and bid).
+
+    Queue: sale.control. Idempotent. Fails the job when every first-round bid failed.
+    """
+    ctx = get_context()
+    if round_ == "first":
+        set_status(ctx, job_id, "judging")
+    _publish(self, "JUDGING", job_id, round=round_)
+    targets = jury_targets(ctx, job_id, round_)
+    if not targets:
+        if round_ == "first":
+            exc = AuctionError(job_id, "every bid failed; see `sale show` for each agent's error")
+            fail_job(ctx, job_id, exc.reason)
+            raise exc
+        return self.replace(score_round.si(job_id, round_).set(queue=CONTROL_QUEUE))
+    header = [
+        judge_bids.si(job_id, juror, round_, target).set(queue=ctx.pool.get(juror).queue)
+        for juror, target in targets
+    ]
+    return self.replace(
+        chord(group(header), score_round.si(job_id, round_).set(queue=CONTROL_QUEUE))
+    )
+
+
+@shared_task(bind=True, name="sale.jury")
+def judge_bids(self: Task, job_id: str, juror: str, round_: str, target: str) -> dict[str, Any]:
+    """One juror scores the round's anonymised bids 0–5 (or one bid in per-bid mode).
+
+    Queue: sale.agent.<juror>. Idempotent: one JuryCall per (job, juror, round, target).
+    Retries transient model errors; then the juror abstains (recorded).
+    """
+    ctx = get_context()
+    _publish(self, "JUDGING", job_id, juror=juror)
+    try:
+        call_id = run_jury(ctx, job_id, juror, round_, target)
+    except TransientModelError as exc:
+        _retry_or(
+            self,
+            ctx,
+            exc,
+            lambda: record_abstention(ctx, job_id, juror, round_, target, str(exc)),
+        )
+        call_id = None
+    return {"job_id": job_id, "juror": juror, "jury_call_id": call_id}
+
+
+@shared_task(bind=True, name="sale.score")
+def score_round(self: Task, job_id: str, round_: str) -> Any:
+    """Score a round; after the first, fan refinement out to strictly cheaper agents or award.
+
+    Queue: sale.control. Idempotent (scores are recomputed from stored rows; one award).
+    """
+    ctx = get_context()
+    _publish(self, "SCORING", job_id, round=round_)
+    if round_ == "first":
+        outcome = score_first_round(ctx, job_id)
+        if outcome.refiners:
+            set_status(ctx, job_id, "refining", f"provisional winner {outcome.provisional_agent}")
+            return self.replace(build_bid_round(ctx, job_id, "refined", outcome.refiners))
+    award = decide_award(ctx, job_id)
+    set_status(ctx, job_id, "executing", f"awarded to {award.agent} ({award.round} bid)")
+    return self.replace(build_execution(ctx, job_id, award.agent))
+
+
+@shared_task(bind=True, name="sale.execute")
+def execute_plan(self: Task, job_id: str) -> dict[str, Any]:
+    """The winner executes its own plan; the trace and the verdict are stored.
+
+    Queue: sale.agent.<winner>. Idempotent: one Execution per job. Retries transient model
+    errors; then records a failed execution (the job ends failed, its memory record is kept).
+    """
+    ctx = get_context()
+    _publish(self, "EXECUTING", job_id)
+    try:
+        execution_id = run_execution(ctx, job_id)
+    except TransientModelError as exc:
+        _retry_or(self, ctx, exc, lambda: record_failed_execution(ctx, job_id, str(exc)))
+        execution_id = None
+    return {"job_id": job_id, "execution_id": execution_id}
+
+
+@shared_task(bind=True, name="sale.update")
+def update_job_memory(self: Task, job_id: str) -> dict[str, Any]:
+    """Write the job's single memory record and finish the job.
+
+    Queue: sale.control. Idempotent: one MemoryRecord per job. No retries (database only).
+    Returns a summary, so a user's canvas can chain on the job.
+    """
+    ctx = get_context()
+    set_status(ctx, job_id, "updating")
+    _publish(self, "UPDATING", job_id)
+    record_id = update_memory(ctx, job_id)
+    from workers.views import job_summary
+
+    return job_summary(ctx, job_id, record_id)
+
+
+@shared_task(name="sale.on_error")
+def on_pipeline_error(request: Any, exc: BaseException, traceback: Any, job_id: str) -> None:
+    """Error callback on the whole pipeline: mark the job failed with the reason.
+
+    Runs in the worker whose task failed. Idempotent (a finished job stays finished).
+    """
+    reason = f"{getattr(request, 'task', 'task')} failed: {type(exc).__name__}: {exc}"
+    logger.error("job %s: %s", job_id, reason)
+    fail_job(get_context(), job_id, reason)

@@ -1,0 +1,140 @@
+"""Read-only views of a job for users: the `sale show --json` object and a short summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import col, select
+
+from models.db import session_scope
+from models.tables import (
+    Award,
+    Bid,
+    Execution,
+    ExecutionStep,
+    JuryCall,
+    JuryScore,
+    MemoryRecord,
+    StatusEvent,
+)
+from workers.service import AuctionContext, job_totals, load_job
+
+
+def job_view(ctx: AuctionContext, job_id: str, steps: bool = True) -> dict[str, Any]:
+    """Everything about a job as one JSON-ready object (the `sale show --json` shape)."""
+    with session_scope(ctx.db_url) as s:
+        job = load_job(s, job_id, ctx.db_url)
+        bids = list(s.exec(select(Bid).where(Bid.job_id == job_id).order_by(col(Bid.id))))
+        scores = s.exec(select(JuryScore).where(JuryScore.job_id == job_id)).all()
+        calls = list(
+            s.exec(select(JuryCall).where(JuryCall.job_id == job_id).order_by(col(JuryCall.id)))
+        )
+        award = s.exec(select(Award).where(Award.job_id == job_id)).first()
+        execution = s.exec(select(Execution).where(Execution.job_id == job_id)).first()
+        record = s.exec(select(MemoryRecord).where(MemoryRecord.job_id == job_id)).first()
+        events = s.exec(
+            select(StatusEvent).where(StatusEvent.job_id == job_id).order_by(col(StatusEvent.id))
+        ).all()
+        trace = (
+            list(
+                s.exec(
+                    select(ExecutionStep)
+                    .where(ExecutionStep.execution_id == execution.id)
+                    .order_by(col(ExecutionStep.index))
+                )
+            )
+            if execution is not None and steps
+            else []
+        )
+        tokens, cost = job_totals(s, job_id)
+        exec_tokens = execution.tokens_in + execution.tokens_out if execution else 0
+        return {
+            "job_id": job.id,
+            "name": job.name,
+            "kind": job.kind,
+            "status": job.status,
+            "status_reason": job.status_reason,
+            "history": [{"status": e.status, "at": e.at.isoformat()} for e in events],
+            "bids": [
+                {
+                    "bid_id": b.id,
+                    "agent": b.agent,
+                    "round": b.round,
+                    "status": b.status,
+                    "plan": b.plan,
+                    "error": b.error,
+                    "tokens": b.tokens_out,
+                    "entropy": b.entropy,
+                    "jury": {r.juror: r.score for r in scores if r.bid_id == b.id},
+                    "cost": b.cost_term,
+                    "value": b.value,
+                    "score": b.score,
+                    "call_cost_usd": b.cost_usd,
+                    "memory_pairs_from": b.memory_pairs,
+                }
+                for b in bids
+            ],
+            "jury_calls": [
+                {
+                    "juror": c.juror,
+                    "round": c.round,
+                    "target": c.target,
+                    "status": c.status,
+                    "order": [o["label"] + "=" + str(o["agent"]) for o in c.order],
+                    "retried": c.retried,
+                    "error": c.error,
+                }
+                for c in calls
+            ],
+            "provisional_winner": job.provisional_winner,
+            "award": {"agent": award.agent, "round": award.round, "score": award.score}
+            if award
+            else None,
+            "execution": {
+                "agent": execution.agent,
+                "status": execution.status,
+                "answer": execution.answer,
+                "tokens": exec_tokens,
+                "cost_usd": execution.cost_usd,
+                "stop_reason": execution.stop_reason,
+                "verdict_detail": execution.verdict_detail,
+                "steps": [
+                    {
+                        "index": st.index,
+                        "role": st.role,
+                        "content": st.content,
+                        "tool_name": st.tool_name,
+                        "tool_args": st.tool_args,
+                        "observation": st.observation,
+                        "tokens_in": st.tokens_in,
+                        "tokens_out": st.tokens_out,
+                        "cost_usd": st.cost_usd,
+                        "latency_s": st.latency_s,
+                    }
+                    for st in trace
+                ],
+            }
+            if execution
+            else None,
+            "verdict": job.verdict or (execution.verdict if execution else None),
+            "tokens": tokens,
+            "auction_tokens": tokens - exec_tokens,
+            "cost_usd": cost,
+            "notes": job.notes,
+            "memory_record_id": record.id if record else None,
+            "created_at": job.created_at.isoformat(),
+            "updated_at": job.updated_at.isoformat(),
+        }
+
+
+def job_summary(ctx: AuctionContext, job_id: str, record_id: int | None = None) -> dict[str, Any]:
+    """A small JSON summary of a job (the result of its last Celery task)."""
+    view = job_view(ctx, job_id, steps=False)
+    return {
+        "job_id": job_id,
+        "status": view["status"],
+        "verdict": view["verdict"],
+        "award": view["award"],
+        "cost_usd": view["cost_usd"],
+        "memory_record_id": record_id or view["memory_record_id"],
+    }

@@ -1,0 +1,99 @@
+"""The scoring weights ``w = (w_c, w_h, w_1..w_n)`` and the versioned file that holds them.
+
+The file is JSON::
+
+    {"version": "...", "w_c": 0.01, "w_h": 1.0, "jurors": {"name": 0.33, ...},
+     "default_juror_weight": 0.33, "source": "what data it was fitted on, or 'hand-set'"}
+
+A juror not named in ``jurors`` gets ``default_juror_weight``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from workers.errors import WeightsError
+
+_KEYS = {"version", "w_c", "w_h", "jurors", "default_juror_weight", "source", "fitted_on"}
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Scoring weights as loaded from a weights file."""
+
+    version: str
+    w_c: float
+    w_h: float
+    jurors: dict[str, float] = field(default_factory=dict)
+    default_juror_weight: float = 1.0
+    source: str = ""
+    path: str = ""
+
+    def juror(self, name: str) -> float:
+        """The weight of juror ``name``."""
+        return self.jurors.get(name, self.default_juror_weight)
+
+    def juror_weights(self, names: list[str]) -> dict[str, float]:
+        """Weights for the given jurors."""
+        return {n: self.juror(n) for n in names}
+
+
+def _number(path: str, data: dict[str, Any], key: str) -> float:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise WeightsError(path, f"{key!r} must be a number, got {value!r}")
+    return float(value)
+
+
+def parse_weights(text: str, path: str = "<weights>") -> Weights:
+    """Validate weights JSON text."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise WeightsError(path, f"not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise WeightsError(path, "must be a JSON object")
+    unknown = set(data) - _KEYS
+    if unknown:
+        raise WeightsError(path, f"unknown key(s) {sorted(unknown)}; allowed {sorted(_KEYS)}")
+    version = data.get("version")
+    if not isinstance(version, str) or not version:
+        raise WeightsError(path, "'version' must be a non-empty string")
+    jurors = data.get("jurors", {})
+    if not isinstance(jurors, dict):
+        raise WeightsError(path, "'jurors' must be an object of juror name -> weight")
+    parsed_jurors = {}
+    for name, w in jurors.items():
+        if isinstance(w, bool) or not isinstance(w, (int, float)):
+            raise WeightsError(path, f"juror {name!r}: weight must be a number, got {w!r}")
+        parsed_jurors[name] = float(w)
+    default = data.get("default_juror_weight", 1.0)
+    if isinstance(default, bool) or not isinstance(default, (int, float)):
+        raise WeightsError(path, "'default_juror_weight' must be a number")
+    return Weights(
+        version=version,
+        w_c=_number(path, data, "w_c"),
+        w_h=_number(path, data, "w_h"),
+        jurors=parsed_jurors,
+        default_juror_weight=float(default),
+        source=str(data.get("source", "")),
+        path=path,
+    )
+
+
+def load_weights(path: Path | None) -> Weights:
+    """Load a weights file; ``None`` loads the packaged default weights."""
+    if path is None:
+        ref = resources.files("workers") / "weights" / "default.json"
+        return parse_weights(ref.read_text(encoding="utf-8"), "workers/weights/default.json")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise WeightsError(
+            str(path), "file not found; set SALE_WEIGHTS_FILE or run `sale fit`"
+        ) from exc
+    return parse_weights(text, str(path))
