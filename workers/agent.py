@@ -1,0 +1,358 @@
+"""The agent loop: the winner executes its own plan with the tools of the job's kind.
+
+The system prompt holds the tools, the action format and the awarded plan; the user message
+starts with the task text. Each step calls the model (stage ``execute``), parses one action from
+the reply, runs the tool and sends the observation back, until a final answer or a limit of the
+job's spec: steps (model calls), tokens (in + out summed over the steps), wall seconds
+(``time.monotonic``, checked between steps) and US$. A hit limit becomes the outcome's
+``stop_reason`` and a recorded ``stop`` step; the answer is then the best candidate so far (the
+last program that defined the entry point, for coding; the last free-text answer, for search).
+Small local models do not emit native tool calls reliably, so the default action format is
+text, read by :func:`parse_action`: strict about what counts as an action, forgiving about case,
+whitespace, markdown and surrounding prose. An unreadable reply costs a step and gets a short
+correction as its observation. Transient model errors propagate (Celery retries the execution).
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import re
+import textwrap
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Literal
+
+from models.schemas import TaskSpec
+from workers.errors import ModelCallError, TransientModelError
+from workers.execution import ExecutionOutcome, Step, extract_answer, extract_code
+from workers.llm import LLMCall
+from workers.pool import Agent
+from workers.prompts import render
+from workers.tools import CODE_TOOLS, Toolbox, make_toolbox
+
+log = logging.getLogger(__name__)
+
+FINAL = "final_answer"
+Progress = Callable[[int, str | None], None]
+"""Called after each step with (1-based step number, tool name or ``final_answer`` or None)."""
+
+_FENCE = re.compile(r"```(?P<lang>[\w+.-]*)[ \t]*\n?(?P<body>.*?)(?:```|\Z)", re.S)
+_PYTHON_LANGS = frozenset({"", "python", "py", "python3", "py3"})
+_MARKER = re.compile(
+    r"(?P<final>\bfinal[ _]*answer[*_ \t]*:|^[ \t]*answer[*_ \t]*:)"
+    r"|(?P<action>\baction(?:[ \t]*\d+)?[*_ \t]*:[*_ \t]*`?(?P<name>[A-Za-z_][\w-]*)?)"
+    r"|(?P<bare>^[ \t]*(?P<bare_name>[A-Za-z_]\w*)[ \t]*\[)"
+    r"|(?P<observation>^[ \t]*observation[ \t]*\d*[ \t]*:)",
+    re.I | re.M,
+)
+_ACTION_INPUT = re.compile(r"^[ \t]*action[ \t]+input[*_ \t]*:[ \t]*", re.I | re.M)
+_CODE_START = re.compile(r"^(?:async[ \t]+def |def |class |import |from \S+ import |@)", re.M)
+_ALIASES = {
+    "python": "run_python", "run": "run_python", "run_code": "run_python", "exec": "run_python",
+    "execute": "run_python", "python_repl": "run_python", "code": "run_python",
+    "test": "run_tests", "tests": "run_tests", "run_test": "run_tests", "check": "run_tests",
+    "search_wiki": "search", "wiki": "search", "wikipedia": "search", "lookup": "search",
+    "open_page": "open", "open_document": "open", "open_doc": "open", "read": "open",
+    "final": FINAL, "finish": FINAL, "answer": FINAL, "submit": FINAL, "final_answer": FINAL,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Action:
+    """What a reply asks for: a tool call, a final answer, or nothing usable (and why)."""
+
+    kind: Literal["tool", "final", "invalid"]
+    name: str | None = None
+    argument: str = ""
+    problem: str | None = None
+
+
+def _canonical(raw: str) -> str:
+    name = raw.strip("`*_ ").lower().replace("-", "_")
+    return _ALIASES.get(name, name)
+
+
+def _unquote(text: str) -> str:
+    return text.strip().strip("\"'`").strip()
+
+
+def _inline(line: str) -> str:
+    """The argument written on the action's own line: ``[x]``, ``(x)``, ``: x`` or ``x``."""
+    s = line.strip().lstrip(":=").strip()
+    for open_, close in ("[]", "()"):
+        if s.startswith(open_):
+            end = s.rfind(close)
+            return _unquote(s[1:end] if end > 0 else s[1:])
+    return _unquote(s)
+
+
+def _first_line(text: str) -> str:
+    return next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+
+
+def code_in(text: str, *, any_language: bool = True) -> str:
+    """The code of a reply: its longest fenced block (only python or unlabelled ones unless
+    ``any_language``), else the text from its first line that starts like Python code."""
+    blocks = [
+        m["body"]
+        for m in _FENCE.finditer(text)
+        if any_language or m["lang"].lower() in _PYTHON_LANGS
+    ]
+    if blocks:
+        return max(blocks, key=len).strip("\n")
+    start = _CODE_START.search(text)
+    return text[start.start() :].strip("\n") if start else ""
+
+
+def _argument(region: str, code: bool) -> str:
+    line, _, after = region.partition("\n")
+    given = _ACTION_INPUT.search(after)
+    if code:
+        fence = _FENCE.search(region)
+        if fence:
+            return fence["body"].strip("\n")
+        if _inline(line):
+            return _inline(line)
+        body = after[given.end() :] if given else after
+        return textwrap.dedent(body).strip("\n")
+    if _inline(line):
+        return _inline(line)
+    return _unquote(_first_line(after[given.end() :] if given else after))
+
+
+def _final(region: str, kind: str) -> Action:
+    if kind == "coding":
+        return Action("final", FINAL, code_in(region))
+    answer = _first_line(region)
+    if answer.startswith("[") and answer.endswith("]"):
+        answer = answer[1:-1]
+    answer = _unquote(answer.strip("*_ "))
+    if not answer:
+        return Action("invalid", problem="the Final Answer was empty")
+    return Action("final", FINAL, answer)
+
+
+def parse_action(reply: str, kind: str, tools: Collection[str]) -> Action:
+    """The first action in ``reply``; ``tools`` are the tool names of the job's kind.
+
+    Accepted: ``Action: NAME`` followed by a fenced block (code tools) or an argument in
+    brackets, parentheses, after a colon, on an ``Action Input:`` line or on the next line;
+    ``NAME[arg]`` at the start of a line; ``Final Answer: ...`` (also ``ANSWER:`` at the start
+    of a line, ``Action: finish[...]``). Case, markdown emphasis and prose around are ignored;
+    markers inside code fences do not count. For coding, a reply with no action but a python
+    (or unlabelled) fence, or a line starting like a definition, is the final code.
+    """
+    text = reply.strip()
+    if not text:
+        return Action("invalid", problem="the reply was empty")
+    fences = [m.span() for m in _FENCE.finditer(text)]
+    marks = []
+    for m in _MARKER.finditer(text):
+        if any(a <= m.start() < b for a, b in fences):
+            continue
+        name = _canonical(m["name"] or m["bare_name"] or "")
+        if m["bare"] and name not in tools and name != FINAL:
+            continue  # a line like `items[0]` names no tool: it is prose
+        marks.append((m, name))
+    unknown: str | None = None
+    for i, (m, name) in enumerate(marks):
+        end = marks[i + 1][0].start() if i + 1 < len(marks) else len(text)
+        if m["observation"]:
+            continue  # it only ends the region of the action before it
+        if m["final"]:
+            return _final(text[m.end() : end], kind)
+        start = m.end() - 1 if m["bare"] else m.end()
+        region = text[start:end]
+        if name == FINAL:
+            if (m["name"] or "").lower() == "final":
+                region = re.sub(r"^[ \t]*answer[*_ \t]*:?", "", region, flags=re.I)
+            inline = _inline(region.partition("\n")[0])
+            return _final(inline if inline else region, kind)
+        if name in tools:
+            return Action("tool", name, _argument(region, name in CODE_TOOLS))
+        unknown = unknown or (m["name"] or "nothing")
+    if kind == "coding":
+        code = code_in(text, any_language=False)
+        if code:
+            return Action("final", FINAL, code)
+    if unknown is not None:
+        return Action("invalid", problem=f"unknown tool {unknown!r}; the tools are {', '.join(tools)}")
+    return Action("invalid", problem="no action was found in it")
+
+
+# --- the loop -------------------------------------------------------------------------------
+
+
+def _is_code(text: str) -> bool:
+    try:
+        tree = ast.parse(textwrap.dedent(text))
+    except SyntaxError:
+        return False
+    return any(not isinstance(node, ast.Expr) for node in tree.body)
+
+
+class _Candidate:
+    """The best answer so far, used when a limit stops the trace."""
+
+    def __init__(self, spec: TaskSpec) -> None:
+        self.spec = spec
+        self.value: str | None = None
+
+    def saw_code(self, code: str) -> None:
+        entry = self.spec.entry_point
+        if entry is None or re.search(rf"^\s*(?:async\s+)?def\s+{re.escape(entry)}\s*\(", code, re.M):
+            self.value = extract_code(code, self.spec)
+
+    def saw_prose(self, reply: str) -> None:
+        if self.spec.kind == "search" and reply.strip():
+            self.value = extract_answer(reply)
+
+
+def _limit_hit(spec: TaskSpec, steps: int, tokens: int, cost: float, elapsed: float) -> str | None:
+    limits = spec.limits
+    if steps >= limits.max_steps:
+        return "max_steps"
+    if tokens >= limits.max_tokens:
+        return "max_tokens"
+    if cost >= limits.max_cost_usd:
+        return "max_cost_usd"
+    if elapsed >= limits.max_seconds:
+        return "max_seconds"
+    return None
+
+
+def _budget_note(steps_left: int) -> str:
+    if steps_left <= 1:
+        return "This is your last step: reply with your Final Answer now."
+    return f"You have {steps_left} steps left."
+
+
+def run_agent(
+    spec: TaskSpec,
+    plan: str,
+    agent: Agent,
+    llm: LLMCall,
+    max_tokens: int,
+    *,
+    toolbox: Toolbox | None = None,
+    progress: Progress | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> ExecutionOutcome:
+    """Run ``agent`` on ``spec`` following ``plan`` until a final answer or a limit.
+
+    ``max_tokens`` caps each model call's output (and never exceeds the job's remaining token
+    budget). Raises TransientModelError for the caller to retry; records everything else.
+    """
+    tools = toolbox or make_toolbox(spec)
+    outcome = ExecutionOutcome(answer=None)
+    system = render(f"agent_system_{spec.kind}", tools=tools.describe(), plan=plan)
+    user = render(f"agent_task_{spec.kind}", prompt=spec.prompt)
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    outcome.steps += [Step(role="system", content=system), Step(role="user", content=user)]
+    if agent.action_format == "native":
+        # workers.llm.LLMCall can neither pass tools= nor return tool calls yet.
+        note = (
+            f"agent {agent.name} asks for native tool calls, which the model call interface "
+            "does not support yet; using the text action format"
+        )
+        log.warning("execution of %s: %s", spec.name or "a job", note)
+        outcome.steps.append(Step(role="note", content=note))
+    candidate = _Candidate(spec)
+    started = clock()
+    n = 0
+    while True:
+        hit = _limit_hit(spec, n, outcome.tokens_in + outcome.tokens_out, outcome.cost_usd,
+                         clock() - started)  # fmt: skip
+        if hit is not None:
+            outcome.stop_reason = hit
+            outcome.answer = candidate.value
+            outcome.steps.append(Step(role="stop", content=_stop_text(hit, spec, n, outcome)))
+            log.info("execution of %s stopped: %s after %d steps", spec.name, hit, n)
+            return outcome
+        remaining = spec.limits.max_tokens - outcome.tokens_in - outcome.tokens_out
+        call_started = time.perf_counter()
+        try:
+            result = llm(agent, messages, stage="execute", max_tokens=min(max_tokens, remaining))
+        except TransientModelError:
+            raise  # the task layer retries the whole execution
+        except ModelCallError as exc:
+            latency = time.perf_counter() - call_started
+            outcome.steps.append(Step(role="error", content=str(exc), latency_s=latency))
+            outcome.stop_reason = "model_error"
+            outcome.answer = candidate.value
+            if outcome.answer is None:  # nothing to judge: the execution failed
+                outcome.error = str(exc)
+            return outcome
+        n += 1
+        step = Step(
+            role="assistant",
+            content=result.text,
+            tokens_in=result.tokens_in,
+            tokens_out=result.tokens_out,
+            cost_usd=result.cost_usd,
+        )
+        action = parse_action(result.text, spec.kind, tools.tools)
+        final: str | None = action.argument if action.kind == "final" else None
+        if final is not None and spec.kind == "coding":
+            final = extract_code(final, spec) if final and _is_code(final) else candidate.value
+            if final is None:
+                action = Action("invalid", problem="the Final Answer held no code")
+        if final is not None:
+            outcome.answer = final
+            step.tool_name, step.tool_args = FINAL, {"answer": final}
+            step.latency_s = time.perf_counter() - call_started
+            outcome.steps.append(step)
+            _report(progress, n, FINAL)
+            return outcome
+        if action.kind == "tool":
+            assert action.name is not None
+            argument = action.argument
+            if action.name == "run_tests" and not argument.strip() and candidate.value:
+                argument = candidate.value  # "Action: run_tests" alone tests the last code
+            step.tool_name = action.name
+            step.tool_args = {tools.tools[action.name].argument: argument}
+            step.observation = tools.call(action.name, argument)
+            if action.name in CODE_TOOLS:
+                candidate.saw_code(argument)
+        else:
+            candidate.saw_prose(result.text)
+            step.observation = render(
+                f"agent_correction_{spec.kind}", problem=action.problem or "no action"
+            )
+        step.latency_s = time.perf_counter() - call_started
+        outcome.steps.append(step)
+        messages.append({"role": "assistant", "content": result.text})
+        messages.append(
+            {
+                "role": "user",
+                "content": render(
+                    "agent_observation",
+                    observation=step.observation,
+                    budget=_budget_note(spec.limits.max_steps - n),
+                ),
+            }
+        )
+        _report(progress, n, step.tool_name)
+
+
+def _stop_text(reason: str, spec: TaskSpec, steps: int, outcome: ExecutionOutcome) -> str:
+    limits = spec.limits
+    used = {
+        "max_steps": f"{steps} of {limits.max_steps} steps",
+        "max_tokens": f"{outcome.tokens_in + outcome.tokens_out} of {limits.max_tokens} tokens",
+        "max_cost_usd": f"US${outcome.cost_usd:.6f} of US${limits.max_cost_usd:.6f}",
+        "max_seconds": f"the {limits.max_seconds:g} s wall-time limit",
+    }[reason]
+    kept = "the last candidate answer" if outcome.answer is not None else "no answer"
+    return f"stopped by {reason}: used {used}; kept {kept}"
+
+
+def _report(progress: Progress | None, step: int, tool: str | None) -> None:
+    if progress is None:
+        return
+    try:
+        progress(step, tool)
+    except Exception:  # boundary: a failing progress report must not end the execution
+        log.exception("progress callback failed at step %d", step)
