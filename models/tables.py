@@ -78,9 +78,7 @@ class Bid(SQLModel, table=True):
 class JuryCall(SQLModel, table=True):
     """One juror's call: the labels it saw, in order, and whether it abstained."""
 
-    __table_args__ = (
-        UniqueConstraint("job_id", "juror", "round", "target", name="uq_jury_call"),
-    )
+    __table_args__ = (UniqueConstraint("job_id", "juror", "round", "target", name="uq_jury_call"),)
 
     id: int | None = Field(default=None, primary_key=True)
     job_id: str = Field(foreign_key="job.id", index=True, max_length=64)

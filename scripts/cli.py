@@ -158,11 +158,16 @@ def show(
     if as_json:
         typer.echo(json.dumps(view, indent=2))
         return
-    console.print(f"[bold]{job_id}[/bold] {view['kind']} — {view['status']} — verdict {view['verdict']}")
+    console.print(
+        f"[bold]{job_id}[/bold] {view['kind']} — {view['status']} — verdict {view['verdict']}"
+    )
     table = Table("agent", "round", "status", "tokens", "entropy", "jury", "C", "V", "score")
     for b in view["bids"]:
         table.add_row(
-            b["agent"], b["round"], b["status"], str(b["tokens"]),
+            b["agent"],
+            b["round"],
+            b["status"],
+            str(b["tokens"]),
             "-" if b["entropy"] is None else f"{b['entropy']:.3f}",
             " ".join(f"{k}:{v}" for k, v in b["jury"].items()),
             "-" if b["cost"] is None else f"{b['cost']:.3f}",
@@ -179,8 +184,9 @@ def show(
             console.print(f"  [{st['index']}] {st['role']}{tool}: {(st['content'] or '')[:300]}")
             if st["observation"]:
                 console.print(f"      → {st['observation'][:300]}")
-    console.print(f"cost ${view['cost_usd']:.8f}, tokens {view['tokens']} "
-                  f"(auction {view['auction_tokens']})")
+    console.print(
+        f"cost ${view['cost_usd']:.8f}, tokens {view['tokens']} (auction {view['auction_tokens']})"
+    )
 
 
 def _load_tasks(path: Path) -> list[dict[str, Any]]:
@@ -242,10 +248,12 @@ def run(
             stack.stop()
 
 
-def _run_batch(settings: Settings, specs: list[dict[str, Any]], as_json: bool, timeout: float) -> None:
-    import broker.app  # noqa: F401
+def _run_batch(
+    settings: Settings, specs: list[dict[str, Any]], as_json: bool, timeout: float
+) -> None:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    import broker.app  # noqa: F401
     from workers.canvas import submit as submit_job
     from workers.views import job_view
 
@@ -254,8 +262,12 @@ def _run_batch(settings: Settings, specs: list[dict[str, Any]], as_json: bool, t
     job_ids = [submit_job(spec, ctx) for spec in specs]
     views: dict[str, dict[str, Any]] = {}
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=err, transient=as_json,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=as_json,
     ) as progress:
         bar = progress.add_task("jobs", total=len(job_ids))
         while len(views) < len(job_ids):
@@ -268,8 +280,11 @@ def _run_batch(settings: Settings, specs: list[dict[str, Any]], as_json: bool, t
                     views[job_id] = job_view(ctx, job_id)
                 else:
                     stages.append(view["status"])
-            progress.update(bar, completed=len(views),
-                            description=f"jobs ({', '.join(sorted(set(stages))) or 'finishing'})")
+            progress.update(
+                bar,
+                completed=len(views),
+                description=f"jobs ({', '.join(sorted(set(stages))) or 'finishing'})",
+            )
             if time.monotonic() - started > timeout:
                 _fail(TimeoutError(f"batch not finished after {timeout:.0f}s; jobs keep running"))
             time.sleep(0.5)
@@ -284,16 +299,30 @@ def _run_batch(settings: Settings, specs: list[dict[str, Any]], as_json: bool, t
 def _print_report(views: list[dict[str, Any]], wall: float) -> None:
     from datetime import datetime
 
-    table = Table("job", "name", "winner", "refined", "verdict", "tokens", "auction tok",
-                  "cost $", "seconds", title="SALE run")
+    table = Table(
+        "job",
+        "name",
+        "winner",
+        "refined",
+        "verdict",
+        "tokens",
+        "auction tok",
+        "cost $",
+        "seconds",
+        title="SALE run",
+    )
     for v in views:
         award = v["award"] or {}
-        secs = (datetime.fromisoformat(v["updated_at"]) - datetime.fromisoformat(v["created_at"]))
+        secs = datetime.fromisoformat(v["updated_at"]) - datetime.fromisoformat(v["created_at"])
         table.add_row(
-            v["job_id"][:8], (v["name"] or "")[:24], award.get("agent", "-"),
+            v["job_id"][:8],
+            (v["name"] or "")[:24],
+            award.get("agent", "-"),
             "yes" if award.get("round") == "refined" else "no",
             str(v["verdict"] if v["status"] != "failed" else f"failed: {v['status_reason']}"[:40]),
-            str(v["tokens"]), str(v["auction_tokens"]), f"{v['cost_usd']:.7f}",
+            str(v["tokens"]),
+            str(v["auction_tokens"]),
+            f"{v['cost_usd']:.7f}",
             f"{secs.total_seconds():.1f}",
         )
     console.print(table)
@@ -305,12 +334,12 @@ def _print_report(views: list[dict[str, Any]], wall: float) -> None:
     for v in views:
         if v["award"]:
             shares[v["award"]["agent"]] = shares.get(v["award"]["agent"], 0) + 1
+    per_agent = ", ".join(f"{a} {n}/{len(views)}" for a, n in sorted(shares.items()))
+    rate = f"{passed}/{len(checked)}" + (f" ({passed / len(checked):.0%})" if checked else "")
+    overhead = f"{auction_tokens / tokens:.0%}" if tokens else "n/a"
     console.print(
-        f"pass rate {passed}/{len(checked)}"
-        + (f" ({passed / len(checked):.0%})" if checked else "")
-        + f" · total cost ${sum(v['cost_usd'] for v in views):.7f}"
-        + f" · jobs per agent: {', '.join(f'{a} {n}/{len(views)}' for a, n in sorted(shares.items()))}"
-        + f" · auction overhead {auction_tokens / tokens:.0%} of {tokens} tokens" if tokens else ""
+        f"pass rate {rate} · total cost ${sum(v['cost_usd'] for v in views):.7f} · "
+        f"jobs per agent: {per_agent} · auction overhead {overhead} of {tokens} tokens"
     )
     console.print(f"wall time {wall:.1f}s for {len(views)} jobs")
 
@@ -426,7 +455,10 @@ def models_up(pool: PoolOpt = None) -> None:
         for alias, port in _local_aliases(settings).items():
             local_models.assemble(local_models.get_model(alias), settings.effective_model_cache_dir)
             rec = model_server.launch(
-                alias, port, run_dir=settings.state_dir, cache_dir=settings.effective_model_cache_dir
+                alias,
+                port,
+                run_dir=settings.state_dir,
+                cache_dir=settings.effective_model_cache_dir,
             )
             err.print(f"{alias}: pid {rec.pid} on port {rec.port}")
     except (local_models.ModelAssemblyError, model_server.ModelServerError) as exc:
@@ -458,8 +490,11 @@ def models_status(
     settings = _settings(pool)
     aliases = _local_aliases(settings)
     rows = model_server.status(
-        list(aliases), run_dir=settings.state_dir, cache_dir=settings.effective_model_cache_dir,
-        ports=aliases, probe=probe,
+        list(aliases),
+        run_dir=settings.state_dir,
+        cache_dir=settings.effective_model_cache_dir,
+        ports=aliases,
+        probe=probe,
     )
     if as_json:
         typer.echo(json.dumps([{**r.__dict__, "path": str(r.path)} for r in rows], indent=2))
@@ -467,8 +502,13 @@ def models_status(
     table = Table("model", "file", "size ok", "sha256 ok", "pid", "port", "healthy", "tok/s")
     for r in rows:
         table.add_row(
-            r.alias, str(r.path) if r.exists else "missing", str(r.size_ok), str(r.hash_ok),
-            str(r.pid or "-"), str(r.port or "-"), str(r.healthy),
+            r.alias,
+            str(r.path) if r.exists else "missing",
+            str(r.size_ok),
+            str(r.hash_ok),
+            str(r.pid or "-"),
+            str(r.port or "-"),
+            str(r.healthy),
             "-" if r.tokens_per_second is None else f"{r.tokens_per_second:.1f}",
         )
     console.print(table)

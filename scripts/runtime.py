@@ -96,11 +96,16 @@ class EmbeddedStack:
             "redis",
             [
                 redis_executable(),
-                "--port", str(port),
-                "--bind", "127.0.0.1",
-                "--dir", str(data_dir),
-                "--save", "",
-                "--appendonly", "yes",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(data_dir),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
             ],
             dict(os.environ),
         )
@@ -113,8 +118,20 @@ class EmbeddedStack:
         env["SALE_POOL_FILE"] = str(Path(self.pool.path).resolve())
         env["SALE_DATABASE_URL"] = self.settings.effective_database_url
         env["SALE_STATE_DIR"] = str(self.settings.state_dir)
-        base = [sys.executable, "-m", "celery", "-A", "broker.app", "worker", "--without-gossip",
-                "--without-mingle", "-l", self.worker_log_level, "--pool", "prefork"]
+        base = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "broker.app",
+            "worker",
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            self.worker_log_level,
+            "--pool",
+            "prefork",
+        ]
         self._spawn(
             "worker-control",
             [*base, "-Q", CONTROL_QUEUE, "-c", "2", "-n", f"control-{port}@%h"],
@@ -123,8 +140,15 @@ class EmbeddedStack:
         for agent in self.pool.agents:
             self._spawn(
                 f"worker-{agent.name}",
-                [*base, "-Q", agent.queue, "-c", str(agent.concurrency),
-                 "-n", f"{agent.name}-{port}@%h"],
+                [
+                    *base,
+                    "-Q",
+                    agent.queue,
+                    "-c",
+                    str(agent.concurrency),
+                    "-n",
+                    f"{agent.name}-{port}@%h",
+                ],
                 env,
             )
         runtime_file(self.settings).write_text(
@@ -169,7 +193,9 @@ class EmbeddedStack:
         """Wait until every worker answers a ping (the control worker loads MiniLM first)."""
         from broker.app import create_app
 
-        app = create_app(self.settings.model_copy(update={"broker_url": self.broker_url}), self.pool)
+        app = create_app(
+            self.settings.model_copy(update={"broker_url": self.broker_url}), self.pool
+        )
         expected = 1 + len(self.pool.agents)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -178,7 +178,9 @@ def parse_action(reply: str, kind: str, tools: Collection[str]) -> Action:
         if code:
             return Action("final", FINAL, code)
     if unknown is not None:
-        return Action("invalid", problem=f"unknown tool {unknown!r}; the tools are {', '.join(tools)}")
+        return Action(
+            "invalid", problem=f"unknown tool {unknown!r}; the tools are {', '.join(tools)}"
+        )
     return Action("invalid", problem="no action was found in it")
 
 
@@ -202,7 +204,9 @@ class _Candidate:
 
     def saw_code(self, code: str) -> None:
         entry = self.spec.entry_point
-        if entry is None or re.search(rf"^\s*(?:async\s+)?def\s+{re.escape(entry)}\s*\(", code, re.M):
+        if entry is None or re.search(
+            rf"^\s*(?:async\s+)?def\s+{re.escape(entry)}\s*\(", code, re.M
+        ):
             self.value = extract_code(code, self.spec)
 
     def saw_prose(self, reply: str) -> None:

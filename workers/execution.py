@@ -79,7 +79,7 @@ class Executor(Protocol):
 
 
 def extract_code(reply: str, spec: TaskSpec) -> str:
-    """The program to test: the last fenced code block (else the reply), completed from the
+    """The program to test: the longest fenced code block (else the reply), completed from the
     prompt when the model wrote only a function body or left out the prompt's imports."""
     blocks = _FENCE.findall(reply)
     code = max(blocks, key=len) if blocks else reply

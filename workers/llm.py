@@ -74,7 +74,9 @@ class LLMCall(Protocol):
 class _ScriptedProvider(CustomLLM):  # type: ignore[misc]
     """litellm adapter of :mod:`workers.scripted` (a test double)."""
 
-    def completion(self, model: str, messages: list[dict[str, str]], *args: Any, **kwargs: Any) -> Any:
+    def completion(
+        self, model: str, messages: list[dict[str, str]], *args: Any, **kwargs: Any
+    ) -> Any:
         litellm_params = kwargs.get("litellm_params") or {}
         metadata = litellm_params.get("metadata") or {}
         stage = str(metadata.get("sale_stage", "other"))
@@ -136,8 +138,7 @@ def _extract_logprobs(choice: Any) -> list[list[float]] | None:
         if tops is None and isinstance(item, dict):
             tops = item.get("top_logprobs")
         values = [
-            float(getattr(t, "logprob", None) if not isinstance(t, dict) else t["logprob"])
-            for t in (tops or [])
+            float(t["logprob"] if isinstance(t, dict) else t.logprob) for t in (tops or [])
         ]
         if values:
             positions.append(values)

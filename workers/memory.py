@@ -85,6 +85,8 @@ def build_pairs(
     """(losing, winning) pairs, one side written by ``agent``, nearest records first."""
     pairs: list[Pair] = []
     for entry in entries:
+        if len(pairs) >= max_pairs:
+            break
         usable = [b for b in entry.bids if b.get("status", "ok") == "ok" and b.get("plan")]
         winners = [b for b in usable if _label(b, mode, entry.verdict) == "win"]
         losers = [b for b in usable if _label(b, mode, entry.verdict) == "lose"]
@@ -98,8 +100,6 @@ def build_pairs(
                 break  # one pair per record keeps the prompt short and varied
             else:
                 continue
-            break
-        if len(pairs) >= max_pairs:
             break
     return pairs
 

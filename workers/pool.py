@@ -103,7 +103,10 @@ def _check_agent(path: str, index: int, raw: Any) -> Agent:
         expected = _FIELDS[key]
         if isinstance(value, bool) or not isinstance(value, expected):
             raise PoolError(
-                path, f"wrong type {type(value).__name__}, expected {_type_name(expected)}", who, key
+                path,
+                f"wrong type {type(value).__name__}, expected {_type_name(expected)}",
+                who,
+                key,
             )
     if not _NAME_RE.match(raw["name"]):
         raise PoolError(

@@ -21,6 +21,10 @@ steered by directives inside the task prompt, so tests control an auction's outc
 - ``P.junk=jury``: P answers jury calls with prose, never valid JSON (it abstains).
 - ``P.solve=fail``: P's execution returns code that raises; otherwise it returns the solution
   block (or ``ANSWER: <solution>`` for search jobs).
+- ``P.tools=N``: P's execution first takes N text-format tool actions, one per agent step
+  (counted from the assistant turns already in the conversation): coding alternates
+  ``run_python`` (the solution plus a print) and ``run_tests`` (the solution); search runs
+  ``search[<first line of the question>]``. Then it answers as above.
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ from dataclasses import dataclass, field
 
 _DIRECTIVES = re.compile(r"\[\[scripted([^\]]*)\]\]")
 _SOLUTION = re.compile(r"\[\[solution\]\]\n?(.*?)\n?\[\[/solution\]\]", re.S)
-_PLAN = re.compile(r"PLAN ([A-Z]+):\n(.*?)(?=\n\nPLAN [A-Z]+:|\n\nReply with|\n\nYour previous|\Z)", re.S)
+_PLAN = re.compile(
+    r"PLAN ([A-Z]+):\n(.*?)(?=\n\nPLAN [A-Z]+:|\n\nReply with|\n\nYour previous|\Z)", re.S
+)
 _QUALITY = re.compile(r"\[quality=(\d)\]")
 _DEFAULT_ORDER = ("small", "medium", "large")
 
@@ -101,13 +107,26 @@ def _quality(directives: dict[str, str], profile: str, key: str) -> int:
     return bid
 
 
+def _tool_action(done: int, answer: str, is_search: bool, prompt: str) -> str:
+    """The text-format tool action a scripted agent takes as its ``done``-th step."""
+    if is_search:
+        task = prompt.split("TASK (search):", 1)[-1]
+        question = next((ln for ln in task.splitlines() if ln.strip() and "[[" not in ln), "")
+        return f"Thought: I should look this up.\nAction: search[{question.strip()}]"
+    if done % 2 == 0:
+        return f"Action: run_python\n```python\n{answer}\nprint('scripted check')\n```"
+    return f"Action: run_tests\n```python\n{answer}\n```"
+
+
 def scripted_reply(profile: str, stage: str, messages: list[dict[str, str]]) -> ScriptedReply:
     """The scripted answer of ``profile`` to a ``stage`` call with these messages."""
     prompt = "\n".join(str(m.get("content", "")) for m in messages)
     prompt_tokens = len(prompt.split())
     directives = _directives(prompt)
     if directives.get(f"{profile}.fail") == stage:
-        return ScriptedReply("", [], [], prompt_tokens, ScriptedFault(False, f"scripted {stage} failure"))
+        return ScriptedReply(
+            "", [], [], prompt_tokens, ScriptedFault(False, f"scripted {stage} failure")
+        )
     transient = directives.get(f"{profile}.transient", "")
     if transient.startswith(stage + ":"):
         times = int(transient.split(":", 1)[1])
@@ -117,7 +136,11 @@ def scripted_reply(profile: str, stage: str, messages: list[dict[str, str]]) -> 
             count = _calls[key]
         if count <= times:
             return ScriptedReply(
-                "", [], [], prompt_tokens, ScriptedFault(True, f"scripted transient {count}/{times}")
+                "",
+                [],
+                [],
+                prompt_tokens,
+                ScriptedFault(True, f"scripted transient {count}/{times}"),
             )
     if stage in ("bid", "refine"):
         q = _quality(directives, profile, stage)
@@ -142,6 +165,10 @@ def scripted_reply(profile: str, stage: str, messages: list[dict[str, str]]) -> 
         is_search = "TASK (search)" in prompt
         if directives.get(f"{profile}.solve") == "fail":
             answer = "I do not know" if is_search else "raise RuntimeError('scripted wrong answer')"
+        tools = int(directives.get(f"{profile}.tools", "0"))
+        done = sum(1 for m in messages if m.get("role") == "assistant")
+        if done < tools:
+            return _reply(_tool_action(done, answer, is_search, prompt), prompt_tokens)
         if is_search:
             return _reply(f"ANSWER: {answer}", prompt_tokens)
         return _reply(f"```python\n{answer}\n```", prompt_tokens)

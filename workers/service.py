@@ -267,7 +267,9 @@ def record_failed_bid(
 ) -> int:
     """Record a bid that could not be collected; the auction goes on without it."""
     log.warning("job %s: bid of %s (%s) failed: %s", job_id, agent_name, round_, error)
-    _insert_once(ctx, Bid(job_id=job_id, agent=agent_name, round=round_, status="failed", error=error))
+    _insert_once(
+        ctx, Bid(job_id=job_id, agent=agent_name, round=round_, status="failed", error=error)
+    )
     with session_scope(ctx.db_url) as s:
         found = _bid_row(s, job_id, agent_name, round_)
         assert found is not None and found.id is not None

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from models.schemas import TaskSpec
+from models.schemas import Limits, TaskSpec
 from workers.errors import SpecError
 
 
@@ -28,6 +28,7 @@ def validate_spec(data: Any, source: str = "task spec") -> TaskSpec:
             loc = ".".join(str(p) for p in err["loc"]) or "spec"
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
-                msg = "unknown field (allowed: kind, prompt, name, tests, entry_point, answer, limits)"
+                model = Limits if err["loc"][:1] == ("limits",) else TaskSpec
+                msg = "unknown field (allowed: " + ", ".join(model.model_fields) + ")"
             problems.append(f"{loc}: {msg}")
         raise SpecError(problems, source) from exc

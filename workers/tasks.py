@@ -48,7 +48,7 @@ def _publish(task: Task, state: str, job_id: str, **meta: Any) -> None:
 
 
 def _retry_or(
-    task: Task, ctx: AuctionContext, exc: TransientModelError, give_up: Callable[[], Any]
+    task: Task, ctx: AuctionContext, exc: TransientModelError, give_up: Callable[..., Any]
 ) -> Any:
     """Retry with exponential backoff and jitter, or run ``give_up`` when retries are spent."""
     n = task.request.retries
@@ -121,7 +121,7 @@ def collect_bid(
         bid_id = run_bid(ctx, job_id, agent, round_, memory_ids)
     except TransientModelError as exc:
         bid_id = _retry_or(
-            self, ctx, exc, lambda: record_failed_bid(ctx, job_id, agent, round_, str(exc))
+            self, ctx, exc, lambda why=str(exc): record_failed_bid(ctx, job_id, agent, round_, why)
         )
     return {"job_id": job_id, "bid_id": bid_id, "agent": agent, "round": round_}
 
@@ -168,7 +168,7 @@ def judge_bids(self: Task, job_id: str, juror: str, round_: str, target: str) ->
             self,
             ctx,
             exc,
-            lambda: record_abstention(ctx, job_id, juror, round_, target, str(exc)),
+            lambda why=str(exc): record_abstention(ctx, job_id, juror, round_, target, why),
         )
         call_id = None
     return {"job_id": job_id, "juror": juror, "jury_call_id": call_id}
@@ -204,7 +204,7 @@ def execute_plan(self: Task, job_id: str) -> dict[str, Any]:
     try:
         execution_id = run_execution(ctx, job_id)
     except TransientModelError as exc:
-        _retry_or(self, ctx, exc, lambda: record_failed_execution(ctx, job_id, str(exc)))
+        _retry_or(self, ctx, exc, lambda why=str(exc): record_failed_execution(ctx, job_id, why))
         execution_id = None
     return {"job_id": job_id, "execution_id": execution_id}
 

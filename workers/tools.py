@@ -99,9 +99,10 @@ def format_run(result: SandboxResult) -> str:
     """A sandbox result as an observation: status, stdout (head), stderr (tail)."""
     status = f"exit code {result.exit_code}" if result.exit_code is not None else "killed"
     parts = [status + (f"; stopped: {result.stopped}" if result.stopped else "")]
-    parts.append("stdout:\n" + (_clip(result.stdout, OUTPUT_CHARS) if result.stdout else "(empty)"))
-    if result.stderr:
-        parts.append("stderr:\n" + _clip(result.stderr, OUTPUT_CHARS, tail=True))
+    stdout, stderr = result.stdout.rstrip("\n"), result.stderr.rstrip("\n")
+    parts.append("stdout:\n" + (_clip(stdout, OUTPUT_CHARS) if stdout else "(empty)"))
+    if stderr:
+        parts.append("stderr:\n" + _clip(stderr, OUTPUT_CHARS, tail=True))
     return "\n".join(parts)
 
 
@@ -164,7 +165,7 @@ def docstring_examples(prompt: str, entry_point: str | None = None) -> list[Exam
     return examples
 
 
-_CHECK_HEADER = '''
+_CHECK_HEADER = """
 import math as _math
 
 def _same(got, want):
@@ -176,50 +177,64 @@ def _same(got, want):
     return got == want
 
 _failed = []
-'''
+"""
 
 
 def _indent(code: str) -> str:
     return "\n".join("    " + line for line in code.splitlines())
 
 
+def _is_statement(example: Example) -> bool:
+    return example.expected is None and not _parses(example.source, "eval")
+
+
+def _record(label: str) -> str:
+    return f"if not _ok:\n    _failed.append({label!r} + _why)\n"
+
+
 def _check_block(number: int, example: Example) -> str:
     source, want = example.source, example.expected
-    label = source.replace("\n", " ")
-    if want is None and not _parses(source, "eval"):
-        body = source  # a statement, e.g. an assignment the next example uses
-        test = "True"
-        shown = "None"
+    shown = source.replace("\n", " ")
+    if _is_statement(example):  # e.g. an assignment the next examples use
+        return (
+            f"try:\n{_indent(source)}\n    _ok, _why = True, ''\nexcept Exception as _exc:\n"
+            "    _ok, _why = False, 'raised ' + type(_exc).__name__ + ': ' + str(_exc)\n"
+        ) + _record(f"setup {shown}: ")
+    if want is not None and want.startswith("Traceback (most recent call last)"):
+        error = want.splitlines()[-1].split(":", 1)[0].strip().rsplit(".", 1)[-1]
+        return (
+            f"try:\n{_indent(source)}\n    _ok, _why = False, 'raised nothing'\n"
+            f"except Exception as _exc:\n    _ok = type(_exc).__name__ == {error!r}\n"
+            "    _why = 'raised ' + type(_exc).__name__\n"
+        ) + _record(f"example {number}: {shown}  expected {error}; ")
+    want = "None" if want is None else want
+    call = ast.parse(source, mode="eval").body
+    if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "print" and call.args:
+        body = f"_got = {ast.unparse(call.args[0])}"  # doctest compares the printed text
+        test = f"str(_got) == {want!r}"
+    elif _parses(want, "eval"):
+        body, test = f"_got = ({source})", f"_same(_got, ({want}))"
     else:
-        if want is None:
-            want = "None"
-        call = ast.parse(source, mode="eval").body
-        if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "print" and call.args:
-            body = f"_got = {ast.unparse(call.args[0])}"  # doctest compares printed text
-            test = f"str(_got) == {want!r}"
-        elif _parses(want, "eval"):
-            body = f"_got = ({source})"
-            test = f"_same(_got, ({want}))"
-        else:
-            body = f"_got = ({source})"
-            test = f"repr(_got) == {want!r}"
-        shown = want
+        body, test = f"_got = ({source})", f"repr(_got) == {want!r}"
     return (
-        f"try:\n{_indent(body)}\n    _ok = {test}\n    _why = 'got ' + repr(_got) if not _ok "
-        f"else ''\nexcept Exception as _exc:\n    _ok = False\n    _why = 'raised ' + "
-        f"type(_exc).__name__ + ': ' + str(_exc)\nif not _ok:\n    _failed.append("
-        f"{f'example {number}: {label}  expected {shown}; '!r} + _why)\n"
-    )
+        f"try:\n{_indent(body)}\n    _ok = {test}\n    _why = '' if _ok else 'got ' + repr(_got)\n"
+        "except Exception as _exc:\n"
+        "    _ok, _why = False, 'raised ' + type(_exc).__name__ + ': ' + str(_exc)\n"
+    ) + _record(f"example {number}: {shown}  expected {want}; ")
 
 
 def examples_program(examples: list[Example]) -> str:
-    """A program that checks every example, prints each failure and a summary line, and
-    exits with status 1 when any failed."""
+    """A program that checks every example (statements among them run as setup), prints each
+    failure and a summary line, and exits with status 1 when any failed."""
     blocks = [_CHECK_HEADER]
-    blocks += [_check_block(n, ex) for n, ex in enumerate(examples, 1)]
+    number = 0
+    for example in examples:
+        number += not _is_statement(example)
+        blocks.append(_check_block(number, example))
     blocks.append(
         "for _line in _failed:\n    print(_line)\n"
-        f"print(f'{{{len(examples)} - len(_failed)}} of {len(examples)} examples passed')\n"
+        "_bad = sum(not _line.startswith('setup') for _line in _failed)\n"
+        f"print(f'{{{number} - _bad}} of {number} examples passed')\n"
         "raise SystemExit(1 if _failed else 0)\n"
     )
     return "\n".join(blocks)
@@ -232,7 +247,11 @@ class CodingTools:
     """``run_python`` and ``run_tests`` for one coding job; ``runner`` is injectable."""
 
     def __init__(
-        self, spec: TaskSpec, *, runner: PythonRunner = run_python, limits: SandboxLimits = TOOL_LIMITS
+        self,
+        spec: TaskSpec,
+        *,
+        runner: PythonRunner = run_python,
+        limits: SandboxLimits = TOOL_LIMITS,
     ) -> None:
         self.spec = spec
         self.runner = runner
@@ -291,7 +310,11 @@ class SearchTools:
     """``search`` and ``open`` on ``backend`` (default: the cached wiki BM25 index)."""
 
     def __init__(
-        self, backend: SearchBackend | None = None, *, k: int = SEARCH_K, open_chars: int = OPEN_CHARS
+        self,
+        backend: SearchBackend | None = None,
+        *,
+        k: int = SEARCH_K,
+        open_chars: int = OPEN_CHARS,
     ) -> None:
         self._backend = backend
         self.k = k

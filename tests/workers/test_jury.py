@@ -49,7 +49,9 @@ def test_presentation_order_does_not_depend_on_the_input_order() -> None:
 
 
 def test_presentation_order_differs_across_jurors_for_some_job() -> None:
-    differing = [j for j in (f"job-{i}" for i in range(50)) if order("small", j) != order("large", j)]
+    differing = [
+        j for j in (f"job-{i}" for i in range(50)) if order("small", j) != order("large", j)
+    ]
     # With 4 bids there are 24 orders; 50 jobs all agreeing would mean the juror is ignored.
     assert differing
 
@@ -57,7 +59,9 @@ def test_presentation_order_differs_across_jurors_for_some_job() -> None:
 def test_presentation_order_depends_on_seed_job_and_round_too() -> None:
     jobs = [f"job-{i}" for i in range(50)]
     assert any(order("small", j, seed=0) != order("small", j, seed=1) for j in jobs)
-    assert any(order("small", j, round_="first") != order("small", j, round_="refined") for j in jobs)
+    assert any(
+        order("small", j, round_="first") != order("small", j, round_="refined") for j in jobs
+    )
     assert len({tuple(order("small", j)) for j in jobs}) > 1
 
 

@@ -1,4 +1,4 @@
-"""Unit tests for workers.memory: nearest-neighbour retrieval, win/lose labels, contrastive pairs."""
+"""Unit tests for workers.memory: nearest-neighbour retrieval, win/lose labels and pairs."""
 
 from __future__ import annotations
 
@@ -38,14 +38,24 @@ def test_nearest_fewer_than_k_returns_all_by_cosine() -> None:
 
 
 def test_nearest_k_smaller_than_memory() -> None:
-    entries = [entry(1, [0.0, 1.0]), entry(2, [-1.0, 0.0]), entry(3, [0.6, 0.8]), entry(4, [1.0, 0.0])]
+    entries = [
+        entry(1, [0.0, 1.0]),
+        entry(2, [-1.0, 0.0]),
+        entry(3, [0.6, 0.8]),
+        entry(4, [1.0, 0.0]),
+    ]
     assert [e.record_id for e in nearest([1.0, 0.0], entries, 2)] == [4, 3]
     assert [e.record_id for e in nearest([1.0, 0.0], entries, 1)] == [4]
 
 
 def test_nearest_ties_broken_by_record_id() -> None:
     # r9, r2 and r5 are all at cosine 1 (same direction, different lengths): older id first.
-    entries = [entry(9, [2.0, 0.0]), entry(2, [1.0, 0.0]), entry(5, [0.5, 0.0]), entry(1, [0.0, 1.0])]
+    entries = [
+        entry(9, [2.0, 0.0]),
+        entry(2, [1.0, 0.0]),
+        entry(5, [0.5, 0.0]),
+        entry(1, [0.0, 1.0]),
+    ]
     assert [e.record_id for e in nearest([1.0, 0.0], entries, 3)] == [2, 5, 9]
 
 
@@ -194,10 +204,6 @@ def test_max_pairs_is_respected_in_record_order() -> None:
     assert len(build_pairs("small", records, "auction", 10)) == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: build_pairs checks max_pairs only after appending, so max_pairs=0 returns 1 pair",
-)
 def test_max_pairs_zero_gives_no_pairs() -> None:
     assert build_pairs("small", [passed_record(1)], "auction", 0) == []
 
