@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -43,6 +44,20 @@ def _settings(pool: Path | None, broker_url: str | None = None) -> Settings:
         os.environ["SALE_BROKER_URL"] = broker_url
     get_settings.cache_clear()
     return get_settings()
+
+
+def _interruptible() -> None:
+    """Make SIGTERM and SIGINT raise KeyboardInterrupt so the embedded runtime is stopped.
+
+    (A process started in the background by a non-interactive shell ignores SIGINT, and the
+    default SIGTERM would skip the clean-up and orphan the children.)
+    """
+
+    def _raise(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _raise)
+    signal.signal(signal.SIGINT, _raise)
 
 
 def _fail(exc: BaseException) -> None:
@@ -227,6 +242,7 @@ def run(
     from workers.pool import load_pool
 
     init_db(settings.effective_database_url)
+    _interruptible()
     stack = None
     if not settings.broker_url and running_broker(settings) is None:
         pool_obj = load_pool(settings.effective_pool_file)
@@ -403,6 +419,7 @@ def up(pool: PoolOpt = None) -> None:
     if settings.broker_url or running_broker(settings):
         _fail(RuntimeError("a broker is already configured or a `sale up` is running"))
     init_db(settings.effective_database_url)
+    _interruptible()
     with EmbeddedStack(settings, load_pool(settings.effective_pool_file)) as stack:
         stack.workers_ready()
         err.print(f"up: broker {stack.broker_url}; logs in {stack.log_dir}. Ctrl-C stops.")

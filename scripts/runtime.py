@@ -211,6 +211,10 @@ class EmbeddedStack:
 
     def stop(self) -> None:
         """Stop every child (workers first, then redis) and the model servers it started."""
+        with suppress(ValueError):  # not the main thread: signals cannot be changed there
+            # A second Ctrl-C must not cut the clean-up short and orphan children.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for _name, proc in reversed(self.children):
             if proc.poll() is None:
                 with suppress(ProcessLookupError):

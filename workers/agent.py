@@ -267,15 +267,15 @@ def run_agent(
     started = clock()
     n = 0
     while True:
-        hit = _limit_hit(spec, n, outcome.tokens_in + outcome.tokens_out, outcome.cost_usd,
-                         clock() - started)  # fmt: skip
+        used = outcome.tokens_in + outcome.tokens_out
+        hit = _limit_hit(spec, n, used, outcome.cost_usd, clock() - started)
         if hit is not None:
             outcome.stop_reason = hit
             outcome.answer = candidate.value
             outcome.steps.append(Step(role="stop", content=_stop_text(hit, spec, n, outcome)))
             log.info("execution of %s stopped: %s after %d steps", spec.name, hit, n)
             return outcome
-        remaining = spec.limits.max_tokens - outcome.tokens_in - outcome.tokens_out
+        remaining = spec.limits.max_tokens - used
         call_started = time.perf_counter()
         try:
             result = llm(agent, messages, stage="execute", max_tokens=min(max_tokens, remaining))
@@ -310,21 +310,7 @@ def run_agent(
             outcome.steps.append(step)
             _report(progress, n, FINAL)
             return outcome
-        if action.kind == "tool":
-            assert action.name is not None
-            argument = action.argument
-            if action.name == "run_tests" and not argument.strip() and candidate.value:
-                argument = candidate.value  # "Action: run_tests" alone tests the last code
-            step.tool_name = action.name
-            step.tool_args = {tools.tools[action.name].argument: argument}
-            step.observation = tools.call(action.name, argument)
-            if action.name in CODE_TOOLS:
-                candidate.saw_code(argument)
-        else:
-            candidate.saw_prose(result.text)
-            step.observation = render(
-                f"agent_correction_{spec.kind}", problem=action.problem or "no action"
-            )
+        _act(action, step, tools, candidate)
         step.latency_s = time.perf_counter() - call_started
         outcome.steps.append(step)
         messages.append({"role": "assistant", "content": result.text})
@@ -339,6 +325,24 @@ def run_agent(
             }
         )
         _report(progress, n, step.tool_name)
+
+
+def _act(action: Action, step: Step, tools: Toolbox, candidate: _Candidate) -> None:
+    """Run a tool action (or answer an unusable reply with a correction) into ``step``."""
+    if action.kind == "tool" and action.name is not None:
+        argument = action.argument
+        if action.name == "run_tests" and not argument.strip() and candidate.value:
+            argument = candidate.value  # "Action: run_tests" alone tests the last code
+        step.tool_name = action.name
+        step.tool_args = {tools.tools[action.name].argument: argument}
+        step.observation = tools.call(action.name, argument)
+        if action.name in CODE_TOOLS:
+            candidate.saw_code(argument)
+        return
+    candidate.saw_prose(step.content or "")
+    step.observation = render(
+        f"agent_correction_{tools.kind}", problem=action.problem or "no action"
+    )
 
 
 def _stop_text(reason: str, spec: TaskSpec, steps: int, outcome: ExecutionOutcome) -> str:
