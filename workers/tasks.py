@@ -10,11 +10,14 @@ goes on. Stage tasks publish a custom state (BIDDING, JUDGING, …) with the job
 
 from __future__ import annotations
 
+import functools
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from celery import Task, chain, chord, group, shared_task
+from celery.exceptions import TaskPredicate
 from celery.utils.log import get_task_logger
 
 from workers.context import get_context
@@ -60,6 +63,35 @@ def _retry_or(
     return give_up()
 
 
+@contextmanager
+def _failing_job(task: Task, job_id: str) -> Iterator[None]:
+    """Boundary of a stage task: an unexpected error marks the job failed, then propagates.
+
+    The job is marked before Celery stores the task's failure, so anyone waiting on the result
+    sees a failed job. Celery's own control flow (replace, retry) passes through untouched.
+    """
+    try:
+        yield
+    except TaskPredicate:
+        raise
+    except Exception as exc:
+        reason = f"{task.name} failed: {type(exc).__name__}: {exc}"
+        logger.error("job %s: %s", job_id, reason)
+        fail_job(get_context(), job_id, reason)
+        raise
+
+
+def _stage(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a stage task's body inside :func:`_failing_job` (its first argument is the job id)."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Task, job_id: str, *args: Any, **kwargs: Any) -> Any:
+        with _failing_job(self, job_id):
+            return fn(self, job_id, *args, **kwargs)
+
+    return wrapper
+
+
 # --- canvas pieces (used by the stage tasks to replace themselves) ------------------------
 
 
@@ -92,6 +124,7 @@ def build_execution(ctx: AuctionContext, job_id: str, agent: str) -> Any:
 
 
 @shared_task(bind=True, name="sale.job")
+@_stage
 def start_job(self: Task, job_id: str, spec: dict[str, Any] | None = None) -> Any:
     """Start a job's auction: create the job row if a spec is given, fan the bids out.
 
@@ -107,6 +140,7 @@ def start_job(self: Task, job_id: str, spec: dict[str, Any] | None = None) -> An
 
 
 @shared_task(bind=True, name="sale.bid")
+@_stage
 def collect_bid(
     self: Task, job_id: str, agent: str, round_: str, memory_ids: list[int] | None
 ) -> dict[str, Any]:
@@ -127,6 +161,7 @@ def collect_bid(
 
 
 @shared_task(bind=True, name="sale.judge")
+@_stage
 def judge_round(self: Task, job_id: str, round_: str) -> Any:
     """Fan the jury out for a round's bids (one call per juror, or per juror and bid).
 
@@ -153,6 +188,7 @@ def judge_round(self: Task, job_id: str, round_: str) -> Any:
 
 
 @shared_task(bind=True, name="sale.jury")
+@_stage
 def judge_bids(self: Task, job_id: str, juror: str, round_: str, target: str) -> dict[str, Any]:
     """One juror scores the round's anonymised bids 0–5 (or one bid in per-bid mode).
 
@@ -175,6 +211,7 @@ def judge_bids(self: Task, job_id: str, juror: str, round_: str, target: str) ->
 
 
 @shared_task(bind=True, name="sale.score")
+@_stage
 def score_round(self: Task, job_id: str, round_: str) -> Any:
     """Score a round; after the first, fan refinement out to strictly cheaper agents or award.
 
@@ -193,6 +230,7 @@ def score_round(self: Task, job_id: str, round_: str) -> Any:
 
 
 @shared_task(bind=True, name="sale.execute")
+@_stage
 def execute_plan(self: Task, job_id: str) -> dict[str, Any]:
     """The winner executes its own plan; the trace and the verdict are stored.
 
@@ -210,6 +248,7 @@ def execute_plan(self: Task, job_id: str) -> dict[str, Any]:
 
 
 @shared_task(bind=True, name="sale.update")
+@_stage
 def update_job_memory(self: Task, job_id: str) -> dict[str, Any]:
     """Write the job's single memory record and finish the job.
 

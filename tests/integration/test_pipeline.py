@@ -140,3 +140,20 @@ def test_redelivered_messages_leave_one_set_of_rows(stack: AuctionContext) -> No
         r.get(timeout=60)
     assert _counts(stack, job_id) == before
     assert job_view(stack, job_id)["cost_usd"] == cost_before
+
+
+def test_unexpected_error_reaches_the_pipeline_error_callback(
+    stack: AuctionContext, monkeypatch: Any
+) -> None:
+    import workers.tasks
+
+    def broken_award(ctx: AuctionContext, job_id: str) -> Any:
+        raise RuntimeError("award store unavailable")
+
+    monkeypatch.setattr(workers.tasks, "decide_award", broken_award)
+    job_id = submit(coding_spec(), stack)
+    wait(job_id)
+    view = job_view(stack, job_id)
+    assert view["status"] == "failed"
+    assert "RuntimeError: award store unavailable" in view["status_reason"]
+    assert view["execution"] is None and view["memory_record_id"] is None
