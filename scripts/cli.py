@@ -360,6 +360,50 @@ def _print_report(views: list[dict[str, Any]], wall: float) -> None:
     console.print(f"wall time {wall:.1f}s for {len(views)} jobs")
 
 
+@app.command()
+def fit(
+    out: Annotated[Path, typer.Option(help="weights file to write")] = Path("weights.json"),
+    label: Annotated[str, typer.Option(help="memory label mode: auction | verified")] = "verified",
+    version: Annotated[str | None, typer.Option(help="version string for the file")] = None,
+    pool: PoolOpt = None,
+) -> None:
+    """Fit the scoring weights (MILP, HiGHS) on the auction memory and write a weights file."""
+    from sqlmodel import select
+
+    from models.db import init_db, session_scope
+    from models.tables import MemoryRecord
+    from workers.fit import auctions_from_memory, fit_weights, weights_document, write_weights
+    from workers.pool import load_pool
+
+    if label not in ("auction", "verified"):
+        _fail(ValueError("--label must be 'auction' or 'verified'"))
+    settings = _settings(pool)
+    pool_obj = load_pool(settings.effective_pool_file)
+    init_db(settings.effective_database_url)
+    with session_scope(settings.effective_database_url) as s:
+        records = [
+            {"job_id": r.job_id, "bids": r.bids, "verdict": r.verdict}
+            for r in s.exec(select(MemoryRecord))
+        ]
+    prices = {a.name: a.output_price for a in pool_obj.agents}
+    try:
+        auctions = auctions_from_memory(records, label, prices=prices)  # type: ignore[arg-type]
+    except ValueError as exc:
+        _fail(exc)
+    usable = [a for a in auctions if a.target is not None]
+    if not usable:
+        _fail(ValueError(f"no labelled auctions in {settings.effective_database_url} to fit on"))
+    result = fit_weights(auctions, pool_obj.names)
+    doc = weights_document(
+        result,
+        version or f"fit-{time.strftime('%Y%m%d-%H%M%S')}",
+        f"{len(records)} memory records of {settings.effective_database_url} "
+        f"(label mode {label}, pool {pool_obj.path})",
+    )
+    write_weights(out, doc)
+    err.print(f"routed {result.routed}/{result.total}; wrote {out} (use SALE_WEIGHTS_FILE={out})")
+
+
 # --- services -----------------------------------------------------------------------------
 
 

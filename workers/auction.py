@@ -7,8 +7,8 @@ mechanism lives here so it can be tested on hand-computed cases.
 - entropy     mean over plan positions of the top-k entropy, renormalised over the k returned
               alternatives and divided by ``ln k`` (so it lies in [0, 1]); ``None`` when the
               provider returned no log-probabilities
-- jury value  ``Σ_j w_j · γ_j(s_i)`` over the jurors who scored the bid; when some abstain the
-              present jurors' weights are scaled up so the jury's total weight is unchanged
+- jury value  ``Σ_j w_j · γ_j(s_i)``; an abstaining juror's score is imputed as the mean of the
+              present jurors' scores for that bid (linear in w, so the fit matches the scorer)
 - value       ``V_i = w_h · H(s_i) + jury value``; the entropy term is dropped for the whole
               auction when any compared bid lacks it
 - score       ``C_i − V_i``; lowest wins, ties go to the cheaper agent, then to the name
@@ -55,20 +55,19 @@ def plan_entropy(positions: Sequence[Sequence[float]] | None, k: int) -> float |
 
 
 def jury_value(scores: Mapping[str, int | None], weights: Mapping[str, float]) -> float | None:
-    """``Σ_j w_j γ_j`` over present jurors, rescaled to the whole jury's weight.
+    """``Σ_j w_j γ_j``, an abstaining juror's γ imputed as the mean of the present jurors' scores.
 
-    ``scores`` maps every juror to its score of this bid, or None when it abstained.
+    ``scores`` maps every juror to its score of this bid, or None when it abstained. Imputing the
+    mean keeps the jury's total weight unchanged and equals rescaling the present jurors'
+    weights when the weights are equal (the default); unlike rescaling it stays linear in the
+    weights, so the offline fit (``workers.fit``) optimises exactly the rule the scorer applies.
     Returns None when every juror abstained (the bid then has no extrinsic value).
     """
-    total_weight = sum(weights.get(j, 0.0) for j in scores)
-    present = {j: s for j, s in scores.items() if s is not None}
+    present = [float(s) for s in scores.values() if s is not None]
     if not present:
         return None
-    present_weight = sum(weights.get(j, 0.0) for j in present)
-    raw = sum(weights.get(j, 0.0) * s for j, s in present.items())
-    if present_weight == 0:
-        return 0.0
-    return raw * (total_weight / present_weight)
+    fill = sum(present) / len(present)
+    return sum(weights.get(j, 0.0) * (fill if s is None else float(s)) for j, s in scores.items())
 
 
 def bid_value(entropy: float | None, w_h: float, jury: float | None, use_entropy: bool) -> float:

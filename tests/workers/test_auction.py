@@ -123,14 +123,14 @@ def test_jury_value_with_every_juror() -> None:
     assert jury_value({"a": 4, "b": 3, "c": 1}, {"a": 1, "b": 1, "c": 2}) == pytest.approx(9.0)
 
 
-def test_jury_value_rescales_when_a_juror_abstains() -> None:
-    # raw = 1·4 + 2·1 = 6; present weight 1+2 = 3; total weight 4 → 6 · 4/3 = 8.0
+def test_jury_value_imputes_the_present_mean_for_an_abstaining_juror() -> None:
+    # present mean (4 + 1)/2 = 2.5 stands in for b: 1·4 + 1·2.5 + 2·1 = 8.5
     scores = {"a": 4, "b": None, "c": 1}
-    assert jury_value(scores, {"a": 1.0, "b": 1.0, "c": 2.0}) == pytest.approx(8.0)
+    assert jury_value(scores, {"a": 1.0, "b": 1.0, "c": 2.0}) == pytest.approx(8.5)
 
 
 def test_jury_value_equal_weights_is_the_mean_of_present_scores_times_total_weight() -> None:
-    # Weights 1/3 each, b abstains: raw = (5 + 2)/3 = 7/3, scaled by 1/(2/3) → 3.5 (the mean).
+    # Weights 1/3 each, b abstains and is imputed 3.5: (5 + 3.5 + 2)/3 = 3.5 (the mean).
     third = 1 / 3
     value = jury_value({"a": 5, "b": None, "c": 2}, {"a": third, "b": third, "c": third})
     assert value == pytest.approx(3.5)
@@ -140,14 +140,13 @@ def test_jury_value_is_none_when_every_juror_abstains() -> None:
     assert jury_value({"a": None, "b": None}, {"a": 1.0, "b": 1.0}) is None
 
 
-def test_jury_value_with_zero_present_weight_is_zero() -> None:
-    # The only present juror has weight 0: there is nothing to rescale, the value is 0.0
-    # (not a division by zero).
-    assert jury_value({"a": 5, "b": None}, {"a": 0.0, "b": 1.0}) == 0.0
+def test_jury_value_abstaining_juror_weight_still_counts() -> None:
+    # a (weight 0) scores 5; b abstains and is imputed 5: 0·5 + 1·5 = 5.
+    assert jury_value({"a": 5, "b": None}, {"a": 0.0, "b": 1.0}) == pytest.approx(5.0)
 
 
 def test_jury_value_juror_without_weight_counts_zero() -> None:
-    # "z" has no weight entry: weight 0. raw = 2·3 = 6, present 2, total 2 → 6.
+    # "z" has no weight entry: weight 0. 2·3 + 0·5 = 6.
     assert jury_value({"a": 3, "z": 5}, {"a": 2.0}) == pytest.approx(6.0)
 
 
