@@ -6,6 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_OFFLINE_MODE=true HF_HUB_OFFLINE=1
 
+# System services the integration tests start themselves: redis-server (Debian) and
+# PostgreSQL's binaries (a throwaway cluster per run).
+if ! command -v redis-server >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
+bash scripts/ci_postgres.sh
+
 python3 -m venv .venv 2>/dev/null || true
 PY=.venv/bin/python
 $PY -m pip install -q --upgrade pip
