@@ -72,8 +72,9 @@ def main(
         wall = time.monotonic() - t0
         views = [job_view(ctx, j, steps=False) for j in ids]
     latencies = [
-        (datetime.fromisoformat(v["updated_at"]) - datetime.fromisoformat(v["created_at"]))
-        .total_seconds()
+        (
+            datetime.fromisoformat(v["updated_at"]) - datetime.fromisoformat(v["created_at"])
+        ).total_seconds()
         for v in views
     ]
     result = {

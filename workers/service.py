@@ -546,8 +546,15 @@ def decide_award(ctx: AuctionContext, job_id: str) -> Award:
 # --- execution, verdict, memory -----------------------------------------------------------
 
 
-def run_execution(ctx: AuctionContext, job_id: str) -> int:
-    """The award's agent executes its own plan; stores the trace and the verdict."""
+def run_execution(
+    ctx: AuctionContext,
+    job_id: str,
+    progress: Callable[[int, str | None], None] | None = None,
+) -> int:
+    """The award's agent executes its own plan; stores the trace and the verdict.
+
+    ``progress(step, last_tool)`` is called after each step (the task publishes it to Flower).
+    """
     with session_scope(ctx.db_url) as s:
         existing = s.exec(select(Execution).where(Execution.job_id == job_id)).first()
         if existing is not None and existing.id is not None:
@@ -560,7 +567,7 @@ def run_execution(ctx: AuctionContext, job_id: str) -> int:
         plan = bid.plan or ""
     agent = ctx.pool.get(award.agent)
     max_tokens = min(ctx.settings.execute_max_tokens, spec.limits.max_tokens)
-    outcome = EXECUTORS[spec.kind](spec, plan, agent, ctx.llm, max_tokens)
+    outcome = EXECUTORS[spec.kind](spec, plan, agent, ctx.llm, max_tokens, progress=progress)
     verdict = judge_answer(spec, outcome.answer)
     if outcome.error and verdict.value == "unknown":
         detail = f"execution failed: {outcome.error}"

