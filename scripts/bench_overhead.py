@@ -82,7 +82,7 @@ def main(
         "provider": "scripted test double (zero model latency)",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}",
-        "pool": "examples/pools/scripted.toml (3 agents, concurrency 2 each; control concurrency 2)",
+        "pool": "examples/pools/scripted.toml (3 agents x concurrency 2; control concurrency 2)",
         "jobs": jobs,
         "done": sum(v["status"] == "done" for v in views),
         "runtime_startup_s": round(startup, 2),

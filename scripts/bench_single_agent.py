@@ -122,7 +122,7 @@ def main(
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": f"python -m scripts.bench_single_agent --limit {limit}",
         "plan": GENERIC_PLAN,
-        "decoding": "temperature 0 (pool params), max_tokens per step %d" % max_tokens,
+        "decoding": f"temperature 0 (pool params), max_tokens per step {max_tokens}",
         "wall_s": round(time.monotonic() - started, 1),
         "summary": summary,
         "per_task": results,
