@@ -157,3 +157,33 @@ def test_unexpected_error_reaches_the_pipeline_error_callback(
     assert view["status"] == "failed"
     assert "RuntimeError: award store unavailable" in view["status_reason"]
     assert view["execution"] is None and view["memory_record_id"] is None
+
+
+def test_per_bid_jury_mode_scores_every_bid_in_its_own_call(stack: AuctionContext) -> None:
+    original = stack.settings
+    stack.settings = original.model_copy(update={"jury_mode": "per_bid"})
+    try:
+        job_id = submit(coding_spec(prompt="Per-bid jury: write add(a, b)."), stack)
+        assert wait(job_id)["status"] == "done"
+    finally:
+        stack.settings = original
+    view = job_view(stack, job_id)
+    first = [c for c in view["jury_calls"] if c["round"] == "first"]
+    assert len(first) == 9  # 3 jurors x 3 bids, one call each
+    assert all(len(c["order"]) == 1 for c in first)
+    for bid in view["bids"]:
+        assert set(bid["jury"]) == {"small", "medium", "large"}
+
+
+def test_sale_signature_composes_in_a_user_canvas(stack: AuctionContext) -> None:
+    from workers.canvas import sale_signature
+
+    first = sale_signature(coding_spec(prompt="Canvas job one: write add(a, b)."))
+    second = sale_signature(coding_spec(prompt="Canvas job two: write add(a, b)."))
+    result = (first | second).apply_async()
+    summary = result.get(timeout=120)
+    assert summary["status"] == "done" and summary["memory_record_id"] is not None
+    one = job_view(stack, first.options["task_id"])
+    two = job_view(stack, summary["job_id"])
+    assert one["status"] == "done" and two["job_id"] == second.options["task_id"]
+    assert one["updated_at"] <= two["created_at"]  # the chain ran the jobs in order
