@@ -1,16 +1,16 @@
 """The agent loop: the winner executes its own plan with the tools of the job's kind.
 
 The system prompt holds the tools, the action format and the awarded plan; the user message
-starts with the task text. Each step calls the model (stage ``execute``), parses one action from
-the reply, runs the tool and sends the observation back, until a final answer or a limit of the
-job's spec: steps (model calls), tokens (in + out summed over the steps), wall seconds
-(``time.monotonic``, checked between steps) and US$. A hit limit becomes the outcome's
-``stop_reason`` and a recorded ``stop`` step; the answer is then the best candidate so far (the
-last program that defined the entry point, for coding; the last free-text answer, for search).
-Small local models do not emit native tool calls reliably, so the default action format is
-text, read by :func:`parse_action`: strict about what counts as an action, forgiving about case,
-whitespace, markdown and surrounding prose. An unreadable reply costs a step and gets a short
-correction as its observation. Transient model errors propagate (Celery retries the execution).
+starts with the task text. Each step calls the model (stage ``execute``), parses one action,
+runs the tool and sends the observation back, until a final answer or a limit of the job's spec:
+steps (model calls), tokens (in + out summed over steps), wall seconds (``time.monotonic``,
+checked between steps) and US$. A hit limit becomes the outcome's ``stop_reason`` and a recorded
+``stop`` step, and the answer is the best candidate so far (the last program defining the entry
+point; for search, the last free-text answer). Small local models do not emit native tool calls
+reliably, so the action format is text, read by :func:`parse_action`: strict about what counts
+as an action, forgiving about order, case, markdown and prose. An unreadable reply costs a step
+and gets a short correction; an exact repeat of an earlier tool call is not run again. Transient
+model errors propagate (Celery retries the execution); other model errors are recorded.
 """
 
 from __future__ import annotations
@@ -41,11 +41,17 @@ Progress = Callable[[int, str | None], None]
 _FENCE = re.compile(r"```(?P<lang>[\w+.-]*)[ \t]*\n?(?P<body>.*?)(?:```|\Z)", re.S)
 _PYTHON_LANGS = frozenset({"", "python", "py", "python3", "py3"})
 _MARKER = re.compile(
-    r"(?P<final>\bfinal[ _]*answer[*_ \t]*:|^[ \t]*answer[*_ \t]*:)"
+    r"(?P<final>\bfinal[ _]*answer[*_ \t]*:|^[ \t]*[*_]*final[ _]*answer[*_ \t]*$"
+    r"|^[ \t]*answer[*_ \t]*:)"
     r"|(?P<action>\baction(?:[ \t]*\d+)?[*_ \t]*:[*_ \t]*`?(?P<name>[A-Za-z_][\w-]*)?)"
     r"|(?P<bare>^[ \t]*(?P<bare_name>[A-Za-z_]\w*)[ \t]*\[)"
     r"|(?P<observation>^[ \t]*observation[ \t]*\d*[ \t]*:)",
     re.I | re.M,
+)
+# Only the names the prompt shows: a last line such as `action: str` is a Python annotation.
+_TRAILING_MARKER = re.compile(
+    r"^[ \t]*#?[ \t]*(?:action[ \t]*:[ \t]*run_(?:python|tests)|final[ _]*answer[ \t]*:?)[ \t]*$",
+    re.I,
 )
 _ACTION_INPUT = re.compile(r"^[ \t]*action[ \t]+input[*_ \t]*:[ \t]*", re.I | re.M)
 _CODE_START = re.compile(r"^(?:async[ \t]+def |def |class |import |from \S+ import |@)", re.M)
@@ -122,9 +128,14 @@ def _argument(region: str, code: bool) -> str:
     return _unquote(_first_line(after[given.end() :] if given else after))
 
 
-def _final(region: str, kind: str) -> Action:
+def _fence_before(text: str, position: int) -> str:
+    blocks = list(_FENCE.finditer(text[:position]))
+    return blocks[-1]["body"].strip("\n") if blocks else ""
+
+
+def _final(region: str, kind: str, code_before: str = "") -> Action:
     if kind == "coding":
-        return Action("final", FINAL, code_in(region))
+        return Action("final", FINAL, code_in(region) or code_before)
     answer = _first_line(region)
     if answer.startswith("[") and answer.endswith("]"):
         answer = answer[1:-1]
@@ -134,19 +145,30 @@ def _final(region: str, kind: str) -> Action:
     return Action("final", FINAL, answer)
 
 
-def parse_action(reply: str, kind: str, tools: Collection[str]) -> Action:
-    """The first action in ``reply``; ``tools`` are the tool names of the job's kind.
+def _lift_trailing_markers(text: str) -> str:
+    """Move action lines that end a code block (``# Action: run_tests`` as its last line, a
+    habit of small coder models) to just after the block."""
 
-    Accepted: ``Action: NAME`` followed by a fenced block (code tools) or an argument in
-    brackets, parentheses, after a colon, on an ``Action Input:`` line or on the next line;
-    ``NAME[arg]`` at the start of a line; ``Final Answer: ...`` (also ``ANSWER:`` at the start
-    of a line, ``Action: finish[...]``). Case, markdown emphasis and prose around are ignored;
-    markers inside code fences do not count. For coding, a reply with no action but a python
-    (or unlabelled) fence, or a line starting like a definition, is the final code.
-    """
-    text = reply.strip()
-    if not text:
-        return Action("invalid", problem="the reply was empty")
+    def lift(m: re.Match[str]) -> str:
+        lines = m["body"].rstrip("\n").split("\n")
+        tail: list[str] = []
+        while lines and (_TRAILING_MARKER.match(lines[-1]) or (tail and not lines[-1].strip())):
+            tail.insert(0, lines.pop().strip().lstrip("#").strip())
+        if not tail or not m.group(0).endswith("```"):
+            return m.group(0)
+        body = "\n".join(lines)
+        return f"```{m['lang']}\n{body}\n```\n" + "\n".join(t for t in tail if t)
+
+    return _FENCE.sub(lift, text)
+
+
+def parse_actions(reply: str, kind: str, tools: Collection[str]) -> list[Action]:
+    """Every action written in ``reply``, in order, each read as :func:`parse_action` reads
+    the first; names that are no tool are left out."""
+    return _scan(_lift_trailing_markers(reply.strip()), kind, tools)[0]
+
+
+def _scan(text: str, kind: str, tools: Collection[str]) -> tuple[list[Action], str | None]:
     fences = [m.span() for m in _FENCE.finditer(text)]
     marks = []
     for m in _MARKER.finditer(text):
@@ -156,23 +178,49 @@ def parse_action(reply: str, kind: str, tools: Collection[str]) -> Action:
         if m["bare"] and name not in tools and name != FINAL:
             continue  # a line like `items[0]` names no tool: it is prose
         marks.append((m, name))
+    actions: list[Action] = []
     unknown: str | None = None
     for i, (m, name) in enumerate(marks):
         end = marks[i + 1][0].start() if i + 1 < len(marks) else len(text)
-        if m["observation"]:
-            continue  # it only ends the region of the action before it
-        if m["final"]:
-            return _final(text[m.end() : end], kind)
         start = m.end() - 1 if m["bare"] else m.end()
         region = text[start:end]
-        if name == FINAL:
+        if m["observation"]:
+            continue  # it only ends the region of the action before it
+        if m["final"] or name == FINAL:
             if (m["name"] or "").lower() == "final":
                 region = re.sub(r"^[ \t]*answer[*_ \t]*:?", "", region, flags=re.I)
-            inline = _inline(region.partition("\n")[0])
-            return _final(inline if inline else region, kind)
-        if name in tools:
-            return Action("tool", name, _argument(region, name in CODE_TOOLS))
-        unknown = unknown or (m["name"] or "nothing")
+            if not m["final"]:
+                region = _inline(region.partition("\n")[0]) or region
+            actions.append(_final(region, kind, _fence_before(text, m.start())))
+        elif name in tools:
+            argument = _argument(region, name in CODE_TOOLS)
+            if name in CODE_TOOLS and not argument.strip():
+                argument = _fence_before(text, m.start())  # the code came before its action
+            actions.append(Action("tool", name, argument))
+        else:
+            unknown = unknown or (m["name"] or "nothing")
+    return actions, unknown
+
+
+def parse_action(reply: str, kind: str, tools: Collection[str]) -> Action:
+    """The first action in ``reply``; ``tools`` are the tool names of the job's kind.
+
+    Accepted: ``Action: NAME`` followed by a fenced block (code tools) or an argument in
+    brackets, parentheses, after a colon, on an ``Action Input:`` line or on the next line;
+    ``NAME[arg]`` at the start of a line; ``Final Answer: ...`` (also ``ANSWER:`` at the start
+    of a line, ``Action: finish[...]``, a line holding only ``Final Answer``). Case, markdown
+    emphasis and prose around are ignored; markers inside code fences do not count. A code
+    action or a coding Final Answer with no code after it takes the fenced block just before
+    it; action lines that end a fenced block count as written after it. For coding, a reply
+    with no action but a python (or unlabelled) fence, or a line starting like a definition,
+    is the final code.
+    """
+    text = _lift_trailing_markers(reply.strip())
+    if not text:
+        return Action("invalid", problem="the reply was empty")
+    actions, unknown = _scan(text, kind, tools)
+    if actions:
+        return actions[0]
     if kind == "coding":
         code = code_in(text, any_language=False)
         if code:
@@ -215,15 +263,16 @@ class _Candidate:
 
 
 def _limit_hit(spec: TaskSpec, steps: int, tokens: int, cost: float, elapsed: float) -> str | None:
+    """The first limit reached, named after its field of ``Limits``."""
     limits = spec.limits
-    if steps >= limits.max_steps:
-        return "max_steps"
-    if tokens >= limits.max_tokens:
-        return "max_tokens"
-    if cost >= limits.max_cost_usd:
-        return "max_cost_usd"
-    if elapsed >= limits.max_seconds:
-        return "max_seconds"
+    for reason, used, limit in (
+        ("max_steps", steps, limits.max_steps),
+        ("max_tokens", tokens, limits.max_tokens),
+        ("max_cost_usd", cost, limits.max_cost_usd),
+        ("max_seconds", elapsed, limits.max_seconds),
+    ):
+        if used >= limit:
+            return reason
     return None
 
 
@@ -264,6 +313,7 @@ def run_agent(
         log.warning("execution of %s: %s", spec.name or "a job", note)
         outcome.steps.append(Step(role="note", content=note))
     candidate = _Candidate(spec)
+    seen: dict[tuple[str | None, str], tuple[int, str]] = {}  # (tool, argument) -> step, result
     started = clock()
     n = 0
     while True:
@@ -298,6 +348,12 @@ def run_agent(
             cost_usd=result.cost_usd,
         )
         action = parse_action(result.text, spec.kind, tools.tools)
+        if action.kind == "tool" and (action.name, action.argument) in seen:
+            # A repeat teaches nothing; a Final Answer written after it is the real intent.
+            finals = [
+                a for a in parse_actions(result.text, spec.kind, tools.tools) if a.kind == "final"
+            ]
+            action = finals[0] if finals else action
         final: str | None = action.argument if action.kind == "final" else None
         if final is not None and spec.kind == "coding":
             final = extract_code(final, spec) if final and _is_code(final) else candidate.value
@@ -310,24 +366,24 @@ def run_agent(
             outcome.steps.append(step)
             _report(progress, n, FINAL)
             return outcome
-        _act(action, step, tools, candidate)
+        _act(action, step, tools, candidate, seen, n)
         step.latency_s = time.perf_counter() - call_started
         outcome.steps.append(step)
+        budget = _budget_note(spec.limits.max_steps - n)
+        observation = render("agent_observation", observation=step.observation, budget=budget)
         messages.append({"role": "assistant", "content": result.text})
-        messages.append(
-            {
-                "role": "user",
-                "content": render(
-                    "agent_observation",
-                    observation=step.observation,
-                    budget=_budget_note(spec.limits.max_steps - n),
-                ),
-            }
-        )
+        messages.append({"role": "user", "content": observation})
         _report(progress, n, step.tool_name)
 
 
-def _act(action: Action, step: Step, tools: Toolbox, candidate: _Candidate) -> None:
+def _act(
+    action: Action,
+    step: Step,
+    tools: Toolbox,
+    candidate: _Candidate,
+    seen: dict[tuple[str | None, str], tuple[int, str]],
+    number: int,
+) -> None:
     """Run a tool action (or answer an unusable reply with a correction) into ``step``."""
     if action.kind == "tool" and action.name is not None:
         argument = action.argument
@@ -335,7 +391,14 @@ def _act(action: Action, step: Step, tools: Toolbox, candidate: _Candidate) -> N
             argument = candidate.value  # "Action: run_tests" alone tests the last code
         step.tool_name = action.name
         step.tool_args = {tools.tools[action.name].argument: argument}
+        earlier = seen.get((action.name, argument))
+        if earlier is not None:
+            step.observation = render(
+                "agent_repeat", tool=action.name, step=earlier[0], observation=earlier[1]
+            )
+            return
         step.observation = tools.call(action.name, argument)
+        seen[(action.name, argument)] = (number, step.observation)
         if action.name in CODE_TOOLS:
             candidate.saw_code(argument)
         return

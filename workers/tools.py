@@ -272,7 +272,8 @@ class CodingTools:
         program = extract_code(code, self.spec) + "\n\n" + examples_program(self.examples)
         result = self.runner(program, limits=self.limits)
         if result.ok:
-            return result.stdout.strip() or "all examples passed"
+            summary = result.stdout.strip() or "all examples passed"
+            return f"{summary}. Reply with Final Answer to submit this code."
         return format_run(result)
 
     def toolbox(self) -> Toolbox:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from models.schemas import Limits, TaskSpec
-from workers.agent import FINAL, Action, parse_action, run_agent
+from workers.agent import FINAL, Action, parse_action, parse_actions, run_agent
 from workers.errors import PermanentModelError, TransientModelError
 from workers.execution import EXECUTORS
 from workers.llm import LLMCall, LLMResult
@@ -72,6 +72,16 @@ ADD = "def add(a, b):\n    return a + b"
         # Final Answer with a code fence, in markdown bold, any fence language
         ("**Final Answer:**\n```py\n" + ADD + "\n```\nHope it helps.", Action("final", FINAL, ADD)),
         ("final answer:\n```python3\n" + ADD + "\n```", Action("final", FINAL, ADD)),
+        # the order small coder models prefer: the block, then its action line (also as the
+        # block's last lines, commented or not); a lone "Final Answer" line
+        (f"```python\n{ADD}\n```\nAction: run_tests", Action("tool", "run_tests", ADD)),
+        (
+            f"```python\n{ADD}\n\n# Action: run_tests\n# Final Answer\n```",
+            Action("tool", "run_tests", ADD),
+        ),
+        (f"```python\n{ADD}\nAction: run_python\n```", Action("tool", "run_python", ADD)),
+        (f"```python\n{ADD}\n```\n\nFinal Answer", Action("final", FINAL, ADD)),
+        (f"```python\n{ADD}\n```\nFinal Answer:", Action("final", FINAL, ADD)),
         # an action marker inside a code fence does not count
         (
             "```python\ns = 'Action: run_tests'\n```\nAction: run_python\n```python\nprint(7)\n```",
@@ -127,6 +137,15 @@ def test_parse_coding_replies(reply: str, expected: Action) -> None:
 )
 def test_parse_search_replies(reply: str, expected: Action) -> None:
     assert parse_action(reply, "search", SEARCH) == expected
+
+
+def test_parse_actions_lists_every_action_in_order() -> None:
+    reply = f"```python\n{ADD}\n```\nAction: run_tests\nFinal Answer"
+    assert parse_actions(reply, "coding", CODING) == [
+        Action("tool", "run_tests", ADD),
+        Action("final", FINAL, ADD),
+    ]
+    assert parse_actions("Action: fly[x]\nno action here", "search", SEARCH) == []
 
 
 # --- the loop -------------------------------------------------------------------------------
@@ -225,7 +244,7 @@ def test_prompts_hold_tools_format_and_plan_and_put_the_task_first() -> None:
     system, user = llm.calls[0][0]
     assert system["role"] == "system" and user["role"] == "user"
     assert "- run_python: run_python" in system["content"]
-    assert "Action: run_tests" in system["content"] and "Final Answer:" in system["content"]
+    assert '"Action: run_tests"' in system["content"] and '"Final Answer"' in system["content"]
     assert system["content"].endswith("YOUR PLAN (follow it):\nMY PLAN: add them")
     assert user["content"].startswith("TASK (coding):\n" + PROMPT)
 
@@ -261,6 +280,21 @@ def test_final_answer_without_code_keeps_the_last_program_or_asks_again() -> Non
     assert outcome.steps[2].observation is not None
     assert "the Final Answer held no code" in outcome.steps[2].observation
     assert outcome.answer == f"{ADD}\nprint(add(2, 3))"
+    assert outcome.stop_reason == "final_answer"
+
+
+def test_a_repeated_action_is_not_run_again_and_a_final_answer_after_it_wins() -> None:
+    ran: list[tuple[str, str]] = []
+    code_first = f"```python\n{ADD}\n```\nAction: run_tests"
+    llm = FakeLLM([code_first, code_first, code_first + "\nFinal Answer"])
+    outcome = run_agent(spec(), "plan", AGENT, llm, 64, toolbox=fake_tools(ran))
+    assert ran == [("run_tests", ADD)]  # run once
+    again, final = outcome.steps[3:]
+    assert again.tool_name == "run_tests" and again.observation == (
+        "You already ran run_tests on exactly this in step 1, so it was not run again. Its "
+        "result was:\nrun_tests saw 31 chars\nChange your input, or reply with Final Answer."
+    )
+    assert final.tool_name == FINAL and outcome.answer == ADD
     assert outcome.stop_reason == "final_answer"
 
 
@@ -448,7 +482,11 @@ def test_scripted_tools_directive_runs_tools_in_the_sandbox_before_answering() -
     assert heard == [(1, "run_python"), (2, "run_tests"), (3, FINAL)]
     steps = outcome.steps[2:]
     assert steps[0].observation == "exit code 0\nstdout:\nscripted check"
-    assert steps[1].observation == "1 of 1 examples passed"  # add(2, 3) == 5, from the prompt
+    # add(2, 3) == 5 is the prompt's one example.
+    assert (
+        steps[1].observation
+        == "1 of 1 examples passed. Reply with Final Answer to submit this code."
+    )
     assert outcome.answer == ADD
     # Another profile has no directive: it answers at once.
     assert len(EXECUTORS["coding"](coding, "plan", AGENT, scripted_llm("large"), 64).steps) == 3

@@ -123,7 +123,7 @@ def test_run_tests_passes_a_correct_candidate_and_never_runs_the_hidden_tests() 
         return run_python(program, **kwargs)
 
     observed = CodingTools(coding_spec(), runner=spy).run_tests(CORRECT_0)
-    assert observed == "2 of 2 examples passed"
+    assert observed == "2 of 2 examples passed. Reply with Final Answer to submit this code."
     assert "hidden test ran" not in programs[0] and "check(" not in programs[0]
     assert programs[0].startswith("from typing import List\n")  # the prompt's imports added
 
@@ -144,7 +144,7 @@ def test_run_tests_completes_a_bare_body_like_the_verdict() -> None:
     body = (
         "    return any(abs(a - b) < threshold for a in numbers for b in numbers if a is not b)\n"
     )
-    assert CodingTools(coding_spec()).run_tests(body) == "2 of 2 examples passed"
+    assert CodingTools(coding_spec()).run_tests(body).startswith("2 of 2 examples passed.")
 
 
 def test_run_tests_floats_prints_statements_and_expected_exceptions() -> None:
@@ -165,7 +165,9 @@ def test_run_tests_floats_prints_statements_and_expected_exceptions() -> None:
 '''
     checks = CodingTools(coding_spec(prompt, "half"))
     # 0.7 / 2 is 0.35 only up to rounding: the comparison tolerates that.
-    assert checks.run_tests("def half(x):\n    return x / 2\n") == "4 of 4 examples passed"
+    assert checks.run_tests("def half(x):\n    return x / 2\n").startswith(
+        "4 of 4 examples passed."
+    )
     observed = checks.run_tests("def half(x):\n    return float(x) / 2 if x != 'a' else 0\n")
     assert "example 3: half('a')  expected TypeError; raised nothing" in observed
     assert "3 of 4 examples passed" in observed
