@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from workers.memory import MemoryEntry, Pair, bid_labels, build_pairs, nearest, render_pairs
 
 
