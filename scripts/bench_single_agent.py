@@ -71,7 +71,7 @@ def main(
             )
     results: dict[str, list[dict[str, Any]]] = {a.name: [] for a in pool.agents}
 
-    def run(agent_name: str) -> None:
+    def run(agent_name: str, after_each: Any = None) -> None:
         agent = pool.get(agent_name)
         for p in problems:
             spec = TaskSpec(
@@ -96,40 +96,54 @@ def main(
                     "seconds": round(time.monotonic() - t0, 1),
                 }
             )
+            if after_each is not None:
+                after_each()
             print(
                 agent_name, p["task_id"], verdict.value, f"{time.monotonic() - t0:.0f}s", flush=True
             )
 
-    threads = [threading.Thread(target=run, args=(a.name,)) for a in pool.agents]
     started = time.monotonic()
+    lock = threading.Lock()
+
+    def write(final: bool) -> None:
+        with lock:
+            summary = {
+                name: {
+                    "passed": sum(r["verdict"] == "passed" for r in rows),
+                    "n": len(rows),
+                    "tokens": sum(r["tokens"] for r in rows),
+                    "cost_usd": sum(r["cost_usd"] for r in rows),
+                    "mean_steps": sum(r["steps"] for r in rows) / max(1, len(rows)),
+                    "seconds": sum(r["seconds"] for r in rows),
+                }
+                for name, rows in results.items()
+            }
+            doc = {
+                "benchmark": "humaneval_single_agent",
+                "complete": final,
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "command": f"python -m scripts.bench_single_agent --limit {limit}",
+                "plan": GENERIC_PLAN,
+                "decoding": f"temperature 0 (pool params), max_tokens per step {max_tokens}",
+                "wall_s": round(time.monotonic() - started, 1),
+                "summary": summary,
+                "per_task": results,
+            }
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(doc, indent=2) + "\n")
+
+    run_one = run
+
+    def run_and_record(agent_name: str) -> None:
+        run_one(agent_name, after_each=lambda: write(False))
+
+    threads = [threading.Thread(target=run_and_record, args=(a.name,)) for a in pool.agents]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    summary = {
-        name: {
-            "passed": sum(r["verdict"] == "passed" for r in rows),
-            "n": len(rows),
-            "tokens": sum(r["tokens"] for r in rows),
-            "cost_usd": sum(r["cost_usd"] for r in rows),
-            "mean_steps": sum(r["steps"] for r in rows) / max(1, len(rows)),
-            "seconds": sum(r["seconds"] for r in rows),
-        }
-        for name, rows in results.items()
-    }
-    doc = {
-        "benchmark": "humaneval_single_agent",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": f"python -m scripts.bench_single_agent --limit {limit}",
-        "plan": GENERIC_PLAN,
-        "decoding": f"temperature 0 (pool params), max_tokens per step {max_tokens}",
-        "wall_s": round(time.monotonic() - started, 1),
-        "summary": summary,
-        "per_task": results,
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
+    write(True)
+    print(out.read_text())
 
 
 if __name__ == "__main__":
