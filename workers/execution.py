@@ -19,6 +19,13 @@ from workers.llm import LLMCall
 from workers.pool import Agent
 
 _FENCE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.S | re.I)
+# Small models write the next tool call into the final code block ("# Action: run_tests" then
+# "run_tests()"); such top-level lines name agent tools, not program code, and would raise
+# NameError when the program runs.
+_TOOL_LINE = re.compile(
+    r"^(?:#\s*)?(?:Action\s*:.*|Final Answer\s*:?\s*|(?:run_tests|run_python)\s*\(.*\)\s*)$",
+    re.M | re.I,
+)
 _ANSWER = re.compile(r"^\s*ANSWER\s*:\s*(.+?)\s*$", re.M | re.I)
 
 
@@ -83,7 +90,7 @@ def extract_code(reply: str, spec: TaskSpec) -> str:
     prompt when the model wrote only a function body or left out the prompt's imports."""
     blocks = _FENCE.findall(reply)
     code = max(blocks, key=len) if blocks else reply
-    code = code.strip("\n")
+    code = _TOOL_LINE.sub("", code).strip("\n")
     if spec.entry_point and re.search(rf"^\s*def\s+{re.escape(spec.entry_point)}\s*\(", code, re.M):
         imports = [
             line

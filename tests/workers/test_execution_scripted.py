@@ -253,3 +253,20 @@ def test_call_model_maps_scripted_faults(scripted_pool: Pool) -> None:
         call_model(medium, transient, stage="jury", max_tokens=16)
     # Second call: the transient fault is used up.
     assert call_model(medium, transient, stage="jury", max_tokens=16).text.startswith("```json")
+
+
+def test_extract_code_drops_tool_calls_written_into_the_final_code() -> None:
+    # The 0.5B model's habit: the next action inside the fenced final code.
+    reply = (
+        "```python\ndef truncate_number(number: float) -> float:\n"
+        "    return number - int(number)\n\n# Action: run_tests\nrun_tests()\n```"
+    )
+    spec = TaskSpec(
+        kind="coding",
+        prompt="def truncate_number(number: float) -> float:\n",
+        tests="x",
+        entry_point="truncate_number",
+    )
+    code = extract_code(reply, spec)
+    assert "run_tests" not in code and "Action" not in code
+    assert code.rstrip().endswith("return number - int(number)")
