@@ -44,13 +44,14 @@ _MARKER = re.compile(
     r"(?P<final>\bfinal[ _]*answer[*_ \t]*:|^[ \t]*[*_]*final[ _]*answer[*_ \t]*$"
     r"|^[ \t]*answer[*_ \t]*:)"
     r"|(?P<action>\baction(?:[ \t]*\d+)?[*_ \t]*:[*_ \t]*`?(?P<name>[A-Za-z_][\w-]*)?)"
-    r"|(?P<bare>^[ \t]*(?P<bare_name>[A-Za-z_]\w*)[ \t]*\[)"
-    r"|(?P<observation>^[ \t]*observation[ \t]*\d*[ \t]*:)",
+    r"|(?P<observation>^[ \t]*observation[ \t]*\d*[ \t]*:)"
+    r"|(?P<bare>^[ \t]*(?P<bare_name>[A-Za-z_]\w*)[ \t]*[\[(:])",
     re.I | re.M,
 )
 # Only the names the prompt shows: a last line such as `action: str` is a Python annotation.
 _TRAILING_MARKER = re.compile(
-    r"^[ \t]*#?[ \t]*(?:action[ \t]*:[ \t]*run_(?:python|tests)|final[ _]*answer[ \t]*:?)[ \t]*$",
+    r"^[ \t]*#?[ \t]*(?:action[ \t]*:[ \t]*run_(?:python|tests)|run_(?:python|tests)\(\)"
+    r"|final[ _]*answer[ \t]*:?)[ \t]*$",
     re.I,
 )
 _ACTION_INPUT = re.compile(r"^[ \t]*action[ \t]+input[*_ \t]*:[ \t]*", re.I | re.M)
@@ -146,8 +147,8 @@ def _final(region: str, kind: str, code_before: str = "") -> Action:
 
 
 def _lift_trailing_markers(text: str) -> str:
-    """Move action lines that end a code block (``# Action: run_tests`` as its last line, a
-    habit of small coder models) to just after the block."""
+    """Move action lines that end a code block (``# Action: run_tests``, ``run_tests()`` as
+    its last lines, a habit of small coder models) to just after the block."""
 
     def lift(m: re.Match[str]) -> str:
         lines = m["body"].rstrip("\n").split("\n")
@@ -176,7 +177,7 @@ def _scan(text: str, kind: str, tools: Collection[str]) -> tuple[list[Action], s
             continue
         name = _canonical(m["name"] or m["bare_name"] or "")
         if m["bare"] and name not in tools and name != FINAL:
-            continue  # a line like `items[0]` names no tool: it is prose
+            continue  # a line like `items[0]` or `Note:` names no tool: it is prose
         marks.append((m, name))
     actions: list[Action] = []
     unknown: str | None = None
@@ -207,13 +208,13 @@ def parse_action(reply: str, kind: str, tools: Collection[str]) -> Action:
 
     Accepted: ``Action: NAME`` followed by a fenced block (code tools) or an argument in
     brackets, parentheses, after a colon, on an ``Action Input:`` line or on the next line;
-    ``NAME[arg]`` at the start of a line; ``Final Answer: ...`` (also ``ANSWER:`` at the start
-    of a line, ``Action: finish[...]``, a line holding only ``Final Answer``). Case, markdown
-    emphasis and prose around are ignored; markers inside code fences do not count. A code
-    action or a coding Final Answer with no code after it takes the fenced block just before
-    it; action lines that end a fenced block count as written after it. For coding, a reply
-    with no action but a python (or unlabelled) fence, or a line starting like a definition,
-    is the final code.
+    ``NAME[arg]``, ``NAME(arg)`` or ``NAME: arg`` at the start of a line; ``Final Answer: ...``
+    (also ``ANSWER:`` at the start of a line, ``Action: finish[...]``, a line holding only
+    ``Final Answer``). Case, markdown emphasis and prose around are ignored; markers inside
+    code fences do not count. A code action or a coding Final Answer with no code after it
+    takes the fenced block just before it; action lines that end a fenced block count as
+    written after it. For coding, a reply with no action but a python (or unlabelled) fence,
+    or a line starting like a definition, is the final code.
     """
     text = _lift_trailing_markers(reply.strip())
     if not text:
@@ -349,11 +350,9 @@ def run_agent(
         )
         action = parse_action(result.text, spec.kind, tools.tools)
         if action.kind == "tool" and (action.name, action.argument) in seen:
-            # A repeat teaches nothing; a Final Answer written after it is the real intent.
-            finals = [
-                a for a in parse_actions(result.text, spec.kind, tools.tools) if a.kind == "final"
-            ]
-            action = finals[0] if finals else action
+            # A repeat teaches nothing: the first new action written after it is the intent.
+            later = parse_actions(result.text, spec.kind, tools.tools)
+            action = next((a for a in later if (a.name, a.argument) not in seen), action)
         final: str | None = action.argument if action.kind == "final" else None
         if final is not None and spec.kind == "coding":
             final = extract_code(final, spec) if final and _is_code(final) else candidate.value

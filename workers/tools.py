@@ -23,7 +23,13 @@ from typing import Any
 from models.schemas import TaskSpec
 from workers.execution import extract_code
 from workers.sandbox import SandboxLimits, SandboxResult, run_python
-from workers.search import DEFAULT_BACKEND, SearchBackend, SearchHit, make_backend
+from workers.search import (
+    DEFAULT_BACKEND,
+    SearchBackend,
+    SearchHit,
+    make_backend,
+    normalize_answer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +326,7 @@ class SearchTools:
         self._backend = backend
         self.k = k
         self.open_chars = open_chars
-        self._seen: dict[str, str] = {}  # lower-cased title of a hit -> its doc id
+        self._seen: dict[str, str] = {}  # normalised title of a hit -> its doc id
 
     @property
     def backend(self) -> SearchBackend:
@@ -335,13 +341,14 @@ class SearchTools:
         if not hits:
             return f"No results for {query.strip()!r}. Try other words."
         for hit in hits:
-            self._seen.setdefault(hit.title.lower(), hit.doc_id)
+            self._seen.setdefault(normalize_answer(hit.title), hit.doc_id)
         return "\n".join(_format_hit(n, h) for n, h in enumerate(hits, 1))
 
     def open(self, title: str) -> str:
         """The page called ``title`` (a title from the search results), truncated."""
         name = title.strip().strip("\"'`").strip()
-        candidates = [name, self._seen.get(name.lower(), "")]
+        # A title seen in the results matches loosely: case, punctuation, "The ..." ignored.
+        candidates = [name, self._seen.get(normalize_answer(name), "")]
         for doc_id in filter(None, dict.fromkeys(candidates)):
             doc = self.backend.open(doc_id)
             if doc is not None:

@@ -80,6 +80,10 @@ ADD = "def add(a, b):\n    return a + b"
             Action("tool", "run_tests", ADD),
         ),
         (f"```python\n{ADD}\nAction: run_python\n```", Action("tool", "run_python", ADD)),
+        (
+            f"```python\n{ADD}\n\n# Action: run_tests\nrun_tests()\n```",
+            Action("tool", "run_tests", ADD),
+        ),
         (f"```python\n{ADD}\n```\n\nFinal Answer", Action("final", FINAL, ADD)),
         (f"```python\n{ADD}\n```\nFinal Answer:", Action("final", FINAL, ADD)),
         # an action marker inside a code fence does not count
@@ -121,6 +125,9 @@ def test_parse_coding_replies(reply: str, expected: Action) -> None:
             Action("tool", "search", "capital of France"),
         ),
         ("Action: search[a]\nAction: open[b]", Action("tool", "search", "a")),  # first wins
+        ("search: cattle", Action("tool", "search", "cattle")),
+        ("Open(Lyon)\nNote: it is a city", Action("tool", "open", "Lyon")),
+        ("Note: I need more facts.", Action("invalid", problem="no action was found in it")),
         ("Final Answer: Paris\nI found it on the Paris page.", Action("final", FINAL, "Paris")),
         ("I am sure.\n**Final Answer:** *Paris*", Action("final", FINAL, "Paris")),
         ("ANSWER: 1889", Action("final", FINAL, "1889")),
@@ -296,6 +303,17 @@ def test_a_repeated_action_is_not_run_again_and_a_final_answer_after_it_wins() -
     )
     assert final.tool_name == FINAL and outcome.answer == ADD
     assert outcome.stop_reason == "final_answer"
+
+
+def test_after_a_repeated_action_the_next_new_one_counts() -> None:
+    box = SearchTools(BM25Index.build(DOCS)).toolbox()
+    question = TaskSpec(kind="search", prompt="Capital of France?")
+    again = "Action: search[capital of France]\nAction: open[Paris]\nFinal Answer: Lyon"
+    llm = FakeLLM(["Action: search[capital of France]", again, "Final Answer: Paris"])
+    outcome = run_agent(question, "plan", AGENT, llm, 64, toolbox=box)
+    assert [s.tool_name for s in outcome.steps[2:]] == ["search", "open", FINAL]
+    assert outcome.steps[3].observation == "Paris\nParis is the capital of France."
+    assert outcome.answer == "Paris"
 
 
 @pytest.mark.parametrize(

@@ -231,6 +231,9 @@ def test_open_by_title_by_a_seen_title_and_truncated(index: BM25Index) -> None:
     assert "characters cut" in page and len(page) < 200
     # Pelé's doc id differs from its title: the title (any case) still opens it.
     assert search.open("pelé") == "Pelé\nPelé was a Brazilian footballer."
+    # A title seen in the results opens however loosely it is written.
+    assert search.search("river France").startswith("1. Seine")
+    assert search.open("The seine.") == search.open("Seine")
     assert SearchTools(index).open("Seine").startswith("Seine\nThe Seine is a river")
     assert "No page titled 'Atlantis'" in search.open("Atlantis")
 
