@@ -48,10 +48,11 @@ _MARKER = re.compile(
     r"|(?P<bare>^[ \t]*(?P<bare_name>[A-Za-z_]\w*)[ \t]*[\[(:])",
     re.I | re.M,
 )
-# Only the names the prompt shows: a last line such as `action: str` is a Python annotation.
-_TRAILING_MARKER = re.compile(
-    r"^[ \t]*#?[ \t]*(?:action[ \t]*:[ \t]*run_(?:python|tests)|run_(?:python|tests)\(\)"
-    r"|final[ _]*answer[ \t]*:?)[ \t]*$",
+# An action line written inside a code block, at its left margin (maybe commented out). Only the
+# names the prompt shows count: a line such as `action: str` is a Python annotation.
+_INNER_MARKER = re.compile(
+    r"^#?[ \t]*(?:action[ \t]*:[ \t]*run_(?:python|tests)\b|run_(?:python|tests)\(\)"
+    r"|final[ _]*answer\b)",
     re.I,
 )
 _ACTION_INPUT = re.compile(r"^[ \t]*action[ \t]+input[*_ \t]*:[ \t]*", re.I | re.M)
@@ -136,7 +137,7 @@ def _fence_before(text: str, position: int) -> str:
 
 def _final(region: str, kind: str, code_before: str = "") -> Action:
     if kind == "coding":
-        return Action("final", FINAL, code_in(region) or code_before)
+        return Action("final", FINAL, code_in(region.strip()) or code_before)
     answer = _first_line(region)
     if answer.startswith("[") and answer.endswith("]"):
         answer = answer[1:-1]
@@ -146,19 +147,21 @@ def _final(region: str, kind: str, code_before: str = "") -> Action:
     return Action("final", FINAL, answer)
 
 
-def _lift_trailing_markers(text: str) -> str:
-    """Move action lines that end a code block (``# Action: run_tests``, ``run_tests()`` as
-    its last lines, a habit of small coder models) to just after the block."""
+def _lift_markers(text: str) -> str:
+    """End a code block at the first action line written inside it (``# Action: run_tests``,
+    ``run_tests()``, ``Final Answer: ...``, a habit of small coder models): that line and the
+    rest of the block count as written after it."""
 
     def lift(m: re.Match[str]) -> str:
-        lines = m["body"].rstrip("\n").split("\n")
-        tail: list[str] = []
-        while lines and (_TRAILING_MARKER.match(lines[-1]) or (tail and not lines[-1].strip())):
-            tail.insert(0, lines.pop().strip().lstrip("#").strip())
-        if not tail or not m.group(0).endswith("```"):
+        lines = m["body"].split("\n")
+        cut = next((i for i, line in enumerate(lines) if _INNER_MARKER.match(line)), None)
+        if cut is None or not m.group(0).endswith("```"):
             return m.group(0)
-        body = "\n".join(lines)
-        return f"```{m['lang']}\n{body}\n```\n" + "\n".join(t for t in tail if t)
+        body = "\n".join(lines[:cut]).strip("\n")
+        tail = "\n".join(
+            line.lstrip("#").strip() if _INNER_MARKER.match(line) else line for line in lines[cut:]
+        ).rstrip()
+        return (f"```{m['lang']}\n{body}\n```\n" if body.strip() else "") + tail
 
     return _FENCE.sub(lift, text)
 
@@ -166,7 +169,7 @@ def _lift_trailing_markers(text: str) -> str:
 def parse_actions(reply: str, kind: str, tools: Collection[str]) -> list[Action]:
     """Every action written in ``reply``, in order, each read as :func:`parse_action` reads
     the first; names that are no tool are left out."""
-    return _scan(_lift_trailing_markers(reply.strip()), kind, tools)[0]
+    return _scan(_lift_markers(reply.strip()), kind, tools)[0]
 
 
 def _scan(text: str, kind: str, tools: Collection[str]) -> tuple[list[Action], str | None]:
@@ -212,11 +215,11 @@ def parse_action(reply: str, kind: str, tools: Collection[str]) -> Action:
     (also ``ANSWER:`` at the start of a line, ``Action: finish[...]``, a line holding only
     ``Final Answer``). Case, markdown emphasis and prose around are ignored; markers inside
     code fences do not count. A code action or a coding Final Answer with no code after it
-    takes the fenced block just before it; action lines that end a fenced block count as
-    written after it. For coding, a reply with no action but a python (or unlabelled) fence,
+    takes the fenced block just before it; an action line inside a fenced block ends the
+    block. For coding, a reply with no action but a python (or unlabelled) fence,
     or a line starting like a definition, is the final code.
     """
-    text = _lift_trailing_markers(reply.strip())
+    text = _lift_markers(reply.strip())
     if not text:
         return Action("invalid", problem="the reply was empty")
     actions, unknown = _scan(text, kind, tools)

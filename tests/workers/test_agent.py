@@ -84,6 +84,15 @@ ADD = "def add(a, b):\n    return a + b"
             f"```python\n{ADD}\n\n# Action: run_tests\nrun_tests()\n```",
             Action("tool", "run_tests", ADD),
         ),
+        # an action line inside the block ends it, whatever follows
+        (
+            f"```python\n{ADD}\n\nAction: run_tests\nFinal Answer: def add(a, b):\n    pass\n```",
+            Action("tool", "run_tests", ADD),
+        ),
+        (
+            "```python\nFinal Answer: def add(a, b):\n    return a + b\n```",
+            Action("final", FINAL, ADD),
+        ),
         (f"```python\n{ADD}\n```\n\nFinal Answer", Action("final", FINAL, ADD)),
         (f"```python\n{ADD}\n```\nFinal Answer:", Action("final", FINAL, ADD)),
         # an action marker inside a code fence does not count
