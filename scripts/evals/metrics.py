@@ -1,0 +1,178 @@
+"""The evaluation's metrics, computed from run records (pure functions, no I/O).
+
+Per method and task order: pass@1; total US$ counting every model call (bids, jury, refinement,
+execution; for the cascade every agent it tried); the paper's $/Mt (US$ per million tokens
+spent); the largest agent's share of jobs; auction overhead as a share of tokens and of wall
+time; the same per complexity bin. Across orders: mean and (population) standard deviation.
+For SALE: the cheaper agents' cumulative win share along the stream, and for each signal the
+scorer uses (each juror's score, the entropy, the plan length), its correlation with success.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+Record = Mapping[str, Any]
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    if not values:
+        return math.nan, math.nan
+    mean = sum(values) / len(values)
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+
+
+def order_figures(records: Sequence[Record], largest: str) -> dict[str, float]:
+    """The figures of one method on one task order."""
+    n = len(records)
+    tokens = sum(int(r["tokens"]) for r in records)
+    cost = sum(float(r["cost_usd"]) for r in records)
+    wall = sum(float(r["wall_s"]) for r in records)
+    return {
+        "n": n,
+        "pass_at_1": sum(bool(r["passed"]) for r in records) / n if n else math.nan,
+        "cost_usd": cost,
+        "tokens": tokens,
+        "usd_per_mtok": cost / tokens * 1e6 if tokens else math.nan,
+        "largest_share": sum(r["agent"] == largest for r in records) / n if n else math.nan,
+        "overhead_token_share": (
+            sum(int(r["auction_tokens"]) for r in records) / tokens if tokens else 0.0
+        ),
+        "overhead_wall_share": (
+            sum(float(r["auction_wall_s"]) for r in records) / wall if wall else 0.0
+        ),
+        "wall_s": wall,
+    }
+
+
+def method_summary(
+    records: Iterable[Record], largest: str, bins: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Mean ± std over orders of every figure, and the per-bin figures (pooled over orders)."""
+    rows = list(records)
+    by_order: dict[int, list[Record]] = defaultdict(list)
+    for r in rows:
+        by_order[int(r["order"])].append(r)
+    per_order = [order_figures(by_order[k], largest) for k in sorted(by_order)]
+    out: dict[str, Any] = {
+        "orders": len(per_order),
+        "n_tasks": per_order[0]["n"] if per_order else 0,
+    }
+    for key in (
+        "pass_at_1",
+        "cost_usd",
+        "usd_per_mtok",
+        "largest_share",
+        "overhead_token_share",
+        "overhead_wall_share",
+        "tokens",
+        "wall_s",
+    ):
+        mean, std = _mean_std([float(f[key]) for f in per_order])
+        out[key] = mean
+        out[f"{key}_std"] = std
+    out["replayed"] = any(r.get("replayed") for r in rows)
+    per_bin: dict[str, list[Record]] = defaultdict(list)
+    for r in rows:
+        per_bin[str(r["bin"])].append(r)
+    names = list(bins) if bins else sorted(per_bin)
+    out["bins"] = {}
+    for b in names:
+        if b not in per_bin:
+            continue
+        fig = order_figures(per_bin[b], largest)
+        out["bins"][b] = {
+            "n": fig["n"] / max(1, len(per_order)),
+            "pass_at_1": fig["pass_at_1"],
+            "cost_usd": fig["cost_usd"] / max(1, len(per_order)),
+            "largest_share": fig["largest_share"],
+        }
+    return out
+
+
+def win_share_curve(records: Iterable[Record], largest: str) -> dict[int, list[float]]:
+    """Per order, the cumulative share of jobs awarded to agents other than the largest."""
+    by_order: dict[int, list[Record]] = defaultdict(list)
+    for r in records:
+        by_order[int(r["order"])].append(r)
+    curves = {}
+    for k, rows in sorted(by_order.items()):
+        rows.sort(key=lambda r: int(r["position"]))
+        wins = 0
+        curve = []
+        for i, r in enumerate(rows, 1):
+            wins += r["agent"] != largest
+            curve.append(wins / i)
+        curves[k] = curve
+    return curves
+
+
+def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Pearson's r (point-biserial for a 0/1 outcome); None when undefined."""
+    n = len(xs)
+    if n < 3:
+        return None
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    syy = sum((y - my) ** 2 for y in ys)
+    if sxx == 0 or syy == 0:
+        return None
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / math.sqrt(sxx * syy)
+
+
+def signal_table(
+    sale_records: Iterable[Record],
+    solved: Mapping[str, Mapping[str, bool]],
+    jurors: Sequence[str],
+    weights: Mapping[str, float | None] | None = None,
+) -> list[dict[str, Any]]:
+    """Each scoring signal's correlation with success.
+
+    Two labels: ``r_alone`` labels every bid by whether its agent solved the task alone (the
+    single-agent runs: every bid gets a label, the plan itself was not executed);
+    ``r_executed`` uses only awarded bids, labelled by their own execution's verdict.
+    """
+    signals: dict[str, tuple[list[float], list[float], list[float], list[float]]] = {}
+
+    def add(name: str, value: float | None, alone: bool | None, executed: bool | None) -> None:
+        if value is None:
+            return
+        xs_a, ys_a, xs_e, ys_e = signals.setdefault(name, ([], [], [], []))
+        if alone is not None:
+            xs_a.append(value)
+            ys_a.append(1.0 if alone else 0.0)
+        if executed is not None:
+            xs_e.append(value)
+            ys_e.append(1.0 if executed else 0.0)
+
+    for r in sale_records:
+        awarded = (r["agent"], r.get("award_round"))
+        for b in r.get("bids") or []:
+            if b.get("status") != "ok":
+                continue
+            alone = solved.get(str(r["task_id"]), {}).get(str(b["agent"]))
+            executed = bool(r["passed"]) if (b["agent"], b["round"]) == awarded else None
+            add("entropy", b.get("entropy"), alone, executed)
+            add("plan_tokens", b.get("tokens"), alone, executed)
+            for juror in jurors:
+                score = (b.get("jury") or {}).get(juror)
+                add(f"jury:{juror}", None if score is None else float(score), alone, executed)
+    table = []
+    for name, (xs_a, ys_a, xs_e, ys_e) in signals.items():
+        weight = None
+        if weights is not None:
+            weight = weights.get(name)
+        table.append(
+            {
+                "signal": name,
+                "r_alone": pearson(xs_a, ys_a),
+                "n_alone": len(xs_a),
+                "r_executed": pearson(xs_e, ys_e),
+                "n_executed": len(xs_e),
+                "fitted_weight": weight,
+            }
+        )
+    return sorted(table, key=lambda row: str(row["signal"]))

@@ -1,0 +1,160 @@
+"""The evaluation's outputs: one JSON file and one Markdown table per benchmark, and PNG plots.
+
+Written after every stage, so an interrupted evaluation still leaves its partial figures
+(``"complete": false`` until every planned job has finished).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _pm(row: dict[str, Any], key: str, digits: int = 3, scale: float = 1.0) -> str:
+    mean, std = row.get(key), row.get(f"{key}_std")
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    text = f"{mean * scale:.{digits}f}"
+    if row.get("orders", 1) > 1 and std is not None and not math.isnan(std):
+        text += f" ± {std * scale:.{digits}f}"
+    return text
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """The results as Markdown: the main table, per-bin tables, the signals, the command."""
+    lines = [
+        f"# {doc['bench']}: every method on the {doc['pool']} pool",
+        "",
+        f"Command: `{doc['command']}`  ",
+        f"Date: {doc['date']}; complete: {doc['complete']}; test tasks: {doc['n_tasks']}; "
+        f"orders: {doc['orders']}; decoding: {doc['decoding']}.",
+        "",
+        "| method | pass@1 | total US$ | $/Mt | largest share | overhead (tokens) | "
+        "overhead (wall) | tasks × orders | replay |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in doc["methods"]:
+        lines.append(
+            f"| {row['method']} | {_pm(row, 'pass_at_1')} | {_pm(row, 'cost_usd', 5)} | "
+            f"{_pm(row, 'usd_per_mtok', 4)} | {_pm(row, 'largest_share', 2)} | "
+            f"{_pm(row, 'overhead_token_share', 2)} | {_pm(row, 'overhead_wall_share', 2)} | "
+            f"{row['n_tasks']} × {row['orders']} | {'yes' if row['replayed'] else 'no'} |"
+        )
+    bins = sorted({b for row in doc["methods"] for b in row["bins"]})
+    if bins:
+        lines += ["", "Per complexity bin (pass@1, US$ per order):", ""]
+        lines.append("| method | " + " | ".join(bins) + " |")
+        lines.append("|---|" + "---|" * len(bins))
+        for row in doc["methods"]:
+            cells = []
+            for b in bins:
+                fig = row["bins"].get(b)
+                cells.append(
+                    "–" if fig is None else f"{_fmt(fig['pass_at_1'], 2)} (${fig['cost_usd']:.5f})"
+                )
+            lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
+    if doc.get("signals"):
+        lines += [
+            "",
+            "Signals the scorer uses: correlation with success (r_alone: every bid, labelled by "
+            "whether its agent solved the task alone; r_executed: awarded bids, by their verdict).",
+            "",
+            "| signal | r_alone (n) | r_executed (n) | fitted weight |",
+            "|---|---|---|---|",
+        ]
+        for s in doc["signals"]:
+            lines.append(
+                f"| {s['signal']} | {_fmt(s['r_alone'], 2)} ({s['n_alone']}) | "
+                f"{_fmt(s['r_executed'], 2)} ({s['n_executed']}) | {_fmt(s['fitted_weight'], 4)} |"
+            )
+    if doc.get("notes"):
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in doc["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def plots(doc: dict[str, Any], out_dir: Path) -> list[Path]:
+    """pass@1 against total cost per method; the cheaper agents' win share along the stream."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for row in doc["methods"]:
+        x, y = row["cost_usd"], row["pass_at_1"]
+        if any(isinstance(v, float) and math.isnan(v) for v in (x, y)):
+            continue
+        ax.errorbar(
+            x,
+            y,
+            xerr=row.get("cost_usd_std") or 0,
+            yerr=row.get("pass_at_1_std") or 0,
+            fmt="o",
+            capsize=3,
+        )
+        ax.annotate(row["method"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlabel("total US$ (every model call)")
+    ax.set_ylabel("pass@1")
+    ax.set_title(f"{doc['bench']}: pass@1 against cost ({doc['n_tasks']} test tasks)")
+    ax.grid(alpha=0.3)
+    path = out_dir / f"{doc['bench']}_pass_vs_cost.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+
+    curves = doc.get("win_share") or {}
+    if curves:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for method, per_order in curves.items():
+            for order, curve in per_order.items():
+                ax.plot(range(1, len(curve) + 1), curve, label=f"{method} order {order}")
+        ax.set_xlabel("jobs in the stream")
+        ax.set_ylabel("cumulative share won by cheaper agents")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(f"{doc['bench']}: cheaper agents' win share as memory grows")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        path = out_dir / f"{doc['bench']}_win_share.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def write(doc: dict[str, Any], out_dir: Path, with_plots: bool = True) -> list[Path]:
+    """Write ``<bench>.json``, ``<bench>.md`` and the plots; returns the paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / f"{doc['bench']}.json"
+    md_path = out_dir / f"{doc['bench']}.md"
+    json_path.write_text(json.dumps(_clean(doc), indent=2, allow_nan=False) + "\n")
+    md_path.write_text(markdown(doc))
+    paths = [json_path, md_path]
+    if with_plots:
+        paths += plots(doc, out_dir)
+    return paths
+
+
+def _clean(value: Any) -> Any:
+    """NaN (an undefined figure) as null, so the file is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value

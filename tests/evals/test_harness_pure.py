@@ -1,0 +1,244 @@
+"""The evaluation harness's pure parts: replay methods, metrics, the run store, the report."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scripts.evals import metrics, report
+from scripts.evals.methods import (
+    ClassifierRouter,
+    KnnRouter,
+    TrainingSet,
+    cost_aware_choice,
+    pick_cascade,
+    pick_oracle,
+    pick_random,
+    replay,
+)
+from scripts.evals.store import RunStore
+
+PRICES = {"small": 0.03, "medium": 0.12, "large": 0.36}
+
+
+def outcome(agent: str, passed: bool, check: bool | None, cost: float = 1.0) -> dict[str, object]:
+    return {
+        "agent": agent,
+        "verdict": "passed" if passed else "failed",
+        "passed": passed,
+        "self_check": check,
+        "tokens": 100,
+        "cost_usd": cost,
+        "wall_s": 2.0,
+    }
+
+
+def test_oracle_takes_the_cheapest_agent_that_passed() -> None:
+    outs = {
+        "small": outcome("small", False, False),
+        "medium": outcome("medium", True, True),
+        "large": outcome("large", True, True),
+    }
+    assert pick_oracle(outs, PRICES).agent == "medium"
+    none = {a: outcome(a, False, False) for a in PRICES}
+    assert pick_oracle(none, PRICES).agent == "small"
+
+
+def test_cascade_escalates_on_failed_self_check_and_pays_for_every_try() -> None:
+    outs = {
+        "small": outcome("small", False, False, cost=1.0),
+        "medium": outcome("medium", False, None, cost=2.0),  # no examples: cannot verify
+        "large": outcome("large", True, False, cost=4.0),
+    }
+    pick = pick_cascade(outs, PRICES)
+    assert pick.tried == ("small", "medium", "large")
+    rec = replay(pick, outs)
+    assert rec["agent"] == "large" and rec["passed"] is True
+    assert rec["cost_usd"] == 7.0 and rec["tokens"] == 300 and rec["replayed"] is True
+    outs["small"] = outcome("small", False, True, cost=1.0)  # a self-check that lies
+    pick = pick_cascade(outs, PRICES)
+    assert pick.tried == ("small",) and replay(pick, outs)["passed"] is False
+
+
+def test_random_is_seeded_and_covers_the_pool() -> None:
+    a = [pick_random(list(PRICES), random.Random(5)).agent for _ in range(3)]
+    b = [pick_random(list(PRICES), random.Random(5)).agent for _ in range(3)]
+    assert a == b
+    rng = random.Random(0)
+    assert {pick_random(list(PRICES), rng).agent for _ in range(60)} == set(PRICES)
+
+
+def test_cost_aware_choice_takes_the_cheapest_within_the_margin() -> None:
+    assert cost_aware_choice({"small": 0.55, "medium": 0.6, "large": 0.9}, PRICES) == "large"
+    assert cost_aware_choice({"small": 0.85, "medium": 0.6, "large": 0.9}, PRICES) == "small"
+    assert cost_aware_choice({"small": 0.1, "medium": 0.85, "large": 0.9}, PRICES) == "medium"
+
+
+def _train() -> TrainingSet:
+    # Two clusters of tasks: "easy" ones (x-axis) the small agent solves, "hard" ones (y-axis)
+    # only the large agent solves.
+    outcomes = {}
+    texts = {}
+    for i in range(6):
+        easy = i < 3
+        outcomes[f"t{i}"] = {
+            "small": outcome("small", easy, easy),
+            "medium": outcome("medium", easy, easy),
+            "large": outcome("large", True, True),
+        }
+        texts[f"t{i}"] = ("easy" if easy else "hard") + str(i)
+
+    def embed(items: list[str]) -> list[list[float]]:
+        out = []
+        for t in items:
+            v = np.array([1.0, 0.05 * len(t)]) if t.startswith("easy") else np.array([0.05, 1.0])
+            out.append(list(v / np.linalg.norm(v)))
+        return out
+
+    return TrainingSet.build(outcomes, texts, list(PRICES), embed)
+
+
+def test_knn_router_routes_easy_tasks_to_the_small_agent() -> None:
+    router = KnnRouter(_train(), PRICES, k=3)
+    assert router.pick([1.0, 0.0]).agent == "small"
+    assert router.pick([0.0, 1.0]).agent == "large"
+
+
+def test_classifier_router_learns_the_split_and_handles_one_class() -> None:
+    router = ClassifierRouter(_train(), PRICES, c=100.0)
+    assert "large" in router.constant  # always passed: a constant, not a classifier
+    assert router.pick([1.0, 0.0]).agent == "small"
+    assert router.pick([0.0, 1.0]).agent == "large"
+
+
+def test_training_set_needs_every_agent() -> None:
+    with pytest.raises(ValueError, match="single-agent"):
+        TrainingSet.build(
+            {"t": {"small": outcome("small", True, True)}},
+            {"t": "x"},
+            ["small", "large"],
+            lambda t: [[1.0]],
+        )
+
+
+def record(
+    method: str, order: int, pos: int, agent: str, passed: bool, **kw: object
+) -> dict[str, object]:
+    base: dict[str, object] = {
+        "method": method,
+        "order": order,
+        "position": pos,
+        "split": "test",
+        "task_id": f"t{pos}",
+        "bin": "short" if pos % 2 == 0 else "long",
+        "agent": agent,
+        "passed": passed,
+        "tokens": 1000,
+        "auction_tokens": 250,
+        "cost_usd": 0.5,
+        "wall_s": 10.0,
+        "auction_wall_s": 4.0,
+    }
+    base.update(kw)
+    return base
+
+
+def test_method_summary_figures_and_std_over_orders() -> None:
+    rows = [
+        record("sale", 0, 0, "small", True),
+        record("sale", 0, 1, "large", False),
+        record("sale", 1, 0, "large", True),
+        record("sale", 1, 1, "large", True),
+    ]
+    s = metrics.method_summary(rows, "large")
+    assert s["orders"] == 2 and s["n_tasks"] == 2
+    assert s["pass_at_1"] == pytest.approx(0.75) and s["pass_at_1_std"] == pytest.approx(0.25)
+    assert s["largest_share"] == pytest.approx(0.75)
+    assert s["cost_usd"] == pytest.approx(1.0)
+    assert s["usd_per_mtok"] == pytest.approx(1.0 / 2000 * 1e6)
+    assert s["overhead_token_share"] == pytest.approx(0.25)
+    assert s["overhead_wall_share"] == pytest.approx(0.4)
+    assert s["bins"]["short"]["pass_at_1"] == 1.0 and s["bins"]["long"]["pass_at_1"] == 0.5
+
+
+def test_win_share_curve_is_cumulative_per_order() -> None:
+    rows = [
+        record("sale", 0, i, a, True) for i, a in enumerate(["large", "small", "medium", "large"])
+    ]
+    assert metrics.win_share_curve(rows, "large") == {0: [0.0, 0.5, 2 / 3, 0.5]}
+
+
+def test_pearson_and_signal_table() -> None:
+    assert metrics.pearson([1, 2, 3], [1, 2, 3]) == pytest.approx(1.0)
+    assert metrics.pearson([1, 1, 1], [0, 1, 0]) is None
+    bids = [
+        {
+            "agent": "small",
+            "round": "first",
+            "status": "ok",
+            "tokens": 50,
+            "entropy": 0.1,
+            "jury": {"large": 1},
+        },
+        {
+            "agent": "large",
+            "round": "first",
+            "status": "ok",
+            "tokens": 90,
+            "entropy": 0.3,
+            "jury": {"large": 5},
+        },
+    ]
+    rows = [record("sale", 0, i, "large", True, award_round="first", bids=bids) for i in range(3)]
+    solved = {f"t{i}": {"small": False, "large": True} for i in range(3)}
+    table = {
+        s["signal"]: s for s in metrics.signal_table(rows, solved, ["large"], {"jury:large": 0.5})
+    }
+    assert table["jury:large"]["r_alone"] == pytest.approx(1.0)
+    assert table["jury:large"]["n_alone"] == 6 and table["jury:large"]["fitted_weight"] == 0.5
+    assert table["entropy"]["n_executed"] == 3  # only the awarded bid carries its own verdict
+
+
+def test_store_resumes_and_ignores_a_torn_line(tmp_path: Path) -> None:
+    path = tmp_path / "runs.jsonl"
+    store = RunStore(path)
+    store.add(record("sale", 0, 0, "small", True))
+    store.add(record("sale", 1, 0, "small", False))
+    with open(path, "a") as fh:
+        fh.write('{"method": "sale", "ord')  # killed mid-write
+    again = RunStore(path)
+    assert again.has("sale", 0, "test", "t0") and again.has("sale", 1, "test", "t0")
+    assert not again.has("sale", 2, "test", "t0")
+    assert len(list(again.select(method="sale"))) == 2
+
+
+def test_report_writes_strict_json_markdown_and_plots(tmp_path: Path) -> None:
+    rows = [record("sale", 0, i, "small", i == 0) for i in range(2)]
+    summary = {"method": "sale", **metrics.method_summary(rows, "large")}
+    summary["usd_per_mtok"] = math.nan
+    doc = {
+        "bench": "humaneval",
+        "command": "sale eval --limit 2",
+        "date": "2026-11-26",
+        "complete": False,
+        "pool": "local.toml",
+        "n_tasks": 2,
+        "orders": 1,
+        "decoding": "temperature 0",
+        "methods": [summary],
+        "win_share": {"sale": metrics.win_share_curve(rows, "large")},
+        "signals": [],
+        "notes": ["partial"],
+    }
+    paths = report.write(doc, tmp_path)
+    data = json.loads((tmp_path / "humaneval.json").read_text())
+    assert data["methods"][0]["usd_per_mtok"] is None
+    md = (tmp_path / "humaneval.md").read_text()
+    assert "| sale | 0.500 |" in md and "sale eval --limit 2" in md
+    pngs = [p for p in paths if p.suffix == ".png"]
+    assert len(pngs) == 2 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
