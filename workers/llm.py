@@ -1,7 +1,8 @@
 """The one place that calls models: litellm in, a small typed result out.
 
 ``call_model`` sends one chat completion through litellm and returns an :class:`LLMResult`
-(text, tokens in/out, per-token top-k log-probabilities, cost from the pool's prices, latency).
+(text, tokens in/out, per-token top-k log-probabilities, cost from the pool's prices, latency,
+and the native tool calls when ``tools=`` OpenAI function schemas were sent).
 litellm's own retries are off; its typed exceptions are mapped onto our two kinds of model
 error, so the single retry layer (Celery's) can retry exactly the transient ones. This module
 also registers the scripted test-double provider (``scripted/<profile>``) with litellm.
@@ -9,6 +10,7 @@ also registers the scripted test-double provider (``scripted/<profile>``) with l
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -28,7 +30,9 @@ from litellm import CustomLLM, ModelResponse  # noqa: E402
 log = logging.getLogger(__name__)
 
 litellm.suppress_debug_info = True
-litellm.drop_params = True  # a provider without logprobs just returns none: H is then missing
+# A provider without logprobs just returns none (H is then missing); one without tools answers
+# in plain text, which the agent loop reads with its text parser.
+litellm.drop_params = True
 litellm.num_retries = 0
 
 # The allow-list of errors worth retrying. Everything else from litellm is permanent.
@@ -42,6 +46,20 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+Message = dict[str, Any]
+"""A chat message: ``role`` and ``content``, and for native tool use an assistant message's
+``tool_calls`` or a ``tool`` message's ``tool_call_id``."""
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One native tool call of a reply; ``arguments`` is the raw JSON text the model wrote."""
+
+    id: str
+    name: str
+    arguments: str
+
+
 @dataclass(frozen=True)
 class LLMResult:
     """One completed model call."""
@@ -53,6 +71,7 @@ class LLMResult:
     cost_usd: float
     latency_s: float
     model: str
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 class LLMCall(Protocol):
@@ -61,27 +80,28 @@ class LLMCall(Protocol):
     def __call__(
         self,
         agent: Agent,
-        messages: list[dict[str, str]],
+        messages: list[Message],
         *,
         stage: str,
         max_tokens: int,
         logprobs: bool = False,
         top_logprobs: int = 5,
         timeout: float = 300.0,
+        tools: list[dict[str, Any]] | None = None,
     ) -> LLMResult: ...
 
 
 class _ScriptedProvider(CustomLLM):  # type: ignore[misc]
     """litellm adapter of :mod:`workers.scripted` (a test double)."""
 
-    def completion(
-        self, model: str, messages: list[dict[str, str]], *args: Any, **kwargs: Any
-    ) -> Any:
+    def completion(self, model: str, messages: list[Message], *args: Any, **kwargs: Any) -> Any:
         litellm_params = kwargs.get("litellm_params") or {}
         metadata = litellm_params.get("metadata") or {}
         stage = str(metadata.get("sale_stage", "other"))
+        offered = (kwargs.get("optional_params") or {}).get("tools") or []
+        names = [str(t.get("function", {}).get("name", "")) for t in offered]
         profile = model.split("/", 1)[-1]
-        reply = scripted_reply(profile, stage, messages)
+        reply = scripted_reply(profile, stage, messages, tools=names or None)
         if reply.fault is not None:
             if reply.fault.transient:
                 raise litellm.ServiceUnavailableError(
@@ -99,13 +119,19 @@ class _ScriptedProvider(CustomLLM):  # type: ignore[misc]
             }
             for tok, alts in zip(reply.tokens, reply.top_logprobs, strict=True)
         ]
+        message: dict[str, Any] = {"role": "assistant", "content": reply.text}
+        if reply.tool_calls:
+            message["tool_calls"] = [
+                {"id": id_, "type": "function", "function": {"name": name, "arguments": args}}
+                for id_, name, args in reply.tool_calls
+            ]
         return ModelResponse(
             model=model,
             choices=[
                 {
                     "index": 0,
-                    "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": reply.text},
+                    "finish_reason": "tool_calls" if reply.tool_calls else "stop",
+                    "message": message,
                     "logprobs": {"content": content},
                 }
             ],
@@ -137,25 +163,40 @@ def _extract_logprobs(choice: Any) -> list[list[float]] | None:
         tops = getattr(item, "top_logprobs", None)
         if tops is None and isinstance(item, dict):
             tops = item.get("top_logprobs")
-        values = [
-            float(t["logprob"] if isinstance(t, dict) else t.logprob) for t in (tops or [])
-        ]
+        values = [float(t["logprob"] if isinstance(t, dict) else t.logprob) for t in (tops or [])]
         if values:
             positions.append(values)
     return positions or None
 
 
+def _extract_tool_calls(message: Any) -> tuple[ToolCall, ...]:
+    calls = getattr(message, "tool_calls", None) or []
+    found = []
+    for i, call in enumerate(calls):
+        function = getattr(call, "function", None)
+        name = getattr(function, "name", None) or ""
+        arguments = getattr(function, "arguments", None)
+        if not isinstance(arguments, str):  # some providers hand back a parsed object
+            arguments = json.dumps(arguments) if arguments is not None else ""
+        found.append(ToolCall(getattr(call, "id", None) or f"call_{i}", name, arguments))
+    return tuple(found)
+
+
 def call_model(
     agent: Agent,
-    messages: list[dict[str, str]],
+    messages: list[Message],
     *,
     stage: str,
     max_tokens: int,
     logprobs: bool = False,
     top_logprobs: int = 5,
     timeout: float = 300.0,
+    tools: list[dict[str, Any]] | None = None,
 ) -> LLMResult:
-    """One chat completion for ``agent``; raises Transient/PermanentModelError on failure."""
+    """One chat completion for ``agent``; raises Transient/PermanentModelError on failure.
+
+    ``tools`` (OpenAI function schemas) asks for native tool calls; a provider that cannot
+    make them answers in text (litellm drops the parameter), and the result then has none."""
     kwargs: dict[str, Any] = dict(agent.params)
     kwargs.update(
         model=agent.model,
@@ -182,6 +223,8 @@ def call_model(
         kwargs["api_key"] = "sk-local"  # OpenAI-compatible local servers ignore the key
     if logprobs:
         kwargs.update(logprobs=True, top_logprobs=top_logprobs)
+    if tools:
+        kwargs["tools"] = tools
     started = time.perf_counter()
     try:
         response = litellm.completion(**kwargs)
@@ -206,6 +249,7 @@ def call_model(
         cost_usd=agent.call_cost(tokens_in, tokens_out),
         latency_s=latency,
         model=agent.model,
+        tool_calls=_extract_tool_calls(choice.message) if choice.message else (),
     )
 
 

@@ -25,16 +25,23 @@ steered by directives inside the task prompt, so tests control an auction's outc
   (counted from the assistant turns already in the conversation): coding alternates
   ``run_python`` (the solution plus a print) and ``run_tests`` (the solution); search runs
   ``search[<first line of the question>]``. Then it answers as above.
+- When the execute call offers native tools (``tools=`` schemas), those N actions are native
+  tool calls instead (JSON arguments, ids ``call_<step>``) and the answer is a plain reply.
+  ``P.native=text``: P ignores the offered tools and writes text actions (a provider without
+  tool support); ``P.native=badjson``: P's tool-call arguments are not valid JSON.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 import threading
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 _DIRECTIVES = re.compile(r"\[\[scripted([^\]]*)\]\]")
 _SOLUTION = re.compile(r"\[\[solution\]\]\n?(.*?)\n?\[\[/solution\]\]", re.S)
@@ -66,6 +73,7 @@ class ScriptedReply:
     prompt_tokens: int
     fault: ScriptedFault | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    tool_calls: tuple[tuple[str, str, str], ...] = ()  # (id, name, JSON arguments)
 
 
 def _directives(text: str) -> dict[str, str]:
@@ -107,20 +115,46 @@ def _quality(directives: dict[str, str], profile: str, key: str) -> int:
     return bid
 
 
+def _question(prompt: str) -> str:
+    """The first line of a search task's question."""
+    task = prompt.split("TASK (search):", 1)[-1]
+    return next((ln for ln in task.splitlines() if ln.strip() and "[[" not in ln), "").strip()
+
+
 def _tool_action(done: int, answer: str, is_search: bool, prompt: str) -> str:
     """The text-format tool action a scripted agent takes as its ``done``-th step."""
     if is_search:
-        task = prompt.split("TASK (search):", 1)[-1]
-        question = next((ln for ln in task.splitlines() if ln.strip() and "[[" not in ln), "")
-        return f"Thought: I should look this up.\nAction: search[{question.strip()}]"
+        return f"Thought: I should look this up.\nAction: search[{_question(prompt)}]"
     if done % 2 == 0:
         return f"Action: run_python\n```python\n{answer}\nprint('scripted check')\n```"
     return f"Action: run_tests\n```python\n{answer}\n```"
 
 
-def scripted_reply(profile: str, stage: str, messages: list[dict[str, str]]) -> ScriptedReply:
-    """The scripted answer of ``profile`` to a ``stage`` call with these messages."""
-    prompt = "\n".join(str(m.get("content", "")) for m in messages)
+def _native_call(
+    done: int, answer: str, is_search: bool, prompt: str, bad_json: bool
+) -> tuple[str, str]:
+    """The native tool call (name, JSON arguments) a scripted agent makes as its ``done``-th
+    step: the same actions as :func:`_tool_action`."""
+    if is_search:
+        name, args = "search", {"query": _question(prompt)}
+    elif done % 2 == 0:
+        name, args = "run_python", {"code": f"{answer}\nprint('scripted check')"}
+    else:
+        name, args = "run_tests", {"code": answer}
+    text = json.dumps(args)
+    return name, text[:-1] if bad_json else text
+
+
+def scripted_reply(
+    profile: str,
+    stage: str,
+    messages: Sequence[dict[str, Any]],
+    *,
+    tools: Sequence[str] | None = None,
+) -> ScriptedReply:
+    """The scripted answer of ``profile`` to a ``stage`` call with these messages; ``tools``
+    names the native tools the call offers (None: text actions only)."""
+    prompt = "\n".join(str(m.get("content") or "") for m in messages)
     prompt_tokens = len(prompt.split())
     directives = _directives(prompt)
     if directives.get(f"{profile}.fail") == stage:
@@ -165,9 +199,20 @@ def scripted_reply(profile: str, stage: str, messages: list[dict[str, str]]) -> 
         is_search = "TASK (search)" in prompt
         if directives.get(f"{profile}.solve") == "fail":
             answer = "I do not know" if is_search else "raise RuntimeError('scripted wrong answer')"
-        tools = int(directives.get(f"{profile}.tools", "0"))
+        steps = int(directives.get(f"{profile}.tools", "0"))
         done = sum(1 for m in messages if m.get("role") == "assistant")
-        if done < tools:
+        if done < steps:
+            native = directives.get(f"{profile}.native")
+            if tools and native != "text":
+                name, arguments = _native_call(done, answer, is_search, prompt, native == "badjson")
+                tokens = [name, *arguments.split()]
+                return ScriptedReply(
+                    text="",
+                    tokens=tokens,
+                    top_logprobs=[_fake_logprobs(t, i) for i, t in enumerate(tokens)],
+                    prompt_tokens=prompt_tokens,
+                    tool_calls=((f"call_{done}", name, arguments),),
+                )
             return _reply(_tool_action(done, answer, is_search, prompt), prompt_tokens)
         if is_search:
             return _reply(f"ANSWER: {answer}", prompt_tokens)

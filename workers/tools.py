@@ -8,6 +8,8 @@ never reach the agent; they decide the verdict afterwards. A search job gets ``s
 top hits, title and snippet) and ``open`` (a page, truncated) on a pluggable backend, by default
 the cached BM25 index of the wiki corpus, built once per process. Every tool takes one string
 and returns one string; a failing tool returns its error as the observation and never raises.
+Agents using native function calling are offered the same tools as OpenAI function schemas
+(:func:`tool_schemas`), each with its one string argument.
 """
 
 from __future__ import annotations
@@ -77,6 +79,10 @@ class Toolbox:
     def describe(self) -> str:
         """One line per tool, for the system prompt."""
         return "\n".join(f"- {t.name}: {t.description}" for t in self.tools.values())
+
+    def schemas(self) -> list[dict[str, Any]]:
+        """The OpenAI ``tools=[...]`` list of these tools, for native function calling."""
+        return [t.openai_schema() for t in self.tools.values()]
 
     def call(self, name: str, argument: str) -> str:
         """Run tool ``name``; whatever goes wrong comes back as the observation."""
@@ -396,3 +402,10 @@ def make_toolbox(
     if spec.kind == "coding":
         return CodingTools(spec, runner=runner).toolbox()
     return SearchTools(search_backend).toolbox()
+
+
+def tool_schemas(kind: str) -> list[dict[str, Any]]:
+    """The OpenAI function schemas of the tools a job of ``kind`` (coding or search) gets."""
+    return make_toolbox(
+        TaskSpec.model_validate({"kind": kind, "prompt": f"a {kind} job"})
+    ).schemas()

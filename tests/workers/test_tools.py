@@ -21,6 +21,7 @@ from workers.tools import (
     docstring_examples,
     format_run,
     make_toolbox,
+    tool_schemas,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -280,3 +281,27 @@ def test_toolbox_describes_its_tools_and_their_openai_schemas() -> None:
     assert schema["function"]["parameters"]["required"] == ["code"]
     custom = Toolbox("x", {"echo": Tool("echo", "text", "echo it", lambda s: s)})
     assert custom.call("echo", "hi") == "hi"
+
+
+@pytest.mark.parametrize(
+    ("kind", "arguments"),
+    [
+        ("coding", {"run_python": "code", "run_tests": "code"}),
+        ("search", {"search": "query", "open": "title"}),
+    ],
+)
+def test_tool_schemas_match_the_text_format_tools(kind: str, arguments: dict[str, str]) -> None:
+    schemas = tool_schemas(kind)
+    assert [s["type"] for s in schemas] == ["function"] * 2
+    functions = [s["function"] for s in schemas]
+    assert {f["name"]: f["parameters"]["required"][0] for f in functions} == arguments
+    for function in functions:
+        argument = arguments[function["name"]]
+        assert function["parameters"] == {
+            "type": "object",
+            "properties": {argument: {"type": "string"}},
+            "required": [argument],
+        }
+        assert function["description"]
+    spec = coding_spec() if kind == "coding" else TaskSpec(kind="search", prompt="Who?")
+    assert schemas == make_toolbox(spec).schemas()
