@@ -4,18 +4,24 @@ The system prompt holds the tools, the action format and the awarded plan; the u
 starts with the task text. Each step calls the model (stage ``execute``), parses one action,
 runs the tool and sends the observation back, until a final answer or a limit of the job's spec:
 steps (model calls), tokens (in + out summed over steps), wall seconds (``time.monotonic``,
-checked between steps) and US$. A hit limit becomes the outcome's ``stop_reason`` and a recorded
-``stop`` step, and the answer is the best candidate so far (the last program defining the entry
-point; for search, the last free-text answer). Small local models do not emit native tool calls
-reliably, so the action format is text, read by :func:`parse_action`: strict about what counts
-as an action, forgiving about order, case, markdown and prose. An unreadable reply costs a step
-and gets a short correction; an exact repeat of an earlier tool call is not run again. Transient
-model errors propagate (Celery retries the execution); other model errors are recorded.
+checked between steps) and US$, and, of the loop itself, ``max_invalid`` replies in a row with
+no usable action. A hit limit becomes the outcome's ``stop_reason`` and a recorded ``stop``
+step, and the answer is the best candidate so far (the last program run that defines the entry
+point; for search, the last free-text answer). Small local models do not emit native tool
+calls reliably, so the default action format is text, read by :func:`parse_action`: strict
+about what counts as an action, forgiving about order, case, markdown and prose. An agent whose
+pool entry says ``action_format = "native"`` is also offered the tools as OpenAI function
+schemas: each tool call it makes is run (a bad one gets an error observation) and answered
+with a ``tool`` message, and a reply without tool calls goes through the text parser, where
+anything that is no action is its final answer. An unreadable reply costs a step and gets a
+short correction; an exact repeat of an earlier tool call is not run again. Transient model
+errors propagate (Celery retries the execution); other model errors are recorded.
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import logging
 import re
 import textwrap
@@ -27,7 +33,7 @@ from typing import Literal
 from models.schemas import TaskSpec
 from workers.errors import ModelCallError, TransientModelError
 from workers.execution import ExecutionOutcome, Step, extract_answer, extract_code
-from workers.llm import LLMCall
+from workers.llm import LLMCall, Message, ToolCall
 from workers.pool import Agent
 from workers.prompts import render
 from workers.tools import CODE_TOOLS, Toolbox, make_toolbox
@@ -35,6 +41,9 @@ from workers.tools import CODE_TOOLS, Toolbox, make_toolbox
 log = logging.getLogger(__name__)
 
 FINAL = "final_answer"
+MAX_INVALID_ACTIONS = 3
+"""Consecutive replies without a usable action that stop a trace (``invalid_actions``): a
+model that cannot follow the format would otherwise spend its whole token budget."""
 Progress = Callable[[int, str | None], None]
 """Called after each step with (1-based step number, tool name or ``final_answer`` or None)."""
 
@@ -296,43 +305,48 @@ def run_agent(
     toolbox: Toolbox | None = None,
     progress: Progress | None = None,
     clock: Callable[[], float] = time.monotonic,
+    max_invalid: int = MAX_INVALID_ACTIONS,
 ) -> ExecutionOutcome:
     """Run ``agent`` on ``spec`` following ``plan`` until a final answer or a limit.
 
     ``max_tokens`` caps each model call's output (and never exceeds the job's remaining token
-    budget). Raises TransientModelError for the caller to retry; records everything else.
+    budget); ``max_invalid`` consecutive replies without a usable action stop the trace
+    (``invalid_actions``). Raises TransientModelError for the caller to retry; records
+    everything else.
     """
     tools = toolbox or make_toolbox(spec)
     outcome = ExecutionOutcome(answer=None)
     system = render(f"agent_system_{spec.kind}", tools=tools.describe(), plan=plan)
     user = render(f"agent_task_{spec.kind}", prompt=spec.prompt)
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    messages: list[Message] = [
+        {"role": "system", "content": system},
+        {"role": "user", "content": user},
+    ]
     outcome.steps += [Step(role="system", content=system), Step(role="user", content=user)]
-    if agent.action_format == "native":
-        # workers.llm.LLMCall can neither pass tools= nor return tool calls yet.
-        note = (
-            f"agent {agent.name} asks for native tool calls, which the model call interface "
-            "does not support yet; using the text action format"
-        )
-        log.warning("execution of %s: %s", spec.name or "a job", note)
-        outcome.steps.append(Step(role="note", content=note))
+    schemas = tools.schemas() if agent.action_format == "native" else None
     candidate = _Candidate(spec)
     seen: dict[tuple[str | None, str], tuple[int, str]] = {}  # (tool, argument) -> step, result
     started = clock()
-    n = 0
+    n = invalid = 0
     while True:
         used = outcome.tokens_in + outcome.tokens_out
-        hit = _limit_hit(spec, n, used, outcome.cost_usd, clock() - started)
+        hit = "invalid_actions" if invalid >= max_invalid else None
+        hit = hit or _limit_hit(spec, n, used, outcome.cost_usd, clock() - started)
         if hit is not None:
             outcome.stop_reason = hit
             outcome.answer = candidate.value
-            outcome.steps.append(Step(role="stop", content=_stop_text(hit, spec, n, outcome)))
+            text = _stop_text(hit, spec, n, outcome, invalid)
+            outcome.steps.append(Step(role="stop", content=text))
             log.info("execution of %s stopped: %s after %d steps", spec.name, hit, n)
             return outcome
         remaining = spec.limits.max_tokens - used
         call_started = time.perf_counter()
         try:
-            result = llm(agent, messages, stage="execute", max_tokens=min(max_tokens, remaining))
+            limit = min(max_tokens, remaining)
+            if schemas:
+                result = llm(agent, messages, stage="execute", max_tokens=limit, tools=schemas)
+            else:  # callers' model functions that predate native tools keep working
+                result = llm(agent, messages, stage="execute", max_tokens=limit)
         except TransientModelError:
             raise  # the task layer retries the whole execution
         except ModelCallError as exc:
@@ -351,11 +365,29 @@ def run_agent(
             tokens_out=result.tokens_out,
             cost_usd=result.cost_usd,
         )
+        budget = _budget_note(spec.limits.max_steps - n)
+        if result.tool_calls and schemas:
+            steps = _native_calls(result.tool_calls, step, tools, candidate, seen, n)
+            step.latency_s = time.perf_counter() - call_started
+            outcome.steps += steps
+            invalid = invalid + 1 if all(s.tool_name not in tools.tools for s in steps) else 0
+            messages.append(_assistant_calls(result.text, result.tool_calls))
+            for call, done in zip(result.tool_calls, steps, strict=True):
+                observation = render(
+                    "agent_observation", observation=done.observation, budget=budget
+                )
+                messages.append({"role": "tool", "tool_call_id": call.id, "content": observation})
+            _report(progress, n, steps[-1].tool_name)
+            continue
+        # Text mode, or a native agent that answered in text (its provider may not take tools).
         action = parse_action(result.text, spec.kind, tools.tools)
         if action.kind == "tool" and (action.name, action.argument) in seen:
             # A repeat teaches nothing: the first new action written after it is the intent.
             later = parse_actions(result.text, spec.kind, tools.tools)
             action = next((a for a in later if (a.name, a.argument) not in seen), action)
+        if action.kind == "invalid" and schemas and result.text.strip():
+            # Natively, a reply without tool calls is the answer.
+            action = _final(result.text.strip(), spec.kind)
         final: str | None = action.argument if action.kind == "final" else None
         if final is not None and spec.kind == "coding":
             final = extract_code(final, spec) if final and _is_code(final) else candidate.value
@@ -369,13 +401,66 @@ def run_agent(
             _report(progress, n, FINAL)
             return outcome
         _act(action, step, tools, candidate, seen, n)
+        invalid = invalid + 1 if action.kind == "invalid" else 0
         step.latency_s = time.perf_counter() - call_started
         outcome.steps.append(step)
-        budget = _budget_note(spec.limits.max_steps - n)
         observation = render("agent_observation", observation=step.observation, budget=budget)
         messages.append({"role": "assistant", "content": result.text})
         messages.append({"role": "user", "content": observation})
         _report(progress, n, step.tool_name)
+
+
+def native_action(call: ToolCall, tools: Toolbox) -> Action:
+    """The action a native tool call asks for: its tool and its one string argument, or
+    ``invalid`` (unknown tool, arguments that are no JSON object, a non-string argument)."""
+    tool = tools.tools.get(call.name)
+    if tool is None:
+        return Action("invalid", call.name, problem=tools.call(call.name, ""))
+    try:
+        arguments = json.loads(call.arguments or "{}")
+    except json.JSONDecodeError as exc:
+        problem = f"the arguments of {call.name} are not valid JSON ({exc})"
+        return Action("invalid", call.name, call.arguments, f"Error: {problem}.")
+    value = arguments.get(tool.argument, "") if isinstance(arguments, dict) else None
+    if not isinstance(value, str):
+        problem = f'{call.name} takes one JSON object {{"{tool.argument}": "<text>"}}'
+        return Action("invalid", call.name, call.arguments, f"Error: {problem}.")
+    return Action("tool", call.name, value)
+
+
+def _native_calls(
+    calls: tuple[ToolCall, ...],
+    first: Step,
+    tools: Toolbox,
+    candidate: _Candidate,
+    seen: dict[tuple[str | None, str], tuple[int, str]],
+    number: int,
+) -> list[Step]:
+    """Run the native tool calls of one reply: one recorded step each, the first being the
+    reply's own (its tokens, cost and latency); a bad call's error is its observation."""
+    steps = []
+    for i, call in enumerate(calls):
+        step = first if i == 0 else Step(role="assistant", content=None)
+        action = native_action(call, tools)
+        if action.kind == "tool":
+            _act(action, step, tools, candidate, seen, number)
+        else:
+            step.tool_name = call.name[:64] or None  # the column's width; the name is the model's
+            step.tool_args = {"arguments": call.arguments}
+            step.observation = action.problem
+        steps.append(step)
+    return steps
+
+
+def _assistant_calls(text: str, calls: tuple[ToolCall, ...]) -> Message:
+    return {
+        "role": "assistant",
+        "content": text,
+        "tool_calls": [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in calls
+        ],
+    }
 
 
 def _act(
@@ -410,13 +495,16 @@ def _act(
     )
 
 
-def _stop_text(reason: str, spec: TaskSpec, steps: int, outcome: ExecutionOutcome) -> str:
+def _stop_text(
+    reason: str, spec: TaskSpec, steps: int, outcome: ExecutionOutcome, invalid: int = 0
+) -> str:
     limits = spec.limits
     used = {
         "max_steps": f"{steps} of {limits.max_steps} steps",
         "max_tokens": f"{outcome.tokens_in + outcome.tokens_out} of {limits.max_tokens} tokens",
         "max_cost_usd": f"US${outcome.cost_usd:.6f} of US${limits.max_cost_usd:.6f}",
         "max_seconds": f"the {limits.max_seconds:g} s wall-time limit",
+        "invalid_actions": f"{invalid} replies in a row without a usable action",
     }[reason]
     kept = "the last candidate answer" if outcome.answer is not None else "no answer"
     return f"stopped by {reason}: used {used}; kept {kept}"

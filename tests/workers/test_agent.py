@@ -1,21 +1,28 @@
 """Tests for workers.agent: the text action parser on malformed model outputs, and the agent
 loop driven by an injected fake model (scripted LLMResults in sequence): tool traces, every
-limit with its stop reason, recorded steps and sums, corrections, errors, progress, the native
-fallback, and the scripted test double's ``P.tools=N`` directive."""
+limit with its stop reason (and the invalid-actions guard), recorded steps and sums,
+corrections, errors, progress, and the scripted test double's ``P.tools=N`` directive. Native
+tool calls are tested in test_native_tools.py with the same fake model."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from models.schemas import Limits, TaskSpec
-from workers.agent import FINAL, Action, parse_action, parse_actions, run_agent
+from workers.agent import (
+    FINAL,
+    MAX_INVALID_ACTIONS,
+    Action,
+    parse_action,
+    parse_actions,
+    run_agent,
+)
 from workers.errors import PermanentModelError, TransientModelError
 from workers.execution import EXECUTORS
-from workers.llm import LLMCall, LLMResult
+from workers.llm import LLMCall, LLMResult, Message, ToolCall
 from workers.pool import Agent
 from workers.scripted import scripted_reply
 from workers.search import BM25Index, Document
@@ -167,13 +174,17 @@ def test_parse_actions_lists_every_action_in_order() -> None:
 # --- the loop -------------------------------------------------------------------------------
 
 
+Reply = str | Exception | tuple[ToolCall, ...]
+
+
 class FakeLLM:
-    """Returns scripted replies in sequence (an exception in the list is raised) and records
-    every call's messages and max_tokens."""
+    """Returns scripted replies in sequence (an exception in the list is raised, a tuple of
+    tool calls is a reply with no text making them) and records every call's messages,
+    max_tokens and stage, and the tools offered."""
 
     def __init__(
         self,
-        replies: list[str | Exception],
+        replies: list[Reply],
         tokens: tuple[int, int] = (100, 10),
         cost: float = 0.001,
         on_call: Callable[[], None] | None = None,
@@ -182,25 +193,30 @@ class FakeLLM:
         self.tokens = tokens
         self.cost = cost
         self.on_call = on_call
-        self.calls: list[tuple[list[dict[str, str]], int, str]] = []
+        self.calls: list[tuple[list[Message], int, str]] = []
+        self.tools: list[list[dict[str, Any]] | None] = []
 
     def __call__(
         self,
         agent: Agent,
-        messages: list[dict[str, str]],
+        messages: list[Message],
         *,
         stage: str,
         max_tokens: int,
         logprobs: bool = False,
         top_logprobs: int = 5,
         timeout: float = 300.0,
+        tools: list[dict[str, Any]] | None = None,
     ) -> LLMResult:
         self.calls.append(([dict(m) for m in messages], max_tokens, stage))
+        self.tools.append(tools)
         if self.on_call:
             self.on_call()
         reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
         if isinstance(reply, Exception):
             raise reply
+        if isinstance(reply, tuple):
+            return LLMResult("", *self.tokens, None, self.cost, 0.5, agent.model, reply)
         return LLMResult(reply, *self.tokens, None, self.cost, 0.5, agent.model)
 
 
@@ -421,14 +437,49 @@ def test_progress_hears_every_step_and_cannot_break_the_loop() -> None:
     assert outcome.answer == ADD
 
 
-def test_native_action_format_falls_back_to_text_with_a_note() -> None:
-    native = replace(AGENT, action_format="native")
+def test_text_agents_are_offered_no_native_tools() -> None:
     llm = FakeLLM([f"```python\n{ADD}\n```"])
-    outcome = run_agent(spec(), "plan", native, llm, 64, toolbox=fake_tools())
-    note = outcome.steps[2]
-    assert note.role == "note" and note.content is not None
-    assert "native tool calls" in note.content and "text action format" in note.content
-    assert outcome.answer == ADD
+    run_agent(spec(), "plan", AGENT, llm, 64, toolbox=fake_tools())
+    assert llm.tools == [None]
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        ["I am thinking.", "Still thinking.", "Hmm."],
+        # a Final Answer with no code and no program run before counts as unusable too
+        ["Final Answer: done", "I would loop.", "Final Answer: see above"],
+    ],
+)
+def test_three_unusable_replies_in_a_row_stop_the_trace(junk: list[Reply]) -> None:
+    llm = FakeLLM([*junk, f"```python\n{ADD}\n```"])
+    outcome = run_agent(spec(max_steps=10), "plan", AGENT, llm, 64, toolbox=fake_tools())
+    assert outcome.stop_reason == "invalid_actions" and len(llm.calls) == 3
+    assert outcome.answer is None and outcome.error is None
+    assert outcome.steps[-1].content == (
+        "stopped by invalid_actions: used 3 replies in a row without a usable action; "
+        "kept no answer"
+    )
+
+
+def test_invalid_actions_guard_keeps_the_last_program_and_counts_only_runs_in_a_row() -> None:
+    replies: list[Reply] = ["junk", RUN_ADD, "junk", "junk", "junk", "junk"]
+    llm = FakeLLM(replies)
+    outcome = run_agent(spec(max_steps=10), "plan", AGENT, llm, 64, toolbox=fake_tools())
+    # The tool action after the first junk reply reset the count: 1 + 1 + 3 calls.
+    assert outcome.stop_reason == "invalid_actions" and len(llm.calls) == 5
+    assert outcome.answer == f"{ADD}\nprint(add(2, 3))"
+    assert outcome.steps[-1].content is not None
+    assert outcome.steps[-1].content.endswith("kept the last candidate answer")
+
+
+def test_the_invalid_actions_limit_is_a_parameter() -> None:
+    llm = FakeLLM(["junk"])
+    outcome = run_agent(
+        spec(max_steps=10), "plan", AGENT, llm, 64, toolbox=fake_tools(), max_invalid=5
+    )
+    assert outcome.stop_reason == "invalid_actions" and len(llm.calls) == 5
+    assert MAX_INVALID_ACTIONS == 3
 
 
 DOCS = [
@@ -475,13 +526,14 @@ def scripted_llm(profile: str) -> LLMCall:
 
     def call(
         agent: Agent,
-        messages: list[dict[str, str]],
+        messages: list[Message],
         *,
         stage: str,
         max_tokens: int,
         logprobs: bool = False,
         top_logprobs: int = 5,
         timeout: float = 300.0,
+        tools: list[dict[str, Any]] | None = None,
     ) -> LLMResult:
         reply = scripted_reply(profile, stage, messages)
         return LLMResult(reply.text, reply.prompt_tokens, len(reply.tokens), None, 0.0, 0.0, "s")
