@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     memory_k: int = Field(default=8, ge=1, le=256)
     memory_label: Literal["auction", "verified"] = "verified"
     refine_max_pairs: int = Field(default=4, ge=1, le=32)
+    refine: bool = Field(
+        default=True,
+        description="Run the refinement round (SPEC §3.6); off: the provisional winner is awarded.",
+    )
     execute_max_tokens: int = Field(default=768, ge=16, le=32768)
     jury_max_tokens: int = Field(default=128, ge=16, le=4096)
     embedder: Literal["minilm"] = "minilm"

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from broker.settings import Settings, get_settings
+from scripts.evals.cli import eval_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 models_app = typer.Typer(no_args_is_help=True, help="Local GGUF models: install, serve, inspect.")
@@ -91,8 +92,27 @@ def _ensure_broker(settings: Settings) -> Settings:
 # --- jobs ---------------------------------------------------------------------------------
 
 
+AgentOpt = Annotated[
+    str | None,
+    typer.Option("--agent", help="run on this pool agent directly: no auction, a generic plan"),
+]
+
+
+def _check_agent(settings: Settings, agent: str | None) -> None:
+    """Fail with the pool's unknown-agent error before anything is stored or started."""
+    from workers.errors import SaleError
+    from workers.pool import load_pool
+
+    if agent is None:
+        return
+    try:
+        load_pool(settings.effective_pool_file).get(agent)
+    except SaleError as exc:
+        _fail(exc)
+
+
 @app.command()
-def submit(spec_file: Path, pool: PoolOpt = None) -> None:
+def submit(spec_file: Path, pool: PoolOpt = None, agent: AgentOpt = None) -> None:
     """Validate SPEC_FILE (a task spec JSON), enqueue the job and print its id."""
     from workers.errors import SaleError
     from workers.spec import validate_spec
@@ -104,6 +124,7 @@ def submit(spec_file: Path, pool: PoolOpt = None) -> None:
         _fail(FileNotFoundError(f"{spec_file} not found"))
     except SaleError as exc:
         _fail(exc)
+    _check_agent(settings, agent)
     settings = _ensure_broker(settings)
     from models.db import init_db
 
@@ -112,7 +133,7 @@ def submit(spec_file: Path, pool: PoolOpt = None) -> None:
     from workers.canvas import submit as submit_job
 
     try:
-        job_id = submit_job(spec.model_dump(mode="json"), _context())
+        job_id = submit_job(spec.model_dump(mode="json"), _context(), agent=agent)
     except SaleError as exc:
         _fail(exc)
     typer.echo(job_id)
@@ -230,14 +251,17 @@ def run(
     pool: PoolOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per job")] = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait for the batch")] = 7200.0,
+    agent: AgentOpt = None,
 ) -> None:
-    """Run a batch of jobs (JSON lines) through the full auction and print a table."""
+    """Run a batch of jobs (JSON lines) through the full auction (or, with --agent, directly
+    on one agent) and print a table."""
     from scripts.runtime import EmbeddedStack, running_broker
 
     settings = _settings(pool)
     if not tasks_file.exists():
         _fail(FileNotFoundError(f"{tasks_file} not found"))
     specs = _load_tasks(tasks_file)
+    _check_agent(settings, agent)
     from models.db import init_db
     from workers.pool import load_pool
 
@@ -255,7 +279,7 @@ def run(
             stack.workers_ready()
         else:
             settings = _ensure_broker(settings)
-        _run_batch(settings, specs, as_json, timeout)
+        _run_batch(settings, specs, as_json, timeout, agent)
     except KeyboardInterrupt:
         err.print("interrupted: stopping")
         raise typer.Exit(130) from None
@@ -265,7 +289,11 @@ def run(
 
 
 def _run_batch(
-    settings: Settings, specs: list[dict[str, Any]], as_json: bool, timeout: float
+    settings: Settings,
+    specs: list[dict[str, Any]],
+    as_json: bool,
+    timeout: float,
+    agent: str | None = None,
 ) -> None:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -275,7 +303,7 @@ def _run_batch(
 
     ctx = _context()
     started = time.monotonic()
-    job_ids = [submit_job(spec, ctx) for spec in specs]
+    job_ids = [submit_job(spec, ctx, agent=agent) for spec in specs]
     views: dict[str, dict[str, Any]] = {}
     with Progress(
         TextColumn("{task.description}"),
@@ -334,7 +362,7 @@ def _print_report(views: list[dict[str, Any]], wall: float) -> None:
             v["job_id"][:8],
             (v["name"] or "")[:24],
             award.get("agent", "-"),
-            "yes" if award.get("round") == "refined" else "no",
+            {"refined": "yes", "direct": "direct"}.get(award.get("round", ""), "no"),
             str(v["verdict"] if v["status"] != "failed" else f"failed: {v['status_reason']}"[:40]),
             str(v["tokens"]),
             str(v["auction_tokens"]),
@@ -590,6 +618,9 @@ def sandbox_run(file: Path) -> None:
         f"{result.duration_s:.2f}s; network isolation: {result.network_isolation}"
     )
     raise typer.Exit(0 if result.ok else 1)
+
+
+app.command("eval")(eval_command)
 
 
 def main() -> None:

@@ -3,7 +3,8 @@
 ``submit(spec)`` validates the spec (nothing is written or sent if it is bad), stores the job
 (status ``queued``), commits, then sends the pipeline; the Celery root task id is the job id, so
 ``AsyncResult(job_id)`` follows the job. ``sale_signature(spec)`` returns the same pipeline as a
-signature whose result (the job summary) flows on to the next task of a user's chain.
+signature whose result (the job summary) flows on to the next task of a user's chain. Both take
+``agent=NAME`` for a direct job: no auction, that agent executes a generic plan.
 """
 
 from __future__ import annotations
@@ -25,24 +26,40 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
-def build_pipeline(job_id: str, spec: dict[str, Any] | None = None) -> Signature:
-    """The whole job as one signature, with the error callback on the whole pipeline."""
-    sig = start_job.si(job_id, spec).set(queue=CONTROL_QUEUE, task_id=job_id)
+def build_pipeline(
+    job_id: str, spec: dict[str, Any] | None = None, agent: str | None = None
+) -> Signature:
+    """The whole job as one signature, with the error callback on the whole pipeline.
+
+    With ``agent`` the job is a direct job: no auction, that agent executes a generic plan.
+    """
+    sig = start_job.si(job_id, spec, agent).set(queue=CONTROL_QUEUE, task_id=job_id)
     sig.link_error(on_pipeline_error.s(job_id))
     return sig
 
 
-def submit(spec: Any, ctx: AuctionContext | None = None) -> str:
-    """Validate, store and enqueue a job; returns its id. Raises SpecError on a bad spec."""
+def submit(spec: Any, ctx: AuctionContext | None = None, *, agent: str | None = None) -> str:
+    """Validate, store and enqueue a job; returns its id.
+
+    ``agent`` names a pool agent to run the job directly, without an auction. Raises SpecError
+    on a bad spec and UnknownAgentError on an unknown agent, before anything is stored or sent.
+    """
     task_spec = validate_spec(spec)
     ctx = ctx or get_context()
+    if agent is not None:
+        ctx.pool.get(agent)
     job_id = new_job_id()
     create_job(ctx, task_spec, job_id)
-    build_pipeline(job_id).apply_async()
+    build_pipeline(job_id, agent=agent).apply_async()
     return job_id
 
 
-def sale_signature(spec: Any) -> Signature:
-    """A Celery signature that runs one job when applied (validated now, stored when run)."""
+def sale_signature(spec: Any, *, agent: str | None = None) -> Signature:
+    """A Celery signature that runs one job when applied (validated now, stored when run).
+
+    ``agent`` as in :func:`submit` (checked now against this process's pool).
+    """
     task_spec = validate_spec(spec)
-    return build_pipeline(new_job_id(), task_spec.model_dump(mode="json"))
+    if agent is not None:
+        get_context().pool.get(agent)
+    return build_pipeline(new_job_id(), task_spec.model_dump(mode="json"), agent)

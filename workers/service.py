@@ -69,6 +69,12 @@ STATUSES = (
 )
 TERMINAL = {"done", "failed", "cancelled"}
 TOOLS = {"coding": "a Python sandbox, the task's examples", "search": "search, open document"}
+DIRECT = "direct"  # the round of a job assigned to a named agent without an auction
+DIRECT_PLAN = (
+    "1. Read the task and restate what the answer must be. 2. Work it out step by step with "
+    "the tools. 3. Check your answer with the tools where you can and fix what is wrong. "
+    "4. Give the final answer."
+)
 
 
 @dataclass
@@ -494,12 +500,22 @@ def score_first_round(ctx: AuctionContext, job_id: str) -> FirstRoundOutcome:
     if not use_entropy:
         add_note(ctx, job_id, "entropy term dropped: a bid came without log-probabilities")
         log.warning("job %s: entropy term dropped (missing log-probabilities)", job_id)
+    if not ctx.settings.refine:
+        add_note(ctx, job_id, "refinement off (SALE_REFINE=false)")
+        return FirstRoundOutcome(winner.agent, {})
     prices = {b.agent: ctx.pool.get(b.agent).output_price for b in bids}
     eligible = auction.refinement_eligible(prices, winner.price)
     refiners: dict[str, list[int]] = {}
     if eligible:
         with session_scope(ctx.db_url) as s:
-            records = list(s.exec(select(MemoryRecord).where(MemoryRecord.kind == kind)))
+            # Direct jobs had no auction: they would take retrieval slots and give no pairs.
+            records = list(
+                s.exec(
+                    select(MemoryRecord).where(
+                        MemoryRecord.kind == kind, MemoryRecord.award_round != DIRECT
+                    )
+                )
+            )
         if records:
             query = job_embedding(ctx, job_id)
             near = nearest(query, [_entry(r) for r in records], ctx.settings.memory_k)
@@ -539,6 +555,40 @@ def decide_award(ctx: AuctionContext, job_id: str) -> Award:
     if not use_entropy:
         add_note(ctx, job_id, "entropy term dropped: a bid came without log-probabilities")
     _insert_once(ctx, award)
+    with session_scope(ctx.db_url) as s:
+        return s.exec(select(Award).where(Award.job_id == job_id)).one()
+
+
+def assign_direct(ctx: AuctionContext, job_id: str, agent_name: str) -> Award:
+    """Award a job to ``agent_name`` without an auction: it executes :data:`DIRECT_PLAN`.
+
+    Stored as what happened: one ``direct`` bid (the generic plan, no model call, so zero tokens
+    and cost), an award of round ``direct`` with score 0, and a job note. Raises
+    UnknownAgentError before writing anything. Idempotent: a redelivery finds the award.
+    """
+    ctx.pool.get(agent_name)
+    with session_scope(ctx.db_url) as s:
+        load_job(s, job_id, ctx.db_url)
+        existing = s.exec(select(Award).where(Award.job_id == job_id)).first()
+        if existing is not None:
+            return existing
+    _insert_once(
+        ctx, Bid(job_id=job_id, agent=agent_name, round=DIRECT, status="ok", plan=DIRECT_PLAN)
+    )
+    with session_scope(ctx.db_url) as s:
+        bid = _bid_row(s, job_id, agent_name, DIRECT)
+        assert bid is not None and bid.id is not None
+        award = Award(
+            job_id=job_id,
+            bid_id=bid.id,
+            agent=agent_name,
+            round=DIRECT,
+            score=0.0,
+            provisional_agent=agent_name,
+            provisional_score=0.0,
+        )
+    _insert_once(ctx, award)
+    add_note(ctx, job_id, f"direct: assigned to {agent_name}, no auction")
     with session_scope(ctx.db_url) as s:
         return s.exec(select(Award).where(Award.job_id == job_id)).one()
 
@@ -617,20 +667,33 @@ def run_execution(
             return again.id
 
 
+USAGE_STAGES = ("bid", "jury", "refine", "execute")
+
+
+def job_usage(s: Session, job_id: str) -> dict[str, tuple[int, float]]:
+    """(tokens, US$) of a job's model calls per stage: bid, jury, refine, execute.
+
+    Bids of round ``first`` count as ``bid``, ``refined`` as ``refine``; a ``direct`` bid made
+    no call and adds nothing.
+    """
+    usage = {stage: (0, 0.0) for stage in USAGE_STAGES}
+
+    def add(stage: str, tokens: int, cost: float) -> None:
+        usage[stage] = (usage[stage][0] + tokens, usage[stage][1] + cost)
+
+    for b in s.exec(select(Bid).where(Bid.job_id == job_id)):
+        add("refine" if b.round == "refined" else "bid", b.tokens_in + b.tokens_out, b.cost_usd)
+    for j in s.exec(select(JuryCall).where(JuryCall.job_id == job_id)):
+        add("jury", j.tokens_in + j.tokens_out, j.cost_usd)
+    for e in s.exec(select(Execution).where(Execution.job_id == job_id)):
+        add("execute", e.tokens_in + e.tokens_out, e.cost_usd)
+    return usage
+
+
 def job_totals(s: Session, job_id: str) -> tuple[int, float]:
     """(tokens, US$) over every model call of a job: bids, jury, execution."""
-    tokens = 0
-    cost = 0.0
-    for b in s.exec(select(Bid).where(Bid.job_id == job_id)):
-        tokens += b.tokens_in + b.tokens_out
-        cost += b.cost_usd
-    for j in s.exec(select(JuryCall).where(JuryCall.job_id == job_id)):
-        tokens += j.tokens_in + j.tokens_out
-        cost += j.cost_usd
-    for e in s.exec(select(Execution).where(Execution.job_id == job_id)):
-        tokens += e.tokens_in + e.tokens_out
-        cost += e.cost_usd
-    return tokens, cost
+    usage = job_usage(s, job_id).values()
+    return sum(t for t, _ in usage), sum(c for _, c in usage)
 
 
 def update_memory(ctx: AuctionContext, job_id: str) -> int:
@@ -657,6 +720,9 @@ def update_memory(ctx: AuctionContext, job_id: str) -> int:
         labels = bid_labels([{} for _ in bids], award_index, execution.verdict)
         items = []
         for b, (auction_label, verified_label) in zip(bids, labels, strict=True):
+            # A direct bid won no auction and no agent wrote it: unlabelled, it never becomes
+            # one side of a refinement pair nor a target of the weights fit.
+            labelled = b.status == "ok" and b.round != DIRECT
             items.append(
                 {
                     "bid_id": b.id,
@@ -670,8 +736,8 @@ def update_memory(ctx: AuctionContext, job_id: str) -> int:
                     "cost": b.cost_term,
                     "value": b.value,
                     "score": b.score,
-                    "auction_label": auction_label if b.status == "ok" else None,
-                    "verified_label": verified_label if b.status == "ok" else None,
+                    "auction_label": auction_label if labelled else None,
+                    "verified_label": verified_label if labelled else None,
                 }
             )
         record = MemoryRecord(

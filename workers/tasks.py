@@ -25,6 +25,7 @@ from workers.errors import AuctionError, TransientModelError
 from workers.pool import CONTROL_QUEUE
 from workers.service import (
     AuctionContext,
+    assign_direct,
     create_job,
     decide_award,
     fail_job,
@@ -125,15 +126,22 @@ def build_execution(ctx: AuctionContext, job_id: str, agent: str) -> Any:
 
 @shared_task(bind=True, name="sale.job")
 @_stage
-def start_job(self: Task, job_id: str, spec: dict[str, Any] | None = None) -> Any:
-    """Start a job's auction: create the job row if a spec is given, fan the bids out.
+def start_job(
+    self: Task, job_id: str, spec: dict[str, Any] | None = None, agent: str | None = None
+) -> Any:
+    """Start a job: create the job row if a spec is given, then fan the bids out, or, with
+    ``agent``, skip the auction and send the execution straight to that agent's queue.
 
-    Queue: sale.control. Idempotent (the job row and status events are keyed by the job id).
-    No retries: it only writes to the database and dispatches.
+    Queue: sale.control. Idempotent (the job row, status events and a direct award are keyed
+    by the job id). No retries: it only writes to the database and dispatches.
     """
     ctx = get_context()
     if spec is not None:
         create_job(ctx, validate_spec(spec), job_id)
+    if agent is not None:
+        award = assign_direct(ctx, job_id, agent)
+        set_status(ctx, job_id, "executing", f"assigned to {award.agent} (direct, no auction)")
+        return self.replace(build_execution(ctx, job_id, award.agent))
     set_status(ctx, job_id, "bidding")
     _publish(self, "BIDDING", job_id)
     return self.replace(build_bid_round(ctx, job_id, "first"))

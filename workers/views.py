@@ -1,7 +1,15 @@
-"""Read-only views of a job for users: the `sale show --json` object and a short summary."""
+"""Read-only views of a job for users: the `sale show --json` object and a short summary.
+
+Besides the rows, the view gives what an evaluation needs per job: tokens and cost per stage
+(``usage``), the auction's share against the execution's, and wall times from the status events
+(``auction_seconds``: first event to ``executing``; ``execution_seconds``: ``executing`` to
+``updating``; None for a stage the job never reached). ``mode`` is ``direct`` for a job assigned
+to a named agent without an auction.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlmodel import col, select
@@ -17,7 +25,14 @@ from models.tables import (
     MemoryRecord,
     StatusEvent,
 )
-from workers.service import AuctionContext, job_totals, load_job
+from workers.service import DIRECT, AuctionContext, job_usage, load_job
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    """Wall seconds between two status events, None when either has not happened."""
+    if start is None or end is None:
+        return None
+    return (end - start).total_seconds()
 
 
 def job_view(ctx: AuctionContext, job_id: str, steps: bool = True) -> dict[str, Any]:
@@ -46,8 +61,11 @@ def job_view(ctx: AuctionContext, job_id: str, steps: bool = True) -> dict[str, 
             if execution is not None and steps
             else []
         )
-        tokens, cost = job_totals(s, job_id)
-        exec_tokens = execution.tokens_in + execution.tokens_out if execution else 0
+        usage = job_usage(s, job_id)
+        tokens = sum(t for t, _ in usage.values())
+        cost = sum(c for _, c in usage.values())
+        exec_tokens, exec_cost = usage["execute"]
+        at = {e.status: e.at for e in events}
         return {
             "job_id": job.id,
             "name": job.name,
@@ -117,9 +135,16 @@ def job_view(ctx: AuctionContext, job_id: str, steps: bool = True) -> dict[str, 
             if execution
             else None,
             "verdict": job.verdict or (execution.verdict if execution else None),
+            "mode": "direct" if award is not None and award.round == DIRECT else "auction",
             "tokens": tokens,
             "auction_tokens": tokens - exec_tokens,
             "cost_usd": cost,
+            "auction_cost_usd": cost - exec_cost,
+            "execution_tokens": exec_tokens,
+            "execution_cost_usd": exec_cost,
+            "usage": {st: {"tokens": t, "cost_usd": c} for st, (t, c) in usage.items()},
+            "auction_seconds": _seconds(events[0].at if events else None, at.get("executing")),
+            "execution_seconds": _seconds(at.get("executing"), at.get("updating")),
             "notes": job.notes,
             "memory_record_id": record.id if record else None,
             "created_at": job.created_at.isoformat(),

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import pytest
+from celery.signals import before_task_publish
 from sqlmodel import func, select
 
 from models.db import session_scope
-from models.tables import Bid, Execution, ExecutionStep, JuryCall, JuryScore, MemoryRecord
+from models.tables import Bid, Execution, ExecutionStep, Job, JuryCall, JuryScore, MemoryRecord
 from tests.integration.conftest import wait
 from workers.canvas import submit
-from workers.service import AuctionContext
+from workers.errors import UnknownAgentError
+from workers.memory import MemoryEntry, build_pairs
+from workers.service import DIRECT_PLAN, AuctionContext
 from workers.views import job_view
 
 ADD = "def add(a, b):\n    return a + b\n"
@@ -187,3 +193,117 @@ def test_sale_signature_composes_in_a_user_canvas(stack: AuctionContext) -> None
     two = job_view(stack, summary["job_id"])
     assert one["status"] == "done" and two["job_id"] == second.options["task_id"]
     assert one["updated_at"] <= two["created_at"]  # the chain ran the jobs in order
+
+
+@contextmanager
+def published() -> Iterator[list[tuple[str, str, list[Any]]]]:
+    """Every task message sent meanwhile, from any thread: (task name, routing key, args)."""
+    sent: list[tuple[str, str, list[Any]]] = []
+
+    def record(sender: str, body: Any, routing_key: str, **_kw: Any) -> None:
+        sent.append((sender, routing_key, list(body[0])))
+
+    before_task_publish.connect(record, weak=False)
+    try:
+        yield sent
+    finally:
+        before_task_publish.disconnect(record)
+
+
+@contextmanager
+def model_calls(ctx: AuctionContext) -> Iterator[list[tuple[str, str]]]:
+    """(agent, stage) of every model call the workers make meanwhile."""
+    calls: list[tuple[str, str]] = []
+    real = ctx.llm
+
+    def counting(agent: Any, messages: Any, **kw: Any) -> Any:
+        calls.append((agent.name, kw["stage"]))
+        return real(agent, messages, **kw)
+
+    ctx.llm = counting
+    try:
+        yield calls
+    finally:
+        ctx.llm = real
+
+
+def test_direct_job_runs_on_the_named_agent_without_an_auction(stack: AuctionContext) -> None:
+    with published() as sent, model_calls(stack) as calls:
+        job_id = submit(coding_spec(prompt="Direct job: write add(a, b)."), stack, agent="small")
+        summary = wait(job_id)
+    assert summary["status"] == "done"
+    view = job_view(stack, job_id)
+    assert [h["status"] for h in view["history"]] == ["queued", "executing", "updating", "done"]
+    assert view["mode"] == "direct"
+    assert [(b["agent"], b["round"], b["plan"], b["tokens"]) for b in view["bids"]] == [
+        ("small", "direct", DIRECT_PLAN, 0)
+    ]
+    assert view["jury_calls"] == [] and view["provisional_winner"] is None
+    assert view["award"] == {"agent": "small", "round": "direct", "score": 0.0}
+    assert "direct: assigned to small, no auction" in view["notes"]
+    assert view["execution"]["agent"] == "small" and view["execution"]["steps"]
+    assert view["verdict"] == "passed" and view["memory_record_id"] is not None
+    assert set(calls) == {("small", "execute")}
+    assert view["auction_tokens"] == 0 and view["auction_cost_usd"] == 0
+    assert view["tokens"] == view["execution_tokens"] > 0
+    assert view["auction_seconds"] is not None and view["execution_seconds"] is not None
+    mine = [(task, queue) for task, queue, args in sent if args and args[0] == job_id]
+    assert ("sale.execute", "sale.agent.small") in mine
+    assert ("sale.update", "sale.control") in mine
+    assert not {task for task, _q in mine} & {"sale.bid", "sale.jury", "sale.judge", "sale.score"}
+
+
+def test_redelivered_direct_start_leaves_one_set_of_rows(stack: AuctionContext) -> None:
+    from workers.tasks import start_job
+
+    job_id = submit(coding_spec(prompt="Direct again: write add(a, b)."), stack, agent="medium")
+    assert wait(job_id)["status"] == "done"
+    before = _counts(stack, job_id)
+    start_job.apply_async((job_id, None, "medium"), queue="sale.control").get(timeout=60)
+    assert _counts(stack, job_id) == before
+    assert before[:3] == (1, 0, 0)  # one direct bid, no jury call, no jury score
+    assert job_view(stack, job_id)["status"] == "done"
+
+
+def _job_count(ctx: AuctionContext) -> int:
+    with session_scope(ctx.db_url) as s:
+        return int(s.exec(select(func.count()).select_from(Job)).one())
+
+
+def test_direct_job_for_an_unknown_agent_fails_fast_and_writes_nothing(
+    stack: AuctionContext,
+) -> None:
+    from workers.canvas import sale_signature
+
+    jobs_before = _job_count(stack)
+    with published() as sent:
+        with pytest.raises(UnknownAgentError, match=r"'nobody'.*small, medium, large"):
+            submit(coding_spec(), stack, agent="nobody")
+        with pytest.raises(UnknownAgentError, match="nobody"):
+            sale_signature(coding_spec(), agent="nobody")
+    assert sent == []
+    assert _job_count(stack) == jobs_before
+
+
+def test_refinement_off_awards_the_provisional_winner_despite_memory_pairs(
+    stack: AuctionContext,
+) -> None:
+    seed = submit(coding_spec(prompt="Write add(a, b) that adds two integers."), stack)
+    assert wait(seed)["status"] == "done"
+    with session_scope(stack.db_url) as s:
+        records = s.exec(select(MemoryRecord).where(MemoryRecord.kind == "coding")).all()
+        entries = [MemoryEntry(r.id or 0, r.embedding, r.bids, r.verdict) for r in records]
+    assert build_pairs("small", entries, stack.settings.memory_label, 4), "memory has pairs"
+    original = stack.settings
+    stack.settings = original.model_copy(update={"refine": False})
+    try:
+        job_id = submit(coding_spec("small.refine=5 medium.refine=1"), stack)
+        assert wait(job_id)["status"] == "done"
+    finally:
+        stack.settings = original
+    view = job_view(stack, job_id)
+    assert [b for b in view["bids"] if b["round"] == "refined"] == []
+    assert "refining" not in [h["status"] for h in view["history"]]
+    assert view["award"]["agent"] == "large" and view["award"]["round"] == "first"
+    assert "refinement off (SALE_REFINE=false)" in view["notes"]
+    assert view["usage"]["refine"] == {"tokens": 0, "cost_usd": 0.0}

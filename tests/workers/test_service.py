@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,12 +15,24 @@ from sqlmodel import col, select
 from broker.settings import Settings
 from models.db import init_db, session_scope
 from models.schemas import TaskSpec
-from models.tables import Bid, Job, JuryCall, JuryScore, MemoryRecord, StatusEvent
+from models.tables import (
+    Award,
+    Bid,
+    Execution,
+    Job,
+    JuryCall,
+    JuryScore,
+    MemoryRecord,
+    StatusEvent,
+)
 from tests.conftest import SCRIPTED_POOL
 from workers import service
+from workers.errors import UnknownAgentError
 from workers.llm import LLMResult, call_model
+from workers.memory import MemoryEntry, build_pairs
 from workers.pool import Agent, load_pool
 from workers.service import AuctionContext
+from workers.views import job_view
 from workers.weights import load_weights
 
 AGENTS = ("small", "medium", "large")
@@ -276,32 +289,50 @@ def test_score_first_round_hand_set_bids_with_empty_memory(
     assert sum(llm.calls.values()) == 0
 
 
+def memory_record(
+    ctx: AuctionContext,
+    job_id: str,
+    award_round: str,
+    bids: list[dict[str, str]],
+    verdict: str = "passed",
+) -> int:
+    """A past job and its memory record, awarded to its first bid's agent."""
+    with session_scope(ctx.db_url) as s:
+        s.add(Job(id=job_id, kind="coding", prompt="Add two numbers.", spec={}, pool_path=""))
+        record = MemoryRecord(
+            job_id=job_id,
+            kind="coding",
+            task_text="Add two numbers.",
+            embedding=[1.0, 0.0, 0.0],
+            bids=bids,
+            award_agent=bids[0]["agent"],
+            award_round=award_round,
+            provisional_agent=bids[0]["agent"],
+            verdict=verdict,
+            total_tokens=0,
+            total_cost_usd=0.0,
+        )
+        s.add(record)
+        s.flush()
+        assert record.id is not None
+        return record.id
+
+
+AUCTION_BIDS = [
+    {"agent": "large", "round": "first", "plan": "p2", "status": "ok", "verified_label": "win"},
+    {"agent": "small", "round": "first", "plan": "p1", "status": "ok", "verified_label": "lose"},
+]
+
+
 def test_score_first_round_sends_cheaper_agents_to_refine_from_memory(
     ctx: AuctionContext, embed: FakeEmbed
 ) -> None:
     # A past coding job where small lost to large: small has a pair, so it refines.
-    past = new_job(ctx, "past-1")
-    with session_scope(ctx.db_url) as s:
-        s.add(
-            MemoryRecord(
-                job_id=past,
-                kind="coding",
-                task_text="Add two numbers.",
-                embedding=[1.0, 0.0, 0.0],
-                bids=[
-                    {"agent": "small", "plan": "p1", "status": "ok", "auction_label": "lose"},
-                    {"agent": "large", "plan": "p2", "status": "ok", "auction_label": "win"},
-                ],
-                award_agent="large",
-                award_round="first",
-                provisional_agent="large",
-                verdict="unknown",
-                total_tokens=0,
-                total_cost_usd=0.0,
-            )
-        )
-    with session_scope(ctx.db_url) as s:
-        record_id = s.exec(select(MemoryRecord.id)).one()
+    bids = [
+        {"agent": "large", "plan": "p2", "status": "ok", "auction_label": "win"},
+        {"agent": "small", "plan": "p1", "status": "ok", "auction_label": "lose"},
+    ]
+    record_id = memory_record(ctx, "past-1", "first", bids, verdict="unknown")
     job = new_job(ctx)
     hand_set_auction(ctx, job)
     outcome = service.score_first_round(ctx, job)
@@ -392,3 +423,158 @@ def test_entropy_is_used_when_every_bid_has_it(ctx: AuctionContext) -> None:
         stored = s.get(Job, job)
     assert stored is not None
     assert stored.notes == []
+
+
+# --- direct jobs ----------------------------------------------------------------------------
+
+
+def test_assign_direct_stores_a_direct_bid_award_and_note_once(
+    ctx: AuctionContext, llm: CountingLLM
+) -> None:
+    job = new_job(ctx)
+    award = service.assign_direct(ctx, job, "small")
+    again = service.assign_direct(ctx, job, "small")  # a redelivered start task
+    assert again.id == award.id
+    with session_scope(ctx.db_url) as s:
+        bids = s.exec(select(Bid)).all()
+        awards = s.exec(select(Award)).all()
+        stored = s.get(Job, job)
+    assert len(bids) == 1 and len(awards) == 1
+    bid = bids[0]
+    assert (bid.agent, bid.round, bid.status, bid.plan) == (
+        "small",
+        "direct",
+        "ok",
+        service.DIRECT_PLAN,
+    )
+    assert (bid.tokens_in, bid.tokens_out, bid.cost_usd, bid.entropy) == (0, 0, 0.0, None)
+    assert (award.bid_id, award.agent, award.round, award.score) == (bid.id, "small", "direct", 0)
+    assert award.provisional_agent == "small"
+    assert stored is not None
+    assert stored.notes == ["direct: assigned to small, no auction"]
+    assert sum(llm.calls.values()) == 0  # no model wrote the plan
+
+
+def test_assign_direct_to_an_unknown_agent_writes_nothing(ctx: AuctionContext) -> None:
+    job = new_job(ctx)
+    with pytest.raises(UnknownAgentError, match=r"unknown agent 'nobody'.*small, medium, large"):
+        service.assign_direct(ctx, job, "nobody")
+    with session_scope(ctx.db_url) as s:
+        assert s.exec(select(Bid)).all() == []
+        assert s.exec(select(Award)).all() == []
+        stored = s.get(Job, job)
+    assert stored is not None and stored.notes == []
+
+
+def test_direct_memory_record_is_unlabelled_and_yields_no_pair(ctx: AuctionContext) -> None:
+    job = new_job(ctx)
+    service.assign_direct(ctx, job, "large")
+    service.record_failed_execution(ctx, job, "model unreachable")
+    record_id = service.update_memory(ctx, job)
+    with session_scope(ctx.db_url) as s:
+        record = s.get(MemoryRecord, record_id)
+    assert record is not None and record.award_round == "direct"
+    assert [(b["round"], b["auction_label"], b["verified_label"]) for b in record.bids] == [
+        ("direct", None, None)
+    ]
+    entry = MemoryEntry(record_id, record.embedding, record.bids, "passed")
+    for agent in AGENTS:
+        for mode in ("auction", "verified"):
+            assert build_pairs(agent, [entry], mode, 4) == []
+
+
+def test_direct_records_take_no_retrieval_slot(ctx: AuctionContext) -> None:
+    # memory_k = 1 and equal embeddings: retrieval takes the older record first. Without the
+    # filter the (older) direct record would fill the slot and small would have no pair.
+    ctx.settings = ctx.settings.model_copy(update={"memory_k": 1})
+    direct = [{"agent": "small", "round": "direct", "plan": service.DIRECT_PLAN, "status": "ok"}]
+    memory_record(ctx, "past-direct", "direct", direct)
+    auction_id = memory_record(ctx, "past-auction", "first", AUCTION_BIDS)
+    job = new_job(ctx)
+    hand_set_auction(ctx, job)
+    outcome = service.score_first_round(ctx, job)
+    assert outcome.refiners == {"small": [auction_id]}
+
+
+def test_refinement_off_sends_nobody_to_refine_despite_memory_pairs(
+    ctx: AuctionContext, embed: FakeEmbed
+) -> None:
+    memory_record(ctx, "past-1", "first", AUCTION_BIDS)
+    job = new_job(ctx)
+    hand_set_auction(ctx, job)
+    ctx.settings = ctx.settings.model_copy(update={"refine": False})
+    outcome = service.score_first_round(ctx, job)
+    assert (outcome.provisional_agent, outcome.refiners) == ("medium", {})
+    assert embed.calls == 0  # no retrieval at all
+    with session_scope(ctx.db_url) as s:
+        stored = s.get(Job, job)
+    assert stored is not None and stored.notes == ["refinement off (SALE_REFINE=false)"]
+
+
+def test_refine_setting_reads_sale_refine(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().refine is True
+    monkeypatch.setenv("SALE_REFINE", "false")
+    assert Settings().refine is False
+
+
+# --- the job view: usage per stage and wall times -------------------------------------------
+
+
+def test_job_view_splits_usage_and_times_stages_from_status_events(ctx: AuctionContext) -> None:
+    job = new_job(ctx)
+    t0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
+    with session_scope(ctx.db_url) as s:
+        queued = s.exec(select(StatusEvent).where(StatusEvent.job_id == job)).one()
+        queued.at = t0
+        s.add(queued)
+        first = Bid(job_id=job, agent="small", round="first", status="ok", plan="p")
+        first.tokens_in, first.tokens_out, first.cost_usd = 10, 20, 0.001
+        refined = Bid(job_id=job, agent="small", round="refined", status="ok", plan="q")
+        refined.tokens_in, refined.tokens_out, refined.cost_usd = 5, 7, 0.0005
+        s.add(first)
+        s.add(refined)
+        s.add(
+            JuryCall(
+                job_id=job,
+                juror="large",
+                round="first",
+                target="all",
+                status="ok",
+                tokens_in=100,
+                tokens_out=3,
+                cost_usd=0.002,
+            )
+        )
+        s.flush()
+        assert refined.id is not None
+        s.add(
+            Execution(
+                job_id=job,
+                agent="small",
+                bid_id=refined.id,
+                status="done",
+                tokens_in=400,
+                tokens_out=60,
+                cost_usd=0.01,
+            )
+        )
+    view = job_view(ctx, job)
+    assert (view["auction_seconds"], view["execution_seconds"]) == (None, None)
+    with session_scope(ctx.db_url) as s:
+        s.add(StatusEvent(job_id=job, status="bidding", at=t0 + timedelta(seconds=1)))
+        s.add(StatusEvent(job_id=job, status="executing", at=t0 + timedelta(seconds=5.5)))
+        s.add(StatusEvent(job_id=job, status="updating", at=t0 + timedelta(seconds=12)))
+    view = job_view(ctx, job)
+    assert view["auction_seconds"] == pytest.approx(5.5)
+    assert view["execution_seconds"] == pytest.approx(6.5)
+    assert view["usage"] == {
+        "bid": {"tokens": 30, "cost_usd": pytest.approx(0.001)},
+        "jury": {"tokens": 103, "cost_usd": pytest.approx(0.002)},
+        "refine": {"tokens": 12, "cost_usd": pytest.approx(0.0005)},
+        "execute": {"tokens": 460, "cost_usd": pytest.approx(0.01)},
+    }
+    assert (view["tokens"], view["auction_tokens"], view["execution_tokens"]) == (605, 145, 460)
+    assert view["cost_usd"] == pytest.approx(0.0135)
+    assert view["auction_cost_usd"] == pytest.approx(0.0035)
+    assert view["execution_cost_usd"] == pytest.approx(0.01)
+    assert view["mode"] == "auction"
