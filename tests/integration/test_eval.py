@@ -1,0 +1,145 @@
+"""`sale eval` end to end on the scripted pool: the embedded stack, every method, resume.
+
+The scripted provider is a test double: these tests check the harness's plumbing (segments,
+databases, records, replay, report, resume), never a claim about decision quality.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sqlmodel import select
+
+from models.db import session_scope
+from models.tables import Job
+from tests.conftest import ROOT
+
+POOL = ROOT / "examples" / "pools" / "scripted.toml"
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SALE_")}
+    env["SALE_STATE_DIR"] = str(tmp_path / "state")
+    env["SALE_EXECUTE_MAX_TOKENS"] = "256"
+    return env
+
+
+def _eval(tmp_path: Path, *args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "scripts.cli",
+        "eval",
+        "--pool",
+        str(POOL),
+        "--work-dir",
+        str(tmp_path / "work"),
+        "--out",
+        str(tmp_path / "out"),
+        *args,
+    ]
+
+
+def _run(tmp_path: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        _eval(tmp_path, *args),
+        cwd=ROOT,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _records(tmp_path: Path) -> list[dict[str, object]]:
+    path = tmp_path / "work" / "runs.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_eval_runs_every_method_and_a_rerun_runs_nothing(tmp_path: Path) -> None:
+    args = ["--bench", "humaneval", "--limit", "2", "--train-limit", "2", "--orders", "1"]
+    proc = _run(tmp_path, *args, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    doc = json.loads((tmp_path / "out" / "humaneval.json").read_text())
+    assert doc["complete"] is True and doc["n_tasks"] == 2 and doc["n_train_tasks"] == 2
+    methods = {row["method"]: row for row in doc["methods"]}
+    expected = {"single:small", "single:medium", "single:large", "random", "knn", "classifier"}
+    expected |= {"cascade", "oracle", "sale-nomem", "sale"}
+    assert set(methods) == expected
+    for name, row in methods.items():
+        assert row["n_tasks"] == 2, name
+        assert row["replayed"] is (name in ("random", "knn", "classifier", "cascade", "oracle"))
+    assert methods["single:large"]["largest_share"] == 1.0
+    assert methods["single:small"]["largest_share"] == 0.0
+    assert methods["sale"]["overhead_token_share"] > 0.0  # bids and jury calls cost tokens
+    assert methods["single:small"]["overhead_token_share"] == 0.0  # direct jobs: no auction
+    assert methods["sale"]["cost_usd"] > 0.0
+    assert "sale" in doc["win_share"] and len(doc["win_share"]["sale"]["0"]) == 2
+    assert {s["signal"] for s in doc["signals"]} >= {"entropy", "plan_tokens", "jury:large"}
+    for suffix in (".md", "_pass_vs_cost.png", "_win_share.png"):
+        assert (tmp_path / "out" / f"humaneval{suffix}").stat().st_size > 0
+    assert "| sale |" in proc.stdout
+    records = _records(tmp_path)
+    # single: 3 agents x (2 test + 2 train); SALE on train for the fit; two live SALE methods.
+    assert len(records) == 12 + 2 + 2 + 2
+    assert {r["split"] for r in records if r["method"] == "sale-train"} == {"train"}
+    # Each live method wrote to its own database; SALE without memory never refined.
+    work = tmp_path / "work"
+    for db in ("single", "sale-train", "sale-nomem-o0", "sale-o0"):
+        assert (work / f"{db}.db").exists(), db
+    nomem = [r for r in records if r["method"] == "sale-nomem"]
+    assert all(r["award_round"] == "first" for r in nomem)
+    assert all(b["round"] == "first" for r in nomem for b in r["bids"])
+    again = _run(tmp_path, *args, timeout=600)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "single 0, sale-train 0, sale-nomem 0, sale 0" in " ".join(again.stderr.split())
+    assert len(_records(tmp_path)) == len(records)
+
+
+def test_eval_interrupted_then_resumed_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    args = ["--bench", "humaneval", "--methods", "single", "--limit", "3", "--no-plots"]
+    proc = subprocess.Popen(
+        _eval(tmp_path, *args),
+        cwd=ROOT,
+        env=_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    runs = tmp_path / "work" / "runs.jsonl"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:
+        if runs.exists() and runs.read_text().count("\n") >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the evaluation finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "rerun to go on" in stderr
+    kept = _records(tmp_path)
+    assert 2 <= len(kept) < 9
+    resumed = _run(tmp_path, *args, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    records = _records(tmp_path)
+    keys = [(r["method"], r["task_id"]) for r in records]
+    assert len(keys) == len(set(keys)) == 9  # every (agent, task) once, none lost
+    kept_ids = {r["job_id"] for r in kept}
+    assert kept_ids <= {r["job_id"] for r in records}  # finished jobs were not run again
+    with session_scope(f"sqlite:///{tmp_path / 'work' / 'single.db'}") as s:
+        finished = s.exec(select(Job).where(Job.status == "done")).all()
+    assert len(finished) == 9
+
+
+def test_eval_rejects_unknown_methods_and_benchmarks(tmp_path: Path) -> None:
+    bad = _run(tmp_path, "--methods", "sale,magic", timeout=120)
+    assert bad.returncode == 2 and "unknown method 'magic'" in bad.stderr
+    bad = _run(tmp_path, "--bench", "mmlu", timeout=120)
+    assert bad.returncode == 2 and "unknown benchmark 'mmlu'" in bad.stderr
+    assert not (tmp_path / "work").exists()  # nothing was started or written
