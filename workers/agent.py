@@ -486,7 +486,9 @@ def _act(
             return
         step.observation = tools.call(action.name, argument)
         seen[(action.name, argument)] = (number, step.observation)
-        if action.name in CODE_TOOLS:
+        if action.name in CODE_TOOLS and argument != candidate.value:
+            # Not again for the candidate itself: completing it from the prompt once more would
+            # add the prompt's imports again, and the repeat guard would never see a repeat.
             candidate.saw_code(argument)
         return
     candidate.saw_prose(step.content or "")

@@ -330,6 +330,26 @@ def test_a_repeated_action_is_not_run_again_and_a_final_answer_after_it_wins() -
     assert outcome.stop_reason == "final_answer"
 
 
+def test_run_tests_alone_again_and_again_is_a_repeat_of_the_last_program() -> None:
+    ran: list[tuple[str, str]] = []
+    task = TaskSpec(
+        kind="coding",
+        prompt="import math\n" + PROMPT,
+        tests="assert add(1, 2) == 3",
+        entry_point="add",
+    )
+    llm = FakeLLM([f"```python\n{ADD}\n```\nAction: run_tests", "Action: run_tests"])
+    outcome = run_agent(task, "plan", AGENT, llm, 64, toolbox=fake_tools(ran))
+    completed = f"import math\n{ADD}"  # the candidate: the code completed from the prompt
+    assert ran == [("run_tests", ADD), ("run_tests", completed)]
+    assert [s.tool_args for s in outcome.steps[4:6]] == [{"code": completed}] * 2
+    assert all(
+        (s.observation or "").startswith("You already ran run_tests on exactly this in step 2")
+        for s in outcome.steps[4:-1]
+    )
+    assert outcome.stop_reason == "max_steps" and outcome.answer == completed
+
+
 def test_after_a_repeated_action_the_next_new_one_counts() -> None:
     box = SearchTools(BM25Index.build(DOCS)).toolbox()
     question = TaskSpec(kind="search", prompt="Capital of France?")
