@@ -23,7 +23,7 @@ from scripts.evals.methods import (
     pick_random,
     replay,
 )
-from scripts.evals.runner import LIVE_METHODS, Plan, Segment, task_order
+from scripts.evals.runner import LIVE_METHODS, Plan, Segment, stream_name, task_order
 from scripts.evals.store import RunStore
 from workers.pool import Pool
 
@@ -170,8 +170,13 @@ def build_doc(
         if r["task_id"] in test_ids and r["method"] in plan.methods:
             if str(r["method"]).startswith("single:") and int(r["order"]) != 0:
                 continue
-            if int(r["order"]) < plan.orders:
-                live.setdefault(str(r["method"]), []).append(r)
+            order = int(r["order"])
+            if order >= plan.orders:
+                continue
+            stream = stream_name(str(r["method"]), order, len(plan.test))
+            if r["method"] in LIVE_METHODS and order > 0 and r.get("stream") != stream:
+                continue  # a shuffled stream of another --limit
+            live.setdefault(str(r["method"]), []).append(r)
     replayed, replay_notes = replay_records(plan, store, pool, embed)
     for r in replayed:
         live.setdefault(str(r["method"]), []).append(r)
@@ -278,7 +283,8 @@ def evaluate(
                 if method not in plan.methods:
                     continue
                 for order in range(plan.orders):
-                    segment = Segment(f"{method}-o{order}", method == "sale", fitted)
+                    name = stream_name(method, order, len(plan.test))
+                    segment = Segment(name, method == "sale", fitted)
                     runner.run_stream(store, method, order, task_order(plan.test, order), segment)
                     doc(False)
     elif plan.fit and not weights_path.exists():

@@ -65,6 +65,19 @@ def expand_methods(requested: Sequence[str], pool: Pool) -> list[str]:
     return out
 
 
+def stream_name(method: str, order: int, n_tasks: int) -> str:
+    """The segment (database) of a SALE stream. Order 0 is the split's own order, so a longer
+    run extends a shorter one; a shuffled order depends on the task count, so it is named by it
+    (a run with another --limit starts that stream afresh)."""
+    return f"{method}-o{order}" if order == 0 else f"{method}-o{order}-n{n_tasks}"
+
+
+def stream_done(store: RunStore, method: str, order: int, task: BenchTask, stream: str) -> bool:
+    """The task's run in this stream is stored."""
+    record = store.get(method, order, task.split, task.task_id)
+    return record is not None and (order == 0 or record.get("stream") == stream)
+
+
 def task_order(tasks: Sequence[BenchTask], order: int) -> list[BenchTask]:
     """Order 0 is the split's stored order; order k > 0 a shuffle seeded with k."""
     out = list(tasks)
@@ -309,7 +322,9 @@ class LiveRunner:
         from workers.canvas import submit
 
         pending = [
-            (i, t) for i, t in enumerate(tasks) if not store.has(method, order, t.split, t.task_id)
+            (i, t)
+            for i, t in enumerate(tasks)
+            if not stream_done(store, method, order, t, segment.name)
         ]
         if not pending:
             return
@@ -319,7 +334,9 @@ class LiveRunner:
                 task.spec.model_dump(mode="json"), ctx
             )
             for _, view in self._wait(ctx, [job_id]):
-                store.add(run_record(task, view, method, order, position))
+                store.add(
+                    {**run_record(task, view, method, order, position), "stream": segment.name}
+                )
                 self.on_progress(f"{method} o{order} {task.task_id} {view['verdict']}", 1)
 
 
@@ -401,7 +418,7 @@ def live_work(plan: Plan, store: RunStore) -> dict[str, int]:
     for m in LIVE_METHODS:
         if m in plan.methods:
             out[m] = sum(
-                not store.has(m, k, t.split, t.task_id)
+                not stream_done(store, m, k, t, stream_name(m, k, len(plan.test)))
                 for k in range(plan.orders)
                 for t in plan.test
             )
