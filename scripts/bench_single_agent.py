@@ -43,8 +43,14 @@ def main(
     pool_file: Path = ROOT / "examples" / "pools" / "local.toml",
     out: Path = ROOT / "docs" / "benchmarks" / "humaneval_single_agent.json",
     max_tokens: int = 512,
+    agents: str = "",
+    serve: bool = True,
 ) -> None:
-    """Run each agent of the pool alone on the first ``limit`` problems."""
+    """Run each agent of the pool alone on the first ``limit`` problems.
+
+    ``--agents a,b`` runs only those agents and keeps the other agents' stored rows (each
+    agent's rows say when they were made); ``--no-serve`` uses model servers already running.
+    """
     from urllib.parse import urlparse
 
     from broker.settings import get_settings
@@ -58,8 +64,12 @@ def main(
     settings = get_settings()
     pool = load_pool(pool_file)
     problems = humaneval(limit)
+    chosen = [a for a in agents.split(",") if a] or pool.names
+    for name in chosen:
+        pool.get(name)  # an unknown agent fails here, naming the pool's agents
+    previous: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
     for agent in pool.agents:
-        if agent.local_model:
+        if agent.name in chosen and agent.local_model and serve:
             local_models.assemble(
                 local_models.get_model(agent.local_model), settings.effective_model_cache_dir
             )
@@ -70,6 +80,19 @@ def main(
                 cache_dir=settings.effective_model_cache_dir,
             )
     results: dict[str, list[dict[str, Any]]] = {a.name: [] for a in pool.agents}
+    kept = {
+        name: rows
+        for name, rows in previous.get("per_task", {}).items()
+        if name not in chosen and name in results
+    }
+    results.update(kept)
+    command = f"python -m scripts.bench_single_agent --limit {limit}" + (
+        f" --agents {agents}" if agents else ""
+    )
+    old = {"date": previous.get("date"), "command": previous.get("command")}
+    made = {name: previous.get("made", {}).get(name, old) for name in kept}
+    today = datetime.now(UTC).isoformat(timespec="seconds")
+    made.update({name: {"date": today, "command": command} for name in chosen})
 
     def run(agent_name: str, after_each: Any = None) -> None:
         agent = pool.get(agent_name)
@@ -122,10 +145,11 @@ def main(
                 "benchmark": "humaneval_single_agent",
                 "complete": final,
                 "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                "command": f"python -m scripts.bench_single_agent --limit {limit}",
+                "command": command,
                 "plan": GENERIC_PLAN,
                 "decoding": f"temperature 0 (pool params), max_tokens per step {max_tokens}",
                 "wall_s": round(time.monotonic() - started, 1),
+                "made": made,
                 "summary": summary,
                 "per_task": results,
             }
@@ -137,7 +161,7 @@ def main(
     def run_and_record(agent_name: str) -> None:
         run_one(agent_name, after_each=lambda: write(False))
 
-    threads = [threading.Thread(target=run_and_record, args=(a.name,)) for a in pool.agents]
+    threads = [threading.Thread(target=run_and_record, args=(name,)) for name in chosen]
     for t in threads:
         t.start()
     for t in threads:
