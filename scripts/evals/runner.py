@@ -292,22 +292,44 @@ class LiveRunner:
     def run_direct(
         self, store: RunStore, work: Sequence[tuple[BenchTask, str]], segment: Segment
     ) -> None:
-        """Every (task, agent) pair as a direct job, all queued at once (agents in parallel)."""
+        """Every (task, agent) pair as a direct job; the agents run in parallel, each agent one
+        job at a time (so a job's wall time is its own, not time spent waiting in the queue)."""
         if not work:
             return
         import broker.app  # noqa: F401  (the Celery app the submissions go through)
         from workers.canvas import submit
+        from workers.views import job_view
 
         ctx = self._enter(segment)
-        by_job: dict[str, tuple[BenchTask, str]] = {}
+        queues: dict[str, list[BenchTask]] = {}
         for task, agent in work:
-            done = self.finished_job(ctx, task.task_id, agent)
-            job_id = done or submit(task.spec.model_dump(mode="json"), ctx, agent=agent)
-            by_job[job_id] = (task, agent)
-        for job_id, view in self._wait(ctx, list(by_job)):
-            task, agent = by_job[job_id]
-            store.add(run_record(task, view, f"single:{agent}", 0, 0))
-            self.on_progress(f"single:{agent} {task.task_id} {view['verdict']}", 1)
+            queues.setdefault(agent, []).append(task)
+        running: dict[str, tuple[BenchTask, str, float]] = {}  # job id -> (task, agent, since)
+
+        def start_next(agent: str) -> None:
+            if queues[agent]:
+                task = queues[agent].pop(0)
+                done = self.finished_job(ctx, task.task_id, agent)
+                job_id = done or submit(task.spec.model_dump(mode="json"), ctx, agent=agent)
+                running[job_id] = (task, agent, time.monotonic())
+
+        for agent in queues:
+            start_next(agent)
+        while running:
+            for job_id, (task, agent, since) in list(running.items()):
+                if job_view(ctx, job_id, steps=False)["status"] not in TERMINAL:
+                    if time.monotonic() - since > self.job_timeout_s:
+                        raise TimeoutError(
+                            f"job {job_id} ({task.task_id} on {agent}) not finished after "
+                            f"{self.job_timeout_s:.0f}s; see {self.work_dir / 'runtime' / 'logs'}"
+                        )
+                    continue
+                del running[job_id]
+                view = job_view(ctx, job_id)
+                store.add(run_record(task, view, f"single:{agent}", 0, 0))
+                self.on_progress(f"single:{agent} {task.task_id} {view['verdict']}", 1)
+                start_next(agent)
+            time.sleep(0.5)
 
     def run_stream(
         self,
