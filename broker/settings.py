@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # litellm fetches its price map from the network at import unless told otherwise; these must be
@@ -26,6 +26,16 @@ _OFFLINE_ENV = {
 }
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+#: The published mechanism (SPEC §3, the paper): SALE_MECHANISM=paper forces these values,
+#: whatever else is configured, so the paper's configuration stays reproducible. Every
+#: efficiency lever of issue #6 adds its "off" value here.
+PAPER_MECHANISM: dict[str, object] = {
+    "jury_mode": "per_bid",  # the paper: every juror scores every bid in its own call
+    "memory_label": "auction",  # the paper: the awarded bid is the winner
+    "refine": True,
+}
 
 
 def _default_state_dir() -> Path:
@@ -61,6 +71,11 @@ class Settings(BaseSettings):
     model_cache_dir: Path | None = None
 
     # --- the auction (SPEC §3) ------------------------------------------------------------
+    mechanism: Literal["paper", "custom"] = Field(
+        default="custom",
+        description="paper: the published mechanism exactly (PAPER_MECHANISM overrides every "
+        "lever); custom: each setting as configured.",
+    )
     bid_max_tokens: int = Field(default=256, ge=16, le=4096)
     top_logprobs: int = Field(default=5, ge=2, le=20)
     jury_mode: Literal["batched", "per_bid"] = "batched"
@@ -95,6 +110,13 @@ class Settings(BaseSettings):
         default=None, description="user:password for Flower's basic auth."
     )
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _paper_mechanism(self) -> Settings:
+        if self.mechanism == "paper":
+            for name, value in PAPER_MECHANISM.items():
+                object.__setattr__(self, name, value)
+        return self
 
     @property
     def effective_pool_file(self) -> Path:
