@@ -23,7 +23,14 @@ from scripts.evals.methods import (
     pick_random,
     replay,
 )
-from scripts.evals.runner import LIVE_METHODS, Plan, Segment, stream_name, task_order
+from scripts.evals.runner import (
+    Plan,
+    Segment,
+    is_live,
+    stream_name,
+    task_order,
+    variant_env,
+)
 from scripts.evals.store import RunStore
 from workers.pool import Pool
 
@@ -174,7 +181,7 @@ def build_doc(
             if order >= plan.orders:
                 continue
             stream = stream_name(str(r["method"]), order, len(plan.test))
-            if r["method"] in LIVE_METHODS and order > 0 and r.get("stream") != stream:
+            if is_live(str(r["method"])) and order > 0 and r.get("stream") != stream:
                 continue  # a shuffled stream of another --limit
             live.setdefault(str(r["method"]), []).append(r)
     replayed, replay_notes = replay_records(plan, store, pool, embed)
@@ -192,7 +199,7 @@ def build_doc(
         t: {a: bool(r["passed"]) for a, r in per.items()}
         for t, per in single_outcomes(store, "test").items()
     }
-    sale_rows = [r for m in LIVE_METHODS for r in live.get(m, [])]
+    sale_rows = [r for m in plan.live for r in live.get(m, [])]
     weight_map: dict[str, float | None] | None = None
     if weights is not None:
         weight_map = {"entropy": float(weights.get("w_h", 0.0))}
@@ -213,9 +220,7 @@ def build_doc(
         "n_train_tasks": len(plan.train),
         "orders": plan.orders,
         "methods": rows,
-        "win_share": {
-            m: metrics.win_share_curve(live[m], largest) for m in LIVE_METHODS if m in live
-        },
+        "win_share": {m: metrics.win_share_curve(live[m], largest) for m in plan.live if m in live},
         "signals": metrics.signal_table(sale_rows, solved, pool.names, weight_map),
         "weights": weights,
         "notes": notes + replay_notes,
@@ -275,16 +280,15 @@ def evaluate(
             runner.run_direct(store, work, Segment("single"))
             doc(False)
             if plan.fit:
-                runner.run_stream(store, "sale-train", 0, plan.train, Segment("sale-train"))
+                segment = Segment("sale-train", variant_env("sale"))
+                runner.run_stream(store, "sale-train", 0, plan.train, segment)
                 _, why = fit_from_train(store, pool, weights_path, bench)
                 notes.append(why)
             fitted = weights_path if weights_path.exists() else settings.weights_file
-            for method in LIVE_METHODS:
-                if method not in plan.methods:
-                    continue
+            for method in plan.live:
                 for order in range(plan.orders):
                     name = stream_name(method, order, len(plan.test))
-                    segment = Segment(name, method == "sale", fitted)
+                    segment = Segment(name, variant_env(method), fitted)
                     runner.run_stream(store, method, order, task_order(plan.test, order), segment)
                     doc(False)
     elif plan.fit and not weights_path.exists():

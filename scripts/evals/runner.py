@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -39,11 +40,48 @@ from workers.pool import Pool
 REPLAY_METHODS = ("random", "knn", "classifier", "cascade", "oracle")
 LIVE_METHODS = ("sale-nomem", "sale")
 TERMINAL = ("done", "failed", "cancelled")
+#: A live SALE variant: ``sale`` or ``sale-nomem`` with setting overrides, e.g.
+#: ``sale+jury_debias=rotate+self_check_fallback=1`` or ``sale+mechanism=paper`` — one
+#: ablation row per variant, each with its own databases.
+_VARIANT = re.compile(r"^(sale|sale-nomem)((?:\+[a-z_]+=[A-Za-z0-9_.\-]+)*)$")
+
+
+def is_live(method: str) -> bool:
+    """A method that runs the auction live (SALE, SALE without memory, or a variant)."""
+    return _VARIANT.match(method) is not None
+
+
+def variant_env(method: str) -> dict[str, str]:
+    """The worker environment of a live method; unknown settings raise ValueError."""
+    from broker.settings import Settings
+
+    match = _VARIANT.match(method)
+    if match is None:
+        raise ValueError(f"{method!r} is not a SALE method")
+    env = {"SALE_REFINE": "false" if match.group(1) == "sale-nomem" else "true"}
+    for part in filter(None, match.group(2).split("+")):
+        key, value = part.split("=", 1)
+        if key not in Settings.model_fields:
+            raise ValueError(
+                f"{method!r}: {key!r} is not a setting (see the README's configuration list)"
+            )
+        env[f"SALE_{key.upper()}"] = value
+    try:
+        Settings.model_validate({k[5:].lower(): v for k, v in env.items()})
+    except Exception as exc:  # pydantic's ValidationError names the field and the problem
+        raise ValueError(f"{method!r}: {exc}") from exc
+    return env
+
+
+def segment_name(method: str) -> str:
+    """A file-system-safe name for a method's databases."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", method)
 
 
 def expand_methods(requested: Sequence[str], pool: Pool) -> list[str]:
     """The method list with ``single`` expanded to ``single:<agent>``; unknown names raise."""
     known = [f"single:{a}" for a in pool.names] + list(REPLAY_METHODS) + list(LIVE_METHODS)
+    base = list(known)
     out: list[str] = []
     for raw in requested:
         for name in (m.strip() for m in raw.split(",")):
@@ -53,7 +91,9 @@ def expand_methods(requested: Sequence[str], pool: Pool) -> list[str]:
             if name == "all":
                 names = known
             for n in names:
-                if n not in known:
+                if is_live(n):
+                    variant_env(n)  # an unknown or invalid setting fails here
+                elif n not in base:
                     raise ValueError(
                         f"unknown method {n!r}; the methods are: single (every agent alone), "
                         + ", ".join(known)
@@ -69,7 +109,8 @@ def stream_name(method: str, order: int, n_tasks: int) -> str:
     """The segment (database) of a SALE stream. Order 0 is the split's own order, so a longer
     run extends a shorter one; a shuffled order depends on the task count, so it is named by it
     (a run with another --limit starts that stream afresh)."""
-    return f"{method}-o{order}" if order == 0 else f"{method}-o{order}-n{n_tasks}"
+    name = segment_name(method)
+    return f"{name}-o{order}" if order == 0 else f"{name}-o{order}-n{n_tasks}"
 
 
 def stream_done(store: RunStore, method: str, order: int, task: BenchTask, stream: str) -> bool:
@@ -186,7 +227,7 @@ class Segment:
     """One database's worth of live jobs."""
 
     name: str  # e.g. "single", "sale-o0"
-    refine: bool = True
+    env: dict[str, str] = field(default_factory=dict)  # the workers' setting overrides
     weights_file: Path | None = None
 
 
@@ -231,7 +272,7 @@ class LiveRunner:
 
         url = self.db_url(segment.name)
         init_db(url)
-        env = {"SALE_DATABASE_URL": url, "SALE_REFINE": "true" if segment.refine else "false"}
+        env = {"SALE_DATABASE_URL": url, **segment.env}
         if segment.weights_file is not None:
             env["SALE_WEIGHTS_FILE"] = str(segment.weights_file.resolve())
         key = json.dumps(env, sort_keys=True)
@@ -242,7 +283,6 @@ class LiveRunner:
         settings = self.settings.model_copy(
             update={
                 "database_url": url,
-                "refine": segment.refine,
                 "weights_file": segment.weights_file,
                 "broker_url": self.stack.broker_url,
             }
@@ -387,6 +427,11 @@ class Plan:
     def singles(self) -> list[str]:
         return [m.split(":", 1)[1] for m in self.methods if m.startswith("single:")]
 
+    @property
+    def live(self) -> list[str]:
+        """The live SALE methods, in the order given."""
+        return [m for m in self.methods if is_live(m)]
+
     def needs_train(self) -> bool:
         return self.fit or any(m in ("knn", "classifier") for m in self.methods)
 
@@ -413,7 +458,7 @@ def make_plan(
     tl = limit if train_limit is None else train_limit
     if tl is not None:
         train = train[:tl]
-    fit = fit and ("sale" in methods or "sale-nomem" in methods)
+    fit = fit and any(is_live(m) for m in methods)
     plan = Plan(test, train, methods, orders, fit)
     if not plan.needs_train():
         plan = Plan(test, [], methods, orders, fit)
@@ -437,11 +482,10 @@ def live_work(plan: Plan, store: RunStore) -> dict[str, int]:
         out["sale-train"] = sum(
             not store.has("sale-train", 0, t.split, t.task_id) for t in plan.train
         )
-    for m in LIVE_METHODS:
-        if m in plan.methods:
-            out[m] = sum(
-                not stream_done(store, m, k, t, stream_name(m, k, len(plan.test)))
-                for k in range(plan.orders)
-                for t in plan.test
-            )
+    for m in plan.live:
+        out[m] = sum(
+            not stream_done(store, m, k, t, stream_name(m, k, len(plan.test)))
+            for k in range(plan.orders)
+            for t in plan.test
+        )
     return out

@@ -242,3 +242,27 @@ def test_report_writes_strict_json_markdown_and_plots(tmp_path: Path) -> None:
     assert "| sale | 0.500 |" in md and "sale eval --limit 2" in md
     pngs = [p for p in paths if p.suffix == ".png"]
     assert len(pngs) == 2 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+
+
+def test_sale_variants_parse_into_worker_settings() -> None:
+    from pathlib import Path as P
+
+    from scripts.evals.runner import expand_methods, segment_name, stream_name, variant_env
+    from workers.pool import load_pool
+
+    pool = load_pool(P(__file__).resolve().parents[2] / "examples" / "pools" / "scripted.toml")
+    assert variant_env("sale") == {"SALE_REFINE": "true"}
+    assert variant_env("sale-nomem+jury_mode=per_bid") == {
+        "SALE_REFINE": "false",
+        "SALE_JURY_MODE": "per_bid",
+    }
+    methods = expand_methods(["single,sale+mechanism=paper"], pool)
+    assert methods == ["single:small", "single:medium", "single:large", "sale+mechanism=paper"]
+    with pytest.raises(ValueError, match="'nope' is not a setting"):
+        expand_methods(["sale+nope=1"], pool)
+    with pytest.raises(ValueError, match="jury_mode"):
+        expand_methods(["sale+jury_mode=weird"], pool)
+    with pytest.raises(ValueError, match="unknown method 'sales'"):
+        expand_methods(["sales"], pool)
+    assert "/" not in segment_name("sale+memory_k=4") and "+" not in segment_name("sale+x=1")
+    assert stream_name("sale", 0, 30) == "sale-o0" and stream_name("sale", 1, 30) == "sale-o1-n30"
