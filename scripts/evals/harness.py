@@ -6,6 +6,7 @@ import dataclasses
 import random
 import shlex
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +36,7 @@ from scripts.evals.store import RunStore
 from workers.pool import Pool
 
 Embed = Callable[[list[str]], list[list[float]]]
+REPORT_EVERY_S = 300.0  # rewrite the (partial) results at most this often while jobs run
 
 
 def single_outcomes(store: RunStore, split: str) -> dict[str, dict[str, dict[str, Any]]]:
@@ -267,9 +269,17 @@ def evaluate(
         report.write(d, out_dir, with_plots=plots)
         return d
 
+    last_write = [time.monotonic()]
+
+    def progress(text: str, done: int) -> None:
+        on_progress(text, done)
+        if time.monotonic() - last_write[0] > REPORT_EVERY_S:  # partial results stay current
+            doc(False)
+            last_write[0] = time.monotonic()
+
     remaining = live_work(plan, store)
     if sum(remaining.values()):
-        runner = LiveRunner(settings, pool, work_dir, on_progress=on_progress)
+        runner = LiveRunner(settings, pool, work_dir, on_progress=progress)
         with runner.running():
             work = [
                 (t, a)
