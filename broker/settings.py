@@ -35,6 +35,9 @@ PAPER_MECHANISM: dict[str, object] = {
     "jury_mode": "per_bid",  # the paper: every juror scores every bid in its own call
     "memory_label": "auction",  # the paper: the awarded bid is the winner
     "refine": True,
+    "jury_debias": "none",  # the paper: each juror's own shuffle, raw 0-5 scores
+    "jury_degenerate": "keep",  # the paper: a parsed score vector counts, constant or not
+    "jury_min_weight": 0.0,  # the paper: every agent sits on the jury
 }
 
 
@@ -79,6 +82,23 @@ class Settings(BaseSettings):
     bid_max_tokens: int = Field(default=256, ge=16, le=4096)
     top_logprobs: int = Field(default=5, ge=2, le=20)
     jury_mode: Literal["batched", "per_bid"] = "batched"
+    jury_debias: Literal["none", "rotate", "standardize"] = Field(
+        default="none",
+        description="Jury debiasing: none (per-juror shuffle, raw scores); rotate (juror i sees "
+        "one job-level order rotated by i); standardize (each juror's scores of a round "
+        "z-scored, then mapped onto the jury's mean and spread, before scoring).",
+    )
+    jury_degenerate: Literal["keep", "abstain"] = Field(
+        default="keep",
+        description="abstain: a juror whose scores of a round (>= 2 bids) are all equal "
+        "abstains for that round (recorded on its jury calls); keep: they count.",
+    )
+    jury_min_weight: float = Field(
+        default=0.0,
+        ge=0,
+        description="Jurors whose weight in the weights file is below this are not called "
+        "(scored as abstaining); 0 calls every juror.",
+    )
     memory_k: int = Field(default=8, ge=1, le=256)
     memory_label: Literal["auction", "verified"] = "verified"
     refine_max_pairs: int = Field(default=4, ge=1, le=32)

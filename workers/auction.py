@@ -8,7 +8,8 @@ mechanism lives here so it can be tested on hand-computed cases.
               alternatives and divided by ``ln k`` (so it lies in [0, 1]); ``None`` when the
               provider returned no log-probabilities
 - jury value  ``Σ_j w_j · γ_j(s_i)``; an abstaining juror's score is imputed as the mean of the
-              present jurors' scores for that bid (linear in w, so the fit matches the scorer)
+              present jurors' scores for that bid (linear in w, so the fit matches the scorer);
+              optional per-round validity (constant vectors) and per-juror standardisation
 - value       ``V_i = w_h · H(s_i) + jury value``; the entropy term is dropped for the whole
               auction when any compared bid lacks it
 - score       ``C_i − V_i``; lowest wins, ties go to the cheaper agent, then to the name
@@ -54,7 +55,7 @@ def plan_entropy(positions: Sequence[Sequence[float]] | None, k: int) -> float |
     return sum(position_entropy(p, k) for p in positions) / len(positions)
 
 
-def jury_value(scores: Mapping[str, int | None], weights: Mapping[str, float]) -> float | None:
+def jury_value(scores: Mapping[str, float | None], weights: Mapping[str, float]) -> float | None:
     """``Σ_j w_j γ_j``, an abstaining juror's γ imputed as the mean of the present jurors' scores.
 
     ``scores`` maps every juror to its score of this bid, or None when it abstained. Imputing the
@@ -68,6 +69,49 @@ def jury_value(scores: Mapping[str, int | None], weights: Mapping[str, float]) -
         return None
     fill = sum(present) / len(present)
     return sum(weights.get(j, 0.0) * (fill if s is None else float(s)) for j, s in scores.items())
+
+
+RoundScores = Mapping[str, Mapping[int, float]]  # juror -> {bid id: score} for one round
+
+
+def constant_jurors(scores: RoundScores) -> list[str]:
+    """Jurors whose scores of a round cover ≥ 2 bids and are all equal (a degenerate vector).
+
+    A constant vector ranks nothing; with ``jury_degenerate = "abstain"`` such a juror abstains
+    for the round and its γ is imputed like any abstention.
+    """
+    return sorted(
+        j for j, by_bid in scores.items() if len(by_bid) >= 2 and len(set(by_bid.values())) == 1
+    )
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+
+
+def standardize(scores: RoundScores) -> dict[str, dict[int, float]]:
+    """Each juror's scores of a round z-scored over the bids it scored, then mapped onto the jury.
+
+    ``γ'_j(b) = μ + σ · (γ_j(b) − μ_j) / σ_j`` with μ_j, σ_j juror j's mean and (population)
+    standard deviation over the round, μ the mean of the jurors' means and σ the mean of their
+    non-zero deviations. A lenient or harsh juror (shift) and one that uses only part of the scale
+    (spread) then count alike; mapping back onto the jury's own level and spread keeps the 0–5
+    scale that the weights (w_c, w_h against γ) were set or fitted on, and keeps a round's
+    absolute level, which a refined round is compared on. A juror with σ_j = 0 (constant, or one
+    bid) says nothing about the order of the bids: it gets μ for each.
+    """
+    stats = {j: _mean_std(list(by_bid.values())) for j, by_bid in scores.items() if by_bid}
+    if not stats:
+        return {j: {} for j in scores}
+    mu = sum(m for m, _ in stats.values()) / len(stats)
+    spreads = [sd for _, sd in stats.values() if sd > 0]
+    sigma = sum(spreads) / len(spreads) if spreads else 0.0
+    out: dict[str, dict[int, float]] = {}
+    for juror, by_bid in scores.items():
+        m, sd = stats.get(juror, (0.0, 0.0))
+        out[juror] = {b: mu + sigma * (s - m) / sd if sd > 0 else mu for b, s in by_bid.items()}
+    return out
 
 
 def bid_value(entropy: float | None, w_h: float, jury: float | None, use_entropy: bool) -> float:

@@ -67,7 +67,7 @@ class TrainingBid:
     price: float
     tokens: int
     entropy: float | None
-    jury: dict[str, int | None]
+    jury: Mapping[str, float | None]
 
 
 @dataclass(frozen=True)
@@ -373,7 +373,10 @@ def auctions_from_memory(
             if price is None:
                 raise ValueError(f"job {rec.get('job_id')}: no price for agent {agent!r}")
             entropy = raw.get("entropy")
-            jury = {str(j): (None if s is None else int(s)) for j, s in raw.get("jury", {}).items()}
+            # "gamma": the jury's scores as the scorer used them (workers.juryscores); older
+            # records have only the raw "jury".
+            scored = raw.get("gamma", raw.get("jury", {}))
+            jury = {str(j): (None if s is None else float(s)) for j, s in scored.items()}
             bids.append(
                 TrainingBid(
                     agent=agent,

@@ -2,9 +2,11 @@
 
 Each juror sees the bids in its own shuffled order under the labels A, B, C, …; the order is
 derived from (seed, job, juror, round), so a redelivered jury task shows the same order and the
-order is recorded. Small models wrap JSON in code fences or surround it with prose, so the
-parser extracts the first JSON object from the reply and then validates it strictly: exactly the
-presented labels as keys, integers 0–5 as values. Anything else is a ``JuryParseError``.
+order is recorded. With ``jury_debias = "rotate"`` juror i instead sees one job-level order
+rotated by i, so across the jury every bid takes every position as evenly as the pool allows.
+Small models wrap JSON in code fences or surround it with prose, so the parser extracts the
+first JSON object from the reply and then validates it strictly: exactly the presented labels
+as keys, integers 0–5 as values. Anything else is a ``JuryParseError``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,25 @@ def presentation_order(
     ordered = sorted(bids, key=lambda b: b[0])
     rng.shuffle(ordered)
     return [Presented(label(i), b[0], b[1], b[2]) for i, b in enumerate(ordered)]
+
+
+def rotated_order(
+    bids: Sequence[tuple[int, str, str]], *, seed: int, job_id: str, round_: str, index: int
+) -> list[Presented]:
+    """Juror number ``index`` sees one job-level shuffled order rotated left by ``index``.
+
+    Position debiasing (``jury_debias = "rotate"``): over n consecutive jurors each bid sits at
+    each position exactly once (a Latin square), so a juror's preference for a position cannot
+    favour one bid across the jury; with fewer jurors than bids, no bid holds a position twice.
+    The base order is shuffled per (seed, job, round), not per juror, so juror 0 does not always
+    see the bids by id.
+    """
+    base = presentation_order(bids, seed=seed, job_id=job_id, juror="", round_=round_)
+    if not base:
+        return []
+    shift = index % len(base)
+    turned = base[shift:] + base[:shift]
+    return [Presented(label(i), p.bid_id, p.agent, p.plan) for i, p in enumerate(turned)]
 
 
 def render_bids(presented: Sequence[Presented]) -> str:

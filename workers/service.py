@@ -40,7 +40,14 @@ from workers.errors import (
     TransientModelError,
 )
 from workers.execution import EXECUTORS
-from workers.jury import example_object, parse_scores, presentation_order, render_bids
+from workers.jury import (
+    example_object,
+    parse_scores,
+    presentation_order,
+    render_bids,
+    rotated_order,
+)
+from workers.juryscores import called_jurors, jury_gammas, mark_degenerate
 from workers.llm import LLMCall
 from workers.memory import (
     MemoryEntry,
@@ -296,15 +303,30 @@ def ok_bids(s: Session, job_id: str, round_: str) -> list[Bid]:
 # --- jury ---------------------------------------------------------------------------------
 
 
+def jury_panel(ctx: AuctionContext) -> list[str]:
+    """The jurors called: the pool, less those weighing below ``jury_min_weight`` (if set)."""
+    return called_jurors(ctx.pool.names, ctx.weights, ctx.settings.jury_min_weight)
+
+
+def has_bids(ctx: AuctionContext, job_id: str, round_: str) -> bool:
+    """Whether the round has at least one successful bid."""
+    with session_scope(ctx.db_url) as s:
+        return bool(ok_bids(s, job_id, round_))
+
+
 def jury_targets(ctx: AuctionContext, job_id: str, round_: str) -> list[tuple[str, str]]:
-    """(juror, target) pairs for a round: one per juror (batched) or per juror × bid."""
+    """(juror, target) pairs for a round: one per called juror (batched) or per juror × bid.
+
+    Empty when the round has no bid, or when ``jury_min_weight`` leaves no juror (the scorer
+    then drops the jury term and notes it on the job).
+    """
     with session_scope(ctx.db_url) as s:
         bids = ok_bids(s, job_id, round_)
     if not bids:
         return []
     if ctx.settings.jury_mode == "batched":
-        return [(j, "all") for j in ctx.pool.names]
-    return [(j, str(b.id)) for j in ctx.pool.names for b in bids]
+        return [(j, "all") for j in jury_panel(ctx)]
+    return [(j, str(b.id)) for j in jury_panel(ctx) for b in bids]
 
 
 def run_jury(ctx: AuctionContext, job_id: str, juror: str, round_: str, target: str) -> int:
@@ -329,13 +351,14 @@ def run_jury(ctx: AuctionContext, job_id: str, juror: str, round_: str, target: 
         bids = ok_bids(s, job_id, round_)
     if target != "all":
         bids = [b for b in bids if str(b.id) == target]
-    presented = presentation_order(
-        [(b.id or 0, b.agent, b.plan or "") for b in bids],
-        seed=ctx.settings.shuffle_seed,
-        job_id=job_id,
-        juror=juror,
-        round_=round_,
-    )
+    shown = [(b.id or 0, b.agent, b.plan or "") for b in bids]
+    seed = ctx.settings.shuffle_seed
+    if ctx.settings.jury_debias == "rotate":
+        panel = jury_panel(ctx)
+        index = panel.index(juror) if juror in panel else ctx.pool.names.index(juror)
+        presented = rotated_order(shown, seed=seed, job_id=job_id, round_=round_, index=index)
+    else:
+        presented = presentation_order(shown, seed=seed, job_id=job_id, juror=juror, round_=round_)
     labels = [p.label for p in presented]
     agent = ctx.pool.get(juror)
     common = dict(kind=spec.kind, prompt=spec.prompt, bids=render_bids(presented))
@@ -444,14 +467,15 @@ class FirstRoundOutcome:
 def _score_bids(ctx: AuctionContext, s: Session, job_id: str, bids: list[Bid]) -> bool:
     """Compute and store C, V and score for ``bids``; returns whether entropy was used."""
     use_entropy = all(b.entropy is not None for b in bids)
+    # Every pool juror counts; one not called (jury_min_weight) or abstaining is imputed.
     jurors = ctx.pool.names
     weights = ctx.weights.juror_weights(jurors)
+    gammas = jury_gammas(s, bids, jurors, ctx.settings)
+    for round_, juror, why in mark_degenerate(s, job_id, gammas.degenerate):
+        log.warning("job %s: juror %s abstains in %s round: %s", job_id, juror, round_, why)
     for bid in bids:
-        rows = s.exec(select(JuryScore).where(JuryScore.bid_id == bid.id)).all()
-        by_juror: dict[str, int | None] = {j: None for j in jurors}
-        for r in rows:
-            by_juror[r.juror] = r.score
-        jv = auction.jury_value(by_juror, weights)
+        assert bid.id is not None
+        jv = auction.jury_value(gammas.by_bid[bid.id], weights)
         agent = ctx.pool.get(bid.agent)
         bid.cost_term = auction.cost_term(ctx.weights.w_c, agent.output_price, bid.tokens_out)
         bid.value = auction.bid_value(bid.entropy, ctx.weights.w_h, jv, use_entropy)
@@ -485,6 +509,20 @@ def job_embedding(ctx: AuctionContext, job_id: str) -> list[float]:
     return vector
 
 
+def _note_jury_panel(ctx: AuctionContext, job_id: str) -> None:
+    """Say on the job which jurors ``jury_min_weight`` left uncalled, or that none was called."""
+    panel = jury_panel(ctx)
+    left_out = [j for j in ctx.pool.names if j not in panel]
+    if not left_out:
+        return
+    bar = f"SALE_JURY_MIN_WEIGHT={ctx.settings.jury_min_weight:g}"
+    if not panel:
+        add_note(ctx, job_id, f"jury term dropped: no juror's weight reaches {bar}")
+        log.warning("job %s: jury term dropped, no juror's weight reaches %s", job_id, bar)
+    else:
+        add_note(ctx, job_id, f"jury subset: {', '.join(left_out)} not called (weight < {bar})")
+
+
 def score_first_round(ctx: AuctionContext, job_id: str) -> FirstRoundOutcome:
     """Score the first-round bids, pick the provisional winner, and decide who refines."""
     with session_scope(ctx.db_url) as s:
@@ -500,6 +538,7 @@ def score_first_round(ctx: AuctionContext, job_id: str) -> FirstRoundOutcome:
     if not use_entropy:
         add_note(ctx, job_id, "entropy term dropped: a bid came without log-probabilities")
         log.warning("job %s: entropy term dropped (missing log-probabilities)", job_id)
+    _note_jury_panel(ctx, job_id)
     if not ctx.settings.refine:
         add_note(ctx, job_id, "refinement off (SALE_REFINE=false)")
         return FirstRoundOutcome(winner.agent, {})
@@ -718,6 +757,8 @@ def update_memory(ctx: AuctionContext, job_id: str) -> int:
         tokens, cost = job_totals(s, job_id)
         award_index = next(i for i, b in enumerate(bids) if b.id == award.bid_id)
         labels = bid_labels([{} for _ in bids], award_index, execution.verdict)
+        # The jury's scores as the scorer used them (validity, debiasing): `sale fit` reads them.
+        gammas = jury_gammas(s, [b for b in bids if b.status == "ok"], ctx.pool.names, ctx.settings)
         items = []
         for b, (auction_label, verified_label) in zip(bids, labels, strict=True):
             # A direct bid won no auction and no agent wrote it: unlabelled, it never becomes
@@ -733,6 +774,9 @@ def update_memory(ctx: AuctionContext, job_id: str) -> int:
                     "tokens": b.tokens_out,
                     "entropy": b.entropy,
                     "jury": {r.juror: r.score for r in jury if r.bid_id == b.id},
+                    "gamma": {
+                        j: g for j, g in gammas.by_bid.get(b.id or 0, {}).items() if g is not None
+                    },
                     "cost": b.cost_term,
                     "value": b.value,
                     "score": b.score,

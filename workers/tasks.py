@@ -29,6 +29,7 @@ from workers.service import (
     create_job,
     decide_award,
     fail_job,
+    has_bids,
     jury_targets,
     record_abstention,
     record_failed_bid,
@@ -181,7 +182,8 @@ def judge_round(self: Task, job_id: str, round_: str) -> Any:
     _publish(self, "JUDGING", job_id, round=round_)
     targets = jury_targets(ctx, job_id, round_)
     if not targets:
-        if round_ == "first":
+        # No targets: no bid, or no juror left by jury_min_weight (scored without the jury).
+        if round_ == "first" and not has_bids(ctx, job_id, round_):
             exc = AuctionError(job_id, "every bid failed; see `sale show` for each agent's error")
             fail_job(ctx, job_id, exc.reason)
             raise exc

@@ -9,6 +9,7 @@ import pytest
 from workers.auction import (
     Candidate,
     bid_value,
+    constant_jurors,
     cost_term,
     final_award,
     jury_value,
@@ -17,6 +18,7 @@ from workers.auction import (
     provisional_winner,
     ranking,
     refinement_eligible,
+    standardize,
 )
 
 LN = math.log
@@ -148,6 +150,64 @@ def test_jury_value_abstaining_juror_weight_still_counts() -> None:
 def test_jury_value_juror_without_weight_counts_zero() -> None:
     # "z" has no weight entry: weight 0. 2·3 + 0·5 = 6.
     assert jury_value({"a": 3, "z": 5}, {"a": 2.0}) == pytest.approx(6.0)
+
+
+def test_constant_jurors_needs_two_or_more_equal_scores() -> None:
+    scores = {
+        "flat": {1: 4.0, 2: 4.0, 3: 4.0},
+        "fair": {1: 4.0, 2: 3.0, 3: 4.0},
+        "one": {1: 5.0},  # a single bid ranks nothing either, but is not a constant vector
+        "none": {},
+    }
+    assert constant_jurors(scores) == ["flat"]
+
+
+# A biased juror ("loud") uses the whole scale and loves bid 3; two fair jurors mildly prefer bid 2.
+BIASED = {
+    "fair1": {1: 2.0, 2: 3.0, 3: 2.0},
+    "fair2": {1: 2.0, 2: 3.0, 3: 2.0},
+    "loud": {1: 0.0, 2: 1.0, 3: 5.0},
+}
+
+
+def mean_jury(scores: dict[str, dict[int, float]]) -> dict[int, float]:
+    third = {j: 1 / 3 for j in scores}
+    out = {}
+    for bid in (1, 2, 3):
+        value = jury_value({j: s[bid] for j, s in scores.items()}, third)
+        assert value is not None
+        out[bid] = value
+    return out
+
+
+def test_standardize_takes_the_winner_away_from_a_biased_juror() -> None:
+    # Raw means: bid 1 4/3, bid 2 7/3, bid 3 3 -> bid 3. Standardised, each juror's deviations
+    # count alike: fair z (−0.71, 1.41, −0.71), loud z (−0.93, −0.46, 1.39) -> bid 2.
+    raw = mean_jury(BIASED)
+    assert max(raw, key=lambda b: raw[b]) == 3
+    fixed = mean_jury(standardize(BIASED))
+    assert max(fixed, key=lambda b: fixed[b]) == 2
+
+
+def test_standardize_maps_onto_the_jury_mean_and_spread() -> None:
+    out = standardize(BIASED)
+    # μ = mean of the juror means (7/3, 7/3, 2) = 20/9; σ = mean of the deviations.
+    mu = 20 / 9
+    sd_fair = math.sqrt(2 / 9)
+    sd_loud = math.sqrt(14 / 3)
+    sigma = (2 * sd_fair + sd_loud) / 3
+    assert out["fair1"][2] == pytest.approx(mu + sigma * (3 - 7 / 3) / sd_fair)
+    assert out["loud"][1] == pytest.approx(mu + sigma * (0 - 2) / sd_loud)
+    for juror in out:
+        assert sum(out[juror].values()) / 3 == pytest.approx(mu)
+    assert out["fair1"] == out["fair2"]
+
+
+def test_standardize_gives_a_constant_or_single_bid_juror_the_jury_mean() -> None:
+    out = standardize({"flat": {1: 5.0, 2: 5.0}, "fair": {1: 1.0, 2: 3.0}})
+    # μ = (5 + 2)/2 = 3.5; σ = 1 (fair's deviation only): fair -> 2.5, 4.5; flat -> 3.5, 3.5.
+    assert out == {"flat": {1: 3.5, 2: 3.5}, "fair": {1: 2.5, 2: 4.5}}
+    assert standardize({"solo": {7: 4.0}}) == {"solo": {7: 4.0}}
 
 
 # --- value and score ----------------------------------------------------------------------

@@ -314,6 +314,20 @@ def test_auctions_from_memory_in_verified_mode_target_only_passed_executions() -
     assert [a.target for a in got] == [1, None, None]
 
 
+def test_auctions_from_memory_reads_the_scorer_gammas_when_stored() -> None:
+    # "gamma" holds the jury scores as the scorer used them (standardised, degenerate jurors
+    # left out); the raw "jury" is only the fallback of records written before it existed.
+    gamma = {"cheap": 2.75, "mid": 3.5}
+    record = {
+        "job_id": "g",
+        "verdict": "passed",
+        "bids": [_mem_bid("cheap", "win", "win", gamma=gamma), _mem_bid("mid", "lose", "lose")],
+    }
+    got = auctions_from_memory([record], "auction", prices=PRICES)[0]
+    assert got.bids[0].jury == gamma
+    assert got.bids[1].jury == {"cheap": 3, "mid": 4, "dear": None}
+
+
 def test_auctions_from_memory_needs_a_price_for_every_agent() -> None:
     with pytest.raises(ValueError, match="no price for agent 'dear'"):
         auctions_from_memory(RECORDS[1:2], "auction", prices={"cheap": 0.2})

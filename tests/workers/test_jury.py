@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from workers.errors import JuryParseError
-from workers.jury import example_object, label, parse_scores, presentation_order, render_bids
+from workers.jury import (
+    example_object,
+    label,
+    parse_scores,
+    presentation_order,
+    render_bids,
+    rotated_order,
+)
 
 BIDS = [
     (11, "small", "plan of small"),
@@ -72,6 +79,35 @@ def test_presentation_is_a_labelled_permutation() -> None:
     by_id = {b[0]: b for b in BIDS}
     for p in presented:
         assert (p.bid_id, p.agent, p.plan) == by_id[p.bid_id]
+
+
+def rotation(bids: list[tuple[int, str, str]], jurors: int, job_id: str) -> list[list[int]]:
+    return [
+        [p.bid_id for p in rotated_order(bids, seed=0, job_id=job_id, round_="first", index=i)]
+        for i in range(jurors)
+    ]
+
+
+@pytest.mark.parametrize("job_id", ["job-1", "job-2", "job-3"])
+def test_rotation_gives_each_position_to_each_bid_across_three_jurors(job_id: str) -> None:
+    orders = rotation(BIDS[:3], 3, job_id)
+    for position in range(3):
+        assert sorted(order[position] for order in orders) == [11, 12, 13], position
+    assert all(sorted(order) == [11, 12, 13] for order in orders)
+
+
+def test_rotation_with_fewer_jurors_than_bids_never_repeats_a_position() -> None:
+    orders = rotation(BIDS, 3, "job-1")
+    for position in range(4):
+        assert len({order[position] for order in orders}) == 3, position
+
+
+def test_rotation_is_labelled_deterministic_and_shuffled_per_job() -> None:
+    presented = rotated_order(BIDS[::-1], seed=0, job_id="job-1", round_="first", index=1)
+    assert [p.label for p in presented] == ["A", "B", "C", "D"]
+    assert presented == rotated_order(BIDS, seed=0, job_id="job-1", round_="first", index=1)
+    assert len({tuple(rotation(BIDS, 1, f"job-{i}")[0]) for i in range(20)}) > 1
+    assert rotated_order([], seed=0, job_id="job-1", round_="first", index=2) == []
 
 
 def test_render_bids_and_example_object() -> None:
