@@ -35,6 +35,7 @@ PAPER_MECHANISM: dict[str, object] = {
     "jury_mode": "per_bid",  # the paper: every juror scores every bid in its own call
     "memory_label": "auction",  # the paper: the awarded bid is the winner
     "refine": True,
+    "self_check_fallback": 0,  # the paper: the awarded agent's execution is the answer
     "jury_debias": "none",  # the paper: each juror's own shuffle, raw 0-5 scores
     "jury_degenerate": "keep",  # the paper: a parsed score vector counts, constant or not
     "jury_min_weight": 0.0,  # the paper: every agent sits on the jury
@@ -105,6 +106,14 @@ class Settings(BaseSettings):
     refine: bool = Field(
         default=True,
         description="Run the refinement round (SPEC §3.6); off: the provisional winner is awarded.",
+    )
+    self_check_fallback: int = Field(
+        default=0,
+        ge=0,
+        le=3,
+        description="Fallbacks allowed when the executing agent's code fails the prompt's own "
+        "docstring examples (never the hidden tests): the job goes to the next-best bid of the "
+        "auction's ranking, up to this many times; 0: off.",
     )
     execute_max_tokens: int = Field(default=768, ge=16, le=32768)
     jury_max_tokens: int = Field(default=128, ge=16, le=4096)

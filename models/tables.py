@@ -127,10 +127,18 @@ class Award(SQLModel, table=True):
 
 
 class Execution(SQLModel, table=True):
-    """The winner running its own plan: the outcome and its totals."""
+    """An agent running its own plan: the outcome and its totals.
+
+    Attempt 0 is the award's agent; attempts 1, 2, … are self-check fallbacks to the next-best
+    bids (``self_check_fallback``). ``self_check`` is the outcome of running the answer on the
+    prompt's own examples: "passed" | "failed", None when no self-check ran.
+    """
+
+    __table_args__ = (UniqueConstraint("job_id", "attempt", name="uq_execution_attempt"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    job_id: str = Field(foreign_key="job.id", unique=True, max_length=64)
+    job_id: str = Field(foreign_key="job.id", max_length=64)
+    attempt: int = 0
     agent: str = Field(max_length=64)
     bid_id: int = Field(foreign_key="bid.id")
     status: str = Field(max_length=12)  # "done" | "failed"
@@ -143,6 +151,8 @@ class Execution(SQLModel, table=True):
     latency_s: float = 0.0
     verdict: str = Field(default="unknown", max_length=16)
     verdict_detail: str | None = Field(default=None, sa_column=Column(Text))
+    self_check: str | None = Field(default=None, max_length=16)
+    self_check_detail: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -174,6 +184,10 @@ class MemoryRecord(SQLModel, table=True):
     task_text: str = Field(sa_column=Column(Text, nullable=False))
     embedding: list[float] = Field(sa_column=Column(JSON, nullable=False))
     bids: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    # Every execution in order (the award's, then self-check fallbacks): bid, self-check, verdict.
+    attempts: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
+    )
     award_agent: str = Field(max_length=64)
     award_round: str = Field(max_length=8)
     provisional_agent: str = Field(max_length=64)

@@ -54,18 +54,30 @@ def nearest(query: Sequence[float], entries: Sequence[MemoryEntry], k: int) -> l
 
 
 def bid_labels(
-    bids: Sequence[dict[str, Any]], award_index: int | None, verdict: str
+    bids: Sequence[dict[str, Any]],
+    award_index: int | None,
+    verdict: str,
+    executed: dict[int, str] | None = None,
 ) -> list[tuple[str, str | None]]:
-    """(auction_label, verified_label) for each bid of a finished job."""
+    """(auction_label, verified_label) for each bid of a finished job.
+
+    ``executed`` maps the index of every bid that executed (the award, then self-check
+    fallbacks) to its own execution's verdict; by default only the award executed, with the
+    job's ``verdict``. A bid whose execution passed is a verified winner, one whose execution
+    failed a verified loser; when some execution passed, the bids never executed lose too.
+    """
+    if executed is None:
+        executed = {award_index: verdict} if award_index is not None else {}
+    someone_passed = verdict == "passed" or "passed" in executed.values()
     labels: list[tuple[str, str | None]] = []
     for i, _bid in enumerate(bids):
         auction = "win" if i == award_index else "lose"
         verified: str | None = None
-        if i == award_index and verdict == "passed":
+        if executed.get(i) == "passed":
             verified = "win"
-        elif i == award_index and verdict == "failed":
+        elif executed.get(i) == "failed":
             verified = "lose"
-        elif verdict == "passed":
+        elif i not in executed and someone_passed:
             verified = "lose"  # another plan was executed and passed: these did not win it
         labels.append((auction, verified))
     return labels

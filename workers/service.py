@@ -58,6 +58,7 @@ from workers.memory import (
 )
 from workers.pool import Pool
 from workers.prompts import render
+from workers.selfcheck import has_visible_checks, self_check
 from workers.verdict import judge_answer
 from workers.weights import Weights
 
@@ -635,26 +636,90 @@ def assign_direct(ctx: AuctionContext, job_id: str, agent_name: str) -> Award:
 # --- execution, verdict, memory -----------------------------------------------------------
 
 
+def attempts_of(s: Session, job_id: str) -> list[Execution]:
+    """A job's executions in attempt order: the award's (0), then its self-check fallbacks."""
+    return list(
+        s.exec(select(Execution).where(Execution.job_id == job_id).order_by(col(Execution.attempt)))
+    )
+
+
+def final_execution(s: Session, job_id: str) -> Execution | None:
+    """The execution whose answer and verdict are the job's: the last attempt."""
+    found = attempts_of(s, job_id)
+    return found[-1] if found else None
+
+
+def attempt_bid(ctx: AuctionContext, s: Session, job_id: str, attempt: int) -> Bid | None:
+    """The bid that executes as ``attempt``: the award's for 0; for a self-check fallback, the
+    best bid in the auction's ranking (score, then price; first and refined rounds, as
+    :func:`decide_award` ranks them) of an agent that has not executed for this job yet.
+    None when no such bid is left."""
+    award = s.exec(select(Award).where(Award.job_id == job_id)).one()
+    if attempt == 0:
+        return s.get(Bid, award.bid_id)
+    executed = {e.agent for e in attempts_of(s, job_id) if e.attempt < attempt}
+    left = [
+        b
+        for b in ok_bids(s, job_id, "first") + ok_bids(s, job_id, "refined")
+        if b.score is not None and b.agent not in executed
+    ]
+    if not left:
+        return None
+    best = auction.ranking([_candidate(ctx, b) for b in left])[0]
+    return next(b for b in left if b.id == best.bid_id)
+
+
+def plan_fallback(ctx: AuctionContext, job_id: str, attempt: int) -> str | None:
+    """After execution ``attempt``: the agent that executes next, or None (the job goes on to
+    the memory update). There is a next attempt when this one's self-check failed, fewer than
+    ``self_check_fallback`` fallbacks ran, and a bid of an agent that has not executed is left.
+    The hand-over (or why there is none) is noted on the job, once."""
+    with session_scope(ctx.db_url) as s:
+        done = s.exec(
+            select(Execution).where(Execution.job_id == job_id, Execution.attempt == attempt)
+        ).first()
+        if done is None or done.self_check != "failed":
+            return None
+        limit = ctx.settings.self_check_fallback
+        nxt = attempt_bid(ctx, s, job_id, attempt + 1) if attempt < limit else None
+    failed = f"self-check of {done.agent} failed (attempt {attempt})"
+    if attempt >= limit:
+        add_note(ctx, job_id, f"{failed}; no fallback left (SALE_SELF_CHECK_FALLBACK={limit})")
+        return None
+    if nxt is None:
+        add_note(ctx, job_id, f"{failed}; no bid of another agent left to fall back to")
+        return None
+    add_note(ctx, job_id, f"{failed}: fallback {attempt + 1} to {nxt.agent} ({nxt.round} bid)")
+    log.info("job %s: %s, falling back to %s", job_id, failed, nxt.agent)
+    return nxt.agent
+
+
 def run_execution(
     ctx: AuctionContext,
     job_id: str,
     progress: Callable[[int, str | None], None] | None = None,
+    attempt: int = 0,
 ) -> int:
-    """The award's agent executes its own plan; stores the trace and the verdict.
+    """An agent executes its own plan; stores the trace, the self-check and the verdict.
 
-    ``progress(step, last_tool)`` is called after each step (the task publishes it to Flower).
+    Attempt 0 is the award's agent, later attempts the fallbacks of :func:`attempt_bid`. With
+    ``self_check_fallback`` on and a job whose prompt shows examples, the answer is run on them
+    (the self-check; never the hidden tests). ``progress(step, last_tool)`` is called after
+    each step (the task publishes it to Flower). Idempotent: one Execution per (job, attempt).
     """
     with session_scope(ctx.db_url) as s:
-        existing = s.exec(select(Execution).where(Execution.job_id == job_id)).first()
+        existing = s.exec(
+            select(Execution).where(Execution.job_id == job_id, Execution.attempt == attempt)
+        ).first()
         if existing is not None and existing.id is not None:
             return existing.id
         job = load_job(s, job_id, ctx.db_url)
         spec = job_spec(job)
-        award = s.exec(select(Award).where(Award.job_id == job_id)).one()
-        bid = s.get(Bid, award.bid_id)
-        assert bid is not None
+        bid = attempt_bid(ctx, s, job_id, attempt)
+        if bid is None or bid.id is None:
+            raise AuctionError(job_id, f"no bid left to execute as attempt {attempt}")
         plan = bid.plan or ""
-    agent = ctx.pool.get(award.agent)
+    agent = ctx.pool.get(bid.agent)
     max_tokens = min(ctx.settings.execute_max_tokens, spec.limits.max_tokens)
     outcome = EXECUTORS[spec.kind](spec, plan, agent, ctx.llm, max_tokens, progress=progress)
     verdict = judge_answer(spec, outcome.answer)
@@ -662,10 +727,16 @@ def run_execution(
         detail = f"execution failed: {outcome.error}"
     else:
         detail = verdict.detail
+    check = (
+        self_check(spec, outcome.answer)
+        if ctx.settings.self_check_fallback and has_visible_checks(spec)
+        else None
+    )
     execution = Execution(
         job_id=job_id,
-        agent=award.agent,
-        bid_id=award.bid_id,
+        attempt=attempt,
+        agent=bid.agent,
+        bid_id=bid.id,
         status="failed" if outcome.error else "done",
         answer=outcome.answer,
         stop_reason=outcome.stop_reason,
@@ -676,6 +747,8 @@ def run_execution(
         latency_s=sum(st.latency_s for st in outcome.steps),
         verdict=verdict.value,
         verdict_detail=detail,
+        self_check=check.value if check else None,
+        self_check_detail=check.detail if check else None,
     )
     try:
         with session_scope(ctx.db_url) as s:
@@ -701,7 +774,9 @@ def run_execution(
             return execution.id
     except IntegrityError:
         with session_scope(ctx.db_url) as s:
-            again = s.exec(select(Execution).where(Execution.job_id == job_id)).one()
+            again = s.exec(
+                select(Execution).where(Execution.job_id == job_id, Execution.attempt == attempt)
+            ).one()
             assert again.id is not None
             return again.id
 
@@ -741,7 +816,7 @@ def update_memory(ctx: AuctionContext, job_id: str) -> int:
         existing = s.exec(select(MemoryRecord).where(MemoryRecord.job_id == job_id)).first()
         if existing is not None and existing.id is not None:
             record_id = existing.id
-            execution = s.exec(select(Execution).where(Execution.job_id == job_id)).first()
+            execution = final_execution(s, job_id)
         else:
             record_id = 0
     if record_id:
@@ -751,12 +826,17 @@ def update_memory(ctx: AuctionContext, job_id: str) -> int:
     with session_scope(ctx.db_url) as s:
         job = load_job(s, job_id, ctx.db_url)
         award = s.exec(select(Award).where(Award.job_id == job_id)).one()
-        execution = s.exec(select(Execution).where(Execution.job_id == job_id)).one()
+        executions = attempts_of(s, job_id)
+        if not executions:
+            raise AuctionError(job_id, "no execution to record in the memory")
+        execution = executions[-1]
         bids = list(s.exec(select(Bid).where(Bid.job_id == job_id).order_by(col(Bid.id))))
         jury = s.exec(select(JuryScore).where(JuryScore.job_id == job_id)).all()
         tokens, cost = job_totals(s, job_id)
         award_index = next(i for i, b in enumerate(bids) if b.id == award.bid_id)
-        labels = bid_labels([{} for _ in bids], award_index, execution.verdict)
+        index_of = {b.id: i for i, b in enumerate(bids)}
+        executed = {index_of[e.bid_id]: e.verdict for e in executions}
+        labels = bid_labels([{} for _ in bids], award_index, execution.verdict, executed)
         # The jury's scores as the scorer used them (validity, debiasing): `sale fit` reads them.
         gammas = jury_gammas(s, [b for b in bids if b.status == "ok"], ctx.pool.names, ctx.settings)
         items = []
@@ -794,6 +874,18 @@ def update_memory(ctx: AuctionContext, job_id: str) -> int:
             award_round=award.round,
             provisional_agent=award.provisional_agent,
             verdict=execution.verdict,
+            attempts=[
+                {
+                    "attempt": e.attempt,
+                    "bid_id": e.bid_id,
+                    "agent": e.agent,
+                    "round": bids[index_of[e.bid_id]].round,
+                    "status": e.status,
+                    "self_check": e.self_check,
+                    "verdict": e.verdict,
+                }
+                for e in executions
+            ],
             total_tokens=tokens,
             total_cost_usd=cost,
         )
@@ -831,22 +923,32 @@ def record_abstention(
     )
 
 
-def record_failed_execution(ctx: AuctionContext, job_id: str, error: str) -> None:
-    """Record an execution whose model could not be reached after every retry."""
+def record_failed_execution(ctx: AuctionContext, job_id: str, error: str, attempt: int = 0) -> None:
+    """Record an execution whose model could not be reached after every retry.
+
+    With ``self_check_fallback`` on, a job with visible examples records a failed self-check
+    (no code was produced), so the next-best bid gets the job.
+    """
     with session_scope(ctx.db_url) as s:
-        award = s.exec(select(Award).where(Award.job_id == job_id)).one()
+        bid = attempt_bid(ctx, s, job_id, attempt)
         spec = job_spec(load_job(s, job_id, ctx.db_url))
+    if bid is None or bid.id is None:
+        raise AuctionError(job_id, f"no bid left to execute as attempt {attempt}")
     checkable = spec.tests is not None or spec.answer is not None
+    check = ctx.settings.self_check_fallback > 0 and has_visible_checks(spec)
     _insert_once(
         ctx,
         Execution(
             job_id=job_id,
-            agent=award.agent,
-            bid_id=award.bid_id,
+            attempt=attempt,
+            agent=bid.agent,
+            bid_id=bid.id,
             status="failed",
             stop_reason="model_error",
             error=error,
             verdict="failed" if checkable else "unknown",
             verdict_detail=f"execution failed: {error}",
+            self_check="failed" if check else None,
+            self_check_detail="no code was produced" if check else None,
         ),
     )

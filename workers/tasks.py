@@ -31,6 +31,7 @@ from workers.service import (
     fail_job,
     has_bids,
     jury_targets,
+    plan_fallback,
     record_abstention,
     record_failed_bid,
     record_failed_execution,
@@ -241,24 +242,40 @@ def score_round(self: Task, job_id: str, round_: str) -> Any:
 
 @shared_task(bind=True, name="sale.execute")
 @_stage
-def execute_plan(self: Task, job_id: str) -> dict[str, Any]:
-    """The winner executes its own plan; the trace and the verdict are stored.
+def execute_plan(self: Task, job_id: str, attempt: int = 0) -> Any:
+    """An agent executes its own plan (attempt 0: the winner); trace, self-check and verdict
+    are stored. When the self-check failed and ``self_check_fallback`` allows it, the task
+    replaces itself with the next attempt on the next-best bidder's queue (the memory update
+    still follows on control).
 
-    Queue: sale.agent.<winner>. Idempotent: one Execution per job. Retries transient model
-    errors; then records a failed execution (the job ends failed, its memory record is kept).
+    Queue: sale.agent.<executing agent>. Idempotent: one Execution per (job, attempt).
+    Retries transient model errors; then records a failed execution (the job ends failed, its
+    memory record is kept).
     """
     ctx = get_context()
-    _publish(self, "EXECUTING", job_id)
+    _publish(self, "EXECUTING", job_id, attempt=attempt)
     try:
         execution_id = run_execution(
             ctx,
             job_id,
-            progress=lambda step, tool: _publish(self, "EXECUTING", job_id, step=step, tool=tool),
+            progress=lambda step, tool: _publish(
+                self, "EXECUTING", job_id, step=step, tool=tool, attempt=attempt
+            ),
+            attempt=attempt,
         )
     except TransientModelError as exc:
-        _retry_or(self, ctx, exc, lambda why=str(exc): record_failed_execution(ctx, job_id, why))
+        _retry_or(
+            self,
+            ctx,
+            exc,
+            lambda why=str(exc): record_failed_execution(ctx, job_id, why, attempt),
+        )
         execution_id = None
-    return {"job_id": job_id, "execution_id": execution_id}
+    fallback = plan_fallback(ctx, job_id, attempt)
+    if fallback is not None:
+        queue = ctx.pool.get(fallback).queue
+        return self.replace(execute_plan.si(job_id, attempt + 1).set(queue=queue))
+    return {"job_id": job_id, "execution_id": execution_id, "attempt": attempt}
 
 
 @shared_task(bind=True, name="sale.update")

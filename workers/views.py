@@ -4,7 +4,9 @@ Besides the rows, the view gives what an evaluation needs per job: tokens and co
 (``usage``), the auction's share against the execution's, and wall times from the status events
 (``auction_seconds``: first event to ``executing``; ``execution_seconds``: ``executing`` to
 ``updating``; None for a stage the job never reached). ``mode`` is ``direct`` for a job assigned
-to a named agent without an auction.
+to a named agent without an auction. ``executions`` lists every attempt (the award's, then
+self-check fallbacks); ``execution`` is the last one, whose answer and verdict are the job's, and
+the totals count every attempt.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from models.tables import (
     MemoryRecord,
     StatusEvent,
 )
-from workers.service import DIRECT, AuctionContext, job_usage, load_job
+from workers.service import DIRECT, AuctionContext, attempts_of, job_usage, load_job
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
@@ -33,6 +35,39 @@ def _seconds(start: datetime | None, end: datetime | None) -> float | None:
     if start is None or end is None:
         return None
     return (end - start).total_seconds()
+
+
+def _execution_view(execution: Execution, trace: list[ExecutionStep]) -> dict[str, Any]:
+    """One execution attempt and its steps."""
+    return {
+        "attempt": execution.attempt,
+        "agent": execution.agent,
+        "bid_id": execution.bid_id,
+        "status": execution.status,
+        "answer": execution.answer,
+        "tokens": execution.tokens_in + execution.tokens_out,
+        "cost_usd": execution.cost_usd,
+        "stop_reason": execution.stop_reason,
+        "self_check": execution.self_check,
+        "self_check_detail": execution.self_check_detail,
+        "verdict": execution.verdict,
+        "verdict_detail": execution.verdict_detail,
+        "steps": [
+            {
+                "index": st.index,
+                "role": st.role,
+                "content": st.content,
+                "tool_name": st.tool_name,
+                "tool_args": st.tool_args,
+                "observation": st.observation,
+                "tokens_in": st.tokens_in,
+                "tokens_out": st.tokens_out,
+                "cost_usd": st.cost_usd,
+                "latency_s": st.latency_s,
+            }
+            for st in trace
+        ],
+    }
 
 
 def job_view(ctx: AuctionContext, job_id: str, steps: bool = True) -> dict[str, Any]:
@@ -45,22 +80,27 @@ def job_view(ctx: AuctionContext, job_id: str, steps: bool = True) -> dict[str, 
             s.exec(select(JuryCall).where(JuryCall.job_id == job_id).order_by(col(JuryCall.id)))
         )
         award = s.exec(select(Award).where(Award.job_id == job_id)).first()
-        execution = s.exec(select(Execution).where(Execution.job_id == job_id)).first()
+        executions = attempts_of(s, job_id)
+        execution = executions[-1] if executions else None
         record = s.exec(select(MemoryRecord).where(MemoryRecord.job_id == job_id)).first()
         events = s.exec(
             select(StatusEvent).where(StatusEvent.job_id == job_id).order_by(col(StatusEvent.id))
         ).all()
-        trace = (
-            list(
-                s.exec(
-                    select(ExecutionStep)
-                    .where(ExecutionStep.execution_id == execution.id)
-                    .order_by(col(ExecutionStep.index))
+        attempts = [
+            _execution_view(
+                e,
+                list(
+                    s.exec(
+                        select(ExecutionStep)
+                        .where(ExecutionStep.execution_id == e.id)
+                        .order_by(col(ExecutionStep.index))
+                    )
                 )
+                if steps
+                else [],
             )
-            if execution is not None and steps
-            else []
-        )
+            for e in executions
+        ]
         usage = job_usage(s, job_id)
         tokens = sum(t for t, _ in usage.values())
         cost = sum(c for _, c in usage.values())
@@ -108,32 +148,8 @@ def job_view(ctx: AuctionContext, job_id: str, steps: bool = True) -> dict[str, 
             "award": {"agent": award.agent, "round": award.round, "score": award.score}
             if award
             else None,
-            "execution": {
-                "agent": execution.agent,
-                "status": execution.status,
-                "answer": execution.answer,
-                "tokens": exec_tokens,
-                "cost_usd": execution.cost_usd,
-                "stop_reason": execution.stop_reason,
-                "verdict_detail": execution.verdict_detail,
-                "steps": [
-                    {
-                        "index": st.index,
-                        "role": st.role,
-                        "content": st.content,
-                        "tool_name": st.tool_name,
-                        "tool_args": st.tool_args,
-                        "observation": st.observation,
-                        "tokens_in": st.tokens_in,
-                        "tokens_out": st.tokens_out,
-                        "cost_usd": st.cost_usd,
-                        "latency_s": st.latency_s,
-                    }
-                    for st in trace
-                ],
-            }
-            if execution
-            else None,
+            "execution": attempts[-1] if attempts else None,
+            "executions": attempts,
             "verdict": job.verdict or (execution.verdict if execution else None),
             "mode": "direct" if award is not None and award.round == DIRECT else "auction",
             "tokens": tokens,

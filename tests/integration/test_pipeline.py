@@ -307,3 +307,50 @@ def test_refinement_off_awards_the_provisional_winner_despite_memory_pairs(
     assert view["award"]["agent"] == "large" and view["award"]["round"] == "first"
     assert "refinement off (SALE_REFINE=false)" in view["notes"]
     assert view["usage"]["refine"] == {"tokens": 0, "cost_usd": 0.0}
+
+
+EXAMPLES_PROMPT = 'def add(a, b):\n    """Add two numbers.\n    >>> add(2, 3)\n    5\n    """'
+
+
+def test_failed_self_check_falls_back_to_the_next_bid_on_its_queue(
+    stack: AuctionContext,
+) -> None:
+    from workers.tasks import execute_plan
+
+    original = stack.settings
+    stack.settings = original.model_copy(update={"self_check_fallback": 1})
+    try:
+        with published() as sent, model_calls(stack) as calls:
+            job_id = submit(coding_spec("large.solve=fail", prompt=EXAMPLES_PROMPT), stack)
+            assert wait(job_id)["status"] == "done"
+        # Redelivered execute messages, one per attempt, find their rows.
+        before = _counts(stack, job_id)
+        for attempt, queue in ((0, "sale.agent.large"), (1, "sale.agent.medium")):
+            execute_plan.apply_async((job_id, attempt), queue=queue).get(timeout=60)
+        assert _counts(stack, job_id) == before
+    finally:
+        stack.settings = original
+    view = job_view(stack, job_id)
+    attempts = [
+        (e["attempt"], e["agent"], e["self_check"], e["verdict"]) for e in view["executions"]
+    ]
+    assert attempts == [(0, "large", "failed", "failed"), (1, "medium", "passed", "passed")]
+    assert view["award"]["agent"] == "large"
+    assert view["execution"]["agent"] == "medium" and view["verdict"] == "passed"
+    assert before[3] == 2  # two Execution rows
+    assert sorted(a for a, stage in calls if stage == "execute") == ["large", "medium"]
+    assert view["execution_tokens"] == sum(e["tokens"] for e in view["executions"])
+    # The winner executed on its queue, the fallback on the fallback agent's, then the update.
+    mine = [(task, queue, args[1:]) for task, queue, args in sent if args and args[0] == job_id]
+    executes = [m for m in mine if m[0] == "sale.execute"]
+    assert executes == [
+        ("sale.execute", "sale.agent.large", []),
+        ("sale.execute", "sale.agent.medium", [1]),
+    ]
+    assert mine.index(executes[-1]) < mine.index(("sale.update", "sale.control", []))
+    with session_scope(stack.db_url) as s:
+        record = s.exec(select(MemoryRecord).where(MemoryRecord.job_id == job_id)).one()
+    assert [(a["agent"], a["self_check"]) for a in record.attempts] == [
+        ("large", "failed"),
+        ("medium", "passed"),
+    ]

@@ -158,7 +158,7 @@ def test_init_db_twice_builds_the_schema_on_postgres(postgres_url: str) -> None:
     assert set(schema.get_table_names()) == TABLE_NAMES | {"alembic_version"}
     with engine.connect() as conn:
         versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
-    assert versions == ["0001"]
+    assert versions == ["0002"]
     # The natural keys that make redelivered tasks idempotent exist on the server.
     unique = {
         table: {tuple(u["column_names"]) for u in schema.get_unique_constraints(table)}
@@ -169,8 +169,10 @@ def test_init_db_twice_builds_the_schema_on_postgres(postgres_url: str) -> None:
     assert ("jury_call_id", "bid_id") in unique["juryscore"]
     assert ("job_id", "status") in unique["statusevent"]
     assert ("execution_id", "index") in unique["executionstep"]
-    for table in ("award", "execution", "memoryrecord"):
+    for table in ("award", "memoryrecord"):
         assert ("job_id",) in unique[table], table
+    # One execution per (job, attempt): self-check fallbacks add attempts (migration 0002).
+    assert unique["execution"] == {("job_id", "attempt")}
     json_columns = {
         c["name"]: str(c["type"]) for c in schema.get_columns("memoryrecord") if c["name"] != "id"
     }

@@ -1,0 +1,152 @@
+"""Alembic migration 0002 (execution attempts) on a database that already holds 0001 rows.
+
+The same test runs on SQLite (the embedded default, where the execution table is rebuilt in
+batch mode) and on a throwaway PostgreSQL server (skipped locally without one, like
+test_postgres.py).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from sqlalchemy.exc import IntegrityError
+
+from models.db import alembic_config, get_engine
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+USAGE = {"tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0, "latency_s": 0.0}
+
+
+def _table(conn: sa.Connection, name: str) -> sa.Table:
+    return sa.Table(name, sa.MetaData(), autoload_with=conn)
+
+
+def _insert(conn: sa.Connection, name: str, **values: Any) -> None:
+    conn.execute(_table(conn, name).insert().values(**values))
+
+
+def _execution(conn: sa.Connection, row_id: int, agent: str, **values: Any) -> None:
+    """An execution row of job j1 (bid 1, no usage unless given)."""
+    row = {"job_id": "j1", "bid_id": 1, "status": "done", "created_at": T0, **USAGE, **values}
+    _insert(conn, "execution", id=row_id, agent=agent, **row)
+
+
+def _rows(conn: sa.Connection, name: str) -> list[dict[str, Any]]:
+    table = _table(conn, name)
+    return [dict(r._mapping) for r in conn.execute(table.select().order_by(table.c.id))]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'm.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    with get_engine(url).begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA public"))
+    return url
+
+
+def test_upgrade_from_0001_keeps_rows_and_keys_executions_by_attempt(empty_url: str) -> None:
+    cfg = alembic_config(empty_url)
+    command.upgrade(cfg, "0001")
+    engine = get_engine(empty_url)
+    with engine.begin() as conn:
+        _insert(
+            conn,
+            "job",
+            id="j1",
+            kind="coding",
+            prompt="p",
+            spec={},
+            pool_path="",
+            status="done",
+            notes=[],
+            created_at=T0,
+            updated_at=T0,
+        )
+        for bid_id, agent in ((1, "small"), (2, "large")):
+            _insert(
+                conn,
+                "bid",
+                id=bid_id,
+                job_id="j1",
+                agent=agent,
+                round="first",
+                status="ok",
+                memory_pairs=[],
+                created_at=T0,
+                **USAGE,
+            )
+        _execution(
+            conn, 1, "small", answer="def f(): pass", verdict="passed", tokens_in=10, tokens_out=20
+        )
+        _insert(conn, "executionstep", id=1, execution_id=1, index=0, role="assistant", **USAGE)
+        _insert(
+            conn,
+            "memoryrecord",
+            id=1,
+            job_id="j1",
+            kind="coding",
+            task_text="p",
+            embedding=[1.0],
+            bids=[{"agent": "small"}],
+            award_agent="small",
+            award_round="first",
+            provisional_agent="small",
+            verdict="passed",
+            total_tokens=33,
+            total_cost_usd=0.5,
+            created_at=T0,
+        )
+
+    command.upgrade(cfg, "head")
+
+    with engine.connect() as conn:
+        (execution,) = _rows(conn, "execution")
+        (step,) = _rows(conn, "executionstep")
+        (record,) = _rows(conn, "memoryrecord")
+        version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    assert version == "0002"
+    assert (execution["id"], execution["job_id"], execution["agent"], execution["answer"]) == (
+        1,
+        "j1",
+        "small",
+        "def f(): pass",
+    )
+    assert (execution["attempt"], execution["self_check"], execution["verdict"]) == (
+        0,
+        None,
+        "passed",
+    )
+    assert (execution["tokens_in"], execution["tokens_out"]) == (10, 20)
+    assert step["execution_id"] == 1
+    assert record["attempts"] == [] and record["bids"] == [{"agent": "small"}]
+    unique = {
+        tuple(u["column_names"]) for u in sa.inspect(engine).get_unique_constraints("execution")
+    }
+    assert unique == {("job_id", "attempt")}
+
+    # A second attempt of the job is allowed now; a second row for one attempt is not.
+    with engine.begin() as conn:
+        _execution(conn, 2, "large", attempt=1, bid_id=2, verdict="passed", self_check="passed")
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        _execution(conn, 3, "small", attempt=1, verdict="failed")
+    # Foreign keys are enforced again after the rebuild (SQLite switches them off around it).
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        _insert(conn, "executionstep", id=2, execution_id=99, index=0, role="assistant", **USAGE)
+
+    # Downgrading keeps one execution per job: the last attempt.
+    command.downgrade(cfg, "0001")
+    with engine.connect() as conn:
+        kept = _rows(conn, "execution")
+        steps = _rows(conn, "executionstep")
+    assert [(e["id"], e["agent"]) for e in kept] == [(2, "large")]
+    assert "attempt" not in kept[0]
+    assert steps == []  # the dropped attempt's steps went with it
+    command.upgrade(cfg, "head")

@@ -1,0 +1,272 @@
+"""Verification-aware awards (``self_check_fallback``): the executing agent's code is run on
+the prompt's own docstring examples, and a failed self-check hands the job to the next-best bid.
+
+Task bodies of workers.service called directly, in pipeline order, on a temporary SQLite memory
+with the scripted pool (as in test_service.py). Scripted qualities small 1 < medium 2 < large 3:
+large wins the auction, medium is the next-best bid, small the last.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from sqlmodel import col, select
+
+from broker.settings import PAPER_MECHANISM, Settings
+from models.db import init_db, session_scope
+from models.schemas import TaskSpec
+from models.tables import Bid, Execution, ExecutionStep, Job, MemoryRecord
+from tests.conftest import SCRIPTED_POOL
+from tests.workers.test_service import AGENTS, CountingLLM, FakeEmbed
+from workers import service
+from workers.pool import load_pool
+from workers.sandbox import SandboxResult
+from workers.selfcheck import has_visible_checks, self_check
+from workers.service import AuctionContext
+from workers.views import job_view
+from workers.weights import load_weights
+
+ADD = "def add(a, b):\n    return a + b\n"
+HIDDEN_TESTS = "def check(candidate):\n    assert candidate(2, 3) == 5\n"
+WITH_EXAMPLES = 'def add(a, b):\n    """Add two numbers.\n    >>> add(2, 3)\n    5\n    """\n'
+WITHOUT_EXAMPLES = "Write add(a, b) returning the sum of two numbers.\n"
+
+
+@pytest.fixture
+def llm() -> CountingLLM:
+    return CountingLLM()
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, llm: CountingLLM) -> AuctionContext:
+    url = f"sqlite:///{tmp_path}/t.db"
+    init_db(url)
+    settings = Settings(
+        database_url=url, pool_file=SCRIPTED_POOL, state_dir=tmp_path, self_check_fallback=1
+    )
+    return AuctionContext(
+        settings=settings,
+        pool=load_pool(SCRIPTED_POOL),
+        weights=load_weights(None),
+        llm=llm,
+        embed=FakeEmbed(),
+    )
+
+
+def spec(directives: str, prompt: str = WITH_EXAMPLES) -> TaskSpec:
+    return TaskSpec(
+        kind="coding",
+        prompt=f"{prompt}[[scripted {directives}]]\n[[solution]]\n{ADD}[[/solution]]\n",
+        tests=HIDDEN_TESTS,
+        entry_point="add",
+    )
+
+
+def run_job(ctx: AuctionContext, task: TaskSpec, job_id: str = "job-1") -> int:
+    """Every stage, as the Celery tasks chain them: execute attempt 0, then each fallback the
+    service plans, then the memory update; returns the memory record id."""
+    service.create_job(ctx, task, job_id)
+    for agent in AGENTS:
+        service.run_bid(ctx, job_id, agent, "first", None)
+    for juror in AGENTS:
+        service.run_jury(ctx, job_id, juror, "first", "all")
+    service.score_first_round(ctx, job_id)
+    service.decide_award(ctx, job_id)
+    attempt = 0
+    service.run_execution(ctx, job_id, attempt=attempt)
+    while service.plan_fallback(ctx, job_id, attempt) is not None:
+        attempt += 1
+        service.run_execution(ctx, job_id, attempt=attempt)
+    return service.update_memory(ctx, job_id)
+
+
+def executions(ctx: AuctionContext, job_id: str = "job-1") -> list[Execution]:
+    with session_scope(ctx.db_url) as s:
+        return list(
+            s.exec(
+                select(Execution).where(Execution.job_id == job_id).order_by(col(Execution.attempt))
+            )
+        )
+
+
+def executes(llm: CountingLLM) -> Counter[str]:
+    return Counter({agent: n for (agent, stage), n in llm.calls.items() if stage == "execute"})
+
+
+def test_failed_self_check_hands_the_job_to_the_next_best_bid(
+    ctx: AuctionContext, llm: CountingLLM
+) -> None:
+    record_id = run_job(ctx, spec("large.solve=fail"))
+    runs = executions(ctx)
+    assert [(e.attempt, e.agent, e.self_check, e.verdict) for e in runs] == [
+        (0, "large", "failed", "failed"),
+        (1, "medium", "passed", "passed"),
+    ]
+    assert runs[0].self_check_detail is not None and "examples failed" in runs[0].self_check_detail
+    assert executes(llm) == Counter({"large": 1, "medium": 1})
+    with session_scope(ctx.db_url) as s:
+        job = s.get(Job, "job-1")
+        record = s.get(MemoryRecord, record_id)
+        bids = {b.id: b for b in s.exec(select(Bid))}
+    assert job is not None and record is not None
+    assert (job.status, job.verdict) == ("done", "passed")
+    assert "self-check of large failed (attempt 0): fallback 1 to medium (first bid)" in job.notes
+    # The auction's award stays large; the answer and verdict are the fallback's.
+    assert (record.award_agent, record.verdict) == ("large", "passed")
+    assert record.attempts == [
+        {
+            "attempt": 0,
+            "bid_id": runs[0].bid_id,
+            "agent": "large",
+            "round": "first",
+            "status": runs[0].status,
+            "self_check": "failed",
+            "verdict": "failed",
+        },
+        {
+            "attempt": 1,
+            "bid_id": runs[1].bid_id,
+            "agent": "medium",
+            "round": "first",
+            "status": "done",
+            "self_check": "passed",
+            "verdict": "passed",
+        },
+    ]
+    assert bids[runs[1].bid_id].agent == "medium"
+    labels = {b["agent"]: (b["auction_label"], b["verified_label"]) for b in record.bids}
+    # Verified labels: the awarded plan failed (loser), the fallback passed (winner), the plan
+    # never executed lost to it. Auction labels stay the paper's.
+    assert labels == {
+        "large": ("win", "lose"),
+        "medium": ("lose", "win"),
+        "small": ("lose", "lose"),
+    }
+    # Totals count both attempts.
+    view = job_view(ctx, "job-1")
+    both = sum(e.tokens_in + e.tokens_out for e in runs)
+    assert runs[0].tokens_out > 0 and runs[1].tokens_out > 0
+    assert view["usage"]["execute"]["tokens"] == view["execution_tokens"] == both
+    assert view["execution_cost_usd"] == pytest.approx(sum(e.cost_usd for e in runs))
+    assert record.total_tokens == view["tokens"] and record.total_tokens > both
+    # The view lists every attempt; `execution` is the final one.
+    assert [(e["attempt"], e["agent"], e["self_check"]) for e in view["executions"]] == [
+        (0, "large", "failed"),
+        (1, "medium", "passed"),
+    ]
+    assert view["execution"] == view["executions"][-1]
+    assert view["execution"]["answer"] == runs[1].answer and view["verdict"] == "passed"
+    assert view["execution"]["steps"], "each attempt keeps its trace"
+
+
+def test_lever_off_executes_once_and_runs_no_self_check(
+    ctx: AuctionContext, llm: CountingLLM
+) -> None:
+    ctx.settings = ctx.settings.model_copy(update={"self_check_fallback": 0})
+    run_job(ctx, spec("large.solve=fail"))
+    runs = executions(ctx)
+    assert [(e.attempt, e.agent, e.self_check, e.verdict) for e in runs] == [
+        (0, "large", None, "failed")
+    ]
+    assert executes(llm) == Counter({"large": 1})
+    view = job_view(ctx, "job-1")
+    assert view["verdict"] == "failed" and len(view["executions"]) == 1
+
+
+def test_job_without_visible_examples_gets_no_self_check_and_no_fallback(
+    ctx: AuctionContext, llm: CountingLLM
+) -> None:
+    ctx.settings = ctx.settings.model_copy(update={"self_check_fallback": 3})
+    task = spec("large.solve=fail", prompt=WITHOUT_EXAMPLES)
+    assert not has_visible_checks(task) and task.tests is not None  # hidden tests only
+    run_job(ctx, task)
+    assert [(e.agent, e.self_check, e.verdict) for e in executions(ctx)] == [
+        ("large", None, "failed")
+    ]
+    assert executes(llm) == Counter({"large": 1})
+
+
+def test_fallback_count_is_limited(ctx: AuctionContext, llm: CountingLLM) -> None:
+    # One fallback allowed: medium fails too, small (the last bid) never executes.
+    record_id = run_job(ctx, spec("large.solve=fail medium.solve=fail"))
+    assert [(e.agent, e.self_check) for e in executions(ctx)] == [
+        ("large", "failed"),
+        ("medium", "failed"),
+    ]
+    assert executes(llm) == Counter({"large": 1, "medium": 1})
+    with session_scope(ctx.db_url) as s:
+        job = s.get(Job, "job-1")
+        record = s.get(MemoryRecord, record_id)
+    assert job is not None and record is not None
+    assert job.verdict == record.verdict == "failed"
+    assert any("no fallback left (SALE_SELF_CHECK_FALLBACK=1)" in n for n in job.notes)
+    labels = {b["agent"]: b["verified_label"] for b in record.bids}
+    assert labels == {"large": "lose", "medium": "lose", "small": None}
+
+
+def test_fallbacks_stop_when_every_agent_has_executed(
+    ctx: AuctionContext, llm: CountingLLM
+) -> None:
+    ctx.settings = ctx.settings.model_copy(update={"self_check_fallback": 3})
+    run_job(ctx, spec("large.solve=fail medium.solve=fail small.solve=fail"))
+    assert [e.agent for e in executions(ctx)] == ["large", "medium", "small"]
+    assert executes(llm) == Counter({"large": 1, "medium": 1, "small": 1})
+    with session_scope(ctx.db_url) as s:
+        job = s.get(Job, "job-1")
+    assert job is not None
+    assert any("no bid of another agent left" in n for n in job.notes)
+
+
+def test_redelivered_executions_leave_one_row_per_attempt(
+    ctx: AuctionContext, llm: CountingLLM
+) -> None:
+    run_job(ctx, spec("large.solve=fail"))
+    first = executions(ctx)
+    with session_scope(ctx.db_url) as s:
+        steps = len(s.exec(select(ExecutionStep)).all())
+    calls = Counter(llm.calls)
+    for e in first:
+        assert service.run_execution(ctx, "job-1", attempt=e.attempt) == e.id
+    assert service.plan_fallback(ctx, "job-1", 0) == "medium"  # the same hand-over again
+    assert service.plan_fallback(ctx, "job-1", 1) is None
+    again = executions(ctx)
+    assert [(e.id, e.attempt) for e in again] == [(e.id, e.attempt) for e in first]
+    with session_scope(ctx.db_url) as s:
+        assert len(s.exec(select(ExecutionStep)).all()) == steps
+    assert llm.calls == calls  # no model was called again
+
+
+def test_paper_mechanism_forces_the_lever_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SALE_SELF_CHECK_FALLBACK", "2")
+    assert Settings(_env_file=None).self_check_fallback == 2
+    monkeypatch.setenv("SALE_MECHANISM", "paper")
+    assert Settings(_env_file=None).self_check_fallback == 0
+    assert PAPER_MECHANISM["self_check_fallback"] == 0
+
+
+def test_self_check_runs_only_the_visible_examples() -> None:
+    task = spec("")
+    seen: list[str] = []
+
+    def runner(code: str, **_kw: object) -> SandboxResult:
+        seen.append(code)
+        return SandboxResult(
+            exit_code=0,
+            stdout="1 of 1 examples passed\n",
+            stderr="",
+            stopped=None,
+            duration_s=0.0,
+            network_isolation="netns",
+            process_isolation="pid_namespace",
+        )
+
+    result = self_check(task, ADD, runner=runner)
+    assert (result.value, result.detail) == ("passed", "1 of 1 examples passed")
+    assert seen[0].startswith(ADD) and "add(2, 3)" in seen[0]
+    assert "check(" not in seen[0]  # the hidden tests never run in a self-check
+    assert self_check(task, None, runner=runner).value == "failed"
+    assert len(seen) == 1
+    wrong = self_check(task, "def add(a, b):\n    return a - b\n")  # the real sandbox
+    assert wrong.value == "failed" and "got -1" in wrong.detail
