@@ -179,7 +179,13 @@ def run_record(
         check = coding_self_check(task, answer)
     else:
         check = search_self_check(answer, [s.get("observation") or "" for s in steps])
-    exec_cost = float(execution.get("cost_usd") or 0.0)
+    usage = view.get("usage") or {}
+    if usage:  # every execution attempt (self-check fallbacks) counts as execution, not auction
+        exec_tokens = int(usage["execute"]["tokens"])
+        exec_cost = float(usage["execute"]["cost_usd"])
+    else:
+        exec_tokens = int(view["tokens"]) - int(view["auction_tokens"])
+        exec_cost = float(execution.get("cost_usd") or 0.0)
     verdict = view.get("verdict") or "unknown"
     return {
         "bench": task.bench,
@@ -198,9 +204,10 @@ def run_record(
         "passed": verdict == "passed",
         "self_check": check,
         "steps": len(steps),
+        "attempts": len(view.get("executions") or [execution] if execution else []),
         "stop_reason": execution.get("stop_reason"),
         "tokens": int(view["tokens"]),
-        "auction_tokens": int(view["auction_tokens"]),
+        "auction_tokens": int(view["tokens"]) - exec_tokens,
         "cost_usd": float(view["cost_usd"]),
         "auction_cost_usd": max(0.0, float(view["cost_usd"]) - exec_cost),
         "wall_s": round(end - start, 3),
