@@ -13,7 +13,14 @@ from kombu import Queue
 from broker.settings import Settings, get_settings
 from workers.pool import CONTROL_QUEUE, Pool, load_pool
 
-CONTROL_TASKS = ("sale.job", "sale.judge", "sale.score", "sale.update", "sale.on_error")
+CONTROL_TASKS = (
+    "sale.job",
+    "sale.judge",
+    "sale.score",
+    "sale.shortcut",
+    "sale.update",
+    "sale.on_error",
+)
 MODEL_TASKS = ("sale.bid", "sale.jury")
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 

@@ -39,6 +39,9 @@ PAPER_MECHANISM: dict[str, object] = {
     "jury_debias": "none",  # the paper: each juror's own shuffle, raw 0-5 scores
     "jury_degenerate": "keep",  # the paper: a parsed score vector counts, constant or not
     "jury_min_weight": 0.0,  # the paper: every agent sits on the jury
+    "task_first_prompts": False,  # the paper's prompts: the system message, then the task
+    "memory_shortcut": 0.0,  # the paper: every job goes through the auction
+    "plan_mode": "follow",  # the paper: the winner executes its own plan
 }
 
 
@@ -114,6 +117,25 @@ class Settings(BaseSettings):
         description="Fallbacks allowed when the executing agent's code fails the prompt's own "
         "docstring examples (never the hidden tests): the job goes to the next-best bid of the "
         "auction's ranking, up to this many times; 0: off.",
+    )
+    task_first_prompts: bool = Field(
+        default=False,
+        description="Start every prompt of a job (its first message) with the same task block, "
+        "so a model server can reuse the cached prefix across the job's calls.",
+    )
+    memory_shortcut: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="0: off. Else a cosine similarity: when at least memory_shortcut_min past "
+        "jobs this similar all passed with the same cheapest agent, it gets the job without an "
+        "auction (its own bid, no jury, no refinement).",
+    )
+    memory_shortcut_min: int = Field(default=3, ge=1, le=256)
+    plan_mode: Literal["follow", "guidance"] = Field(
+        default="follow",
+        description="follow: execute the plan; guidance: the plan is advice the executing agent "
+        "revises when its own checks disagree.",
     )
     execute_max_tokens: int = Field(default=768, ge=16, le=32768)
     jury_max_tokens: int = Field(default=128, ge=16, le=4096)

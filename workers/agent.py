@@ -35,7 +35,7 @@ from workers.errors import ModelCallError, TransientModelError
 from workers.execution import ExecutionOutcome, Step, extract_answer, extract_code
 from workers.llm import LLMCall, Message, ToolCall
 from workers.pool import Agent
-from workers.prompts import render
+from workers.prompts import DEFAULT_STYLE, PromptStyle, plan_section, render, task_block, task_first
 from workers.tools import CODE_TOOLS, Toolbox, make_toolbox
 
 log = logging.getLogger(__name__)
@@ -306,18 +306,22 @@ def run_agent(
     progress: Progress | None = None,
     clock: Callable[[], float] = time.monotonic,
     max_invalid: int = MAX_INVALID_ACTIONS,
+    style: PromptStyle = DEFAULT_STYLE,
 ) -> ExecutionOutcome:
     """Run ``agent`` on ``spec`` following ``plan`` until a final answer or a limit.
 
     ``max_tokens`` caps each model call's output (and never exceeds the job's remaining token
     budget); ``max_invalid`` consecutive replies without a usable action stop the trace
-    (``invalid_actions``). Raises TransientModelError for the caller to retry; records
-    everything else.
+    (``invalid_actions``); ``style`` lays out the prompts (task first, plan as guidance).
+    Raises TransientModelError for the caller to retry; records everything else.
     """
     tools = toolbox or make_toolbox(spec)
     outcome = ExecutionOutcome(answer=None)
-    system = render(f"agent_system_{spec.kind}", tools=tools.describe(), plan=plan)
+    section = plan_section(spec.kind, plan, style)
+    system = render(f"agent_system_{spec.kind}", tools=tools.describe(), plan_section=section)
     user = render(f"agent_task_{spec.kind}", prompt=spec.prompt)
+    if style.task_first:
+        system, user = task_first(system, user, task_block(spec.kind, spec.prompt))
     messages: list[Message] = [
         {"role": "system", "content": system},
         {"role": "user", "content": user},

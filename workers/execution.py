@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from models.schemas import TaskSpec
 from workers.llm import LLMCall
 from workers.pool import Agent
+from workers.prompts import DEFAULT_STYLE, PromptStyle
 
 _FENCE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.S | re.I)
 # Small models write the next tool call into the final code block ("# Action: run_tests" then
@@ -71,7 +72,8 @@ class ExecutionOutcome:
 
 class Executor(Protocol):
     """Runs a plan for a job; raises only TransientModelError (retried by the task), records
-    every other model failure. ``progress`` (optional) hears (step number, last tool)."""
+    every other model failure. ``progress`` (optional) hears (step number, last tool);
+    ``style`` lays out the prompts."""
 
     def __call__(
         self,
@@ -82,6 +84,7 @@ class Executor(Protocol):
         max_tokens: int,
         *,
         progress: Callable[[int, str | None], None] | None = None,
+        style: PromptStyle = DEFAULT_STYLE,
     ) -> ExecutionOutcome: ...
 
 
@@ -121,12 +124,13 @@ def execute_coding(
     max_tokens: int,
     *,
     progress: Callable[[int, str | None], None] | None = None,
+    style: PromptStyle = DEFAULT_STYLE,
 ) -> ExecutionOutcome:
     """Coding executor: the agent loop with ``run_python`` and ``run_tests``; the answer is
     the program."""
     from workers.agent import run_agent  # the agent module builds on this one
 
-    return run_agent(spec, plan, agent, llm, max_tokens, progress=progress)
+    return run_agent(spec, plan, agent, llm, max_tokens, progress=progress, style=style)
 
 
 def execute_search(
@@ -137,11 +141,12 @@ def execute_search(
     max_tokens: int,
     *,
     progress: Callable[[int, str | None], None] | None = None,
+    style: PromptStyle = DEFAULT_STYLE,
 ) -> ExecutionOutcome:
     """Search executor: the agent loop with ``search`` and ``open``; the answer is short."""
     from workers.agent import run_agent  # the agent module builds on this one
 
-    return run_agent(spec, plan, agent, llm, max_tokens, progress=progress)
+    return run_agent(spec, plan, agent, llm, max_tokens, progress=progress, style=style)
 
 
 EXECUTORS: dict[str, Executor] = {"coding": execute_coding, "search": execute_search}

@@ -5,12 +5,14 @@ empty memory or one with fewer than k records simply returns what there is. Each
 carries two labels per bid: ``auction_label`` (the awarded bid won, the others lost: the paper)
 and ``verified_label`` (a plan whose execution passed won, an awarded plan that failed lost, the
 others are unlabelled). ``memory_label`` picks which one builds pairs; ``verified`` falls back
-to the auction labels for a record without a verdict.
+to the auction labels for a record without a verdict. With ``memory_shortcut`` on,
+:func:`shortcut_agent` decides whether the nearest records agree on one cheapest passing agent
+strongly enough to skip the auction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -42,6 +44,13 @@ class Pair:
 
 def nearest(query: Sequence[float], entries: Sequence[MemoryEntry], k: int) -> list[MemoryEntry]:
     """The ``k`` entries most cosine-similar to ``query``, most similar first."""
+    return [e for e, _sim in nearest_with_similarity(query, entries, k)]
+
+
+def nearest_with_similarity(
+    query: Sequence[float], entries: Sequence[MemoryEntry], k: int
+) -> list[tuple[MemoryEntry, float]]:
+    """(entry, cosine similarity) of the ``k`` entries nearest ``query``, most similar first."""
     if not entries or k <= 0:
         return []
     q = np.asarray(query, dtype=np.float64)
@@ -50,7 +59,50 @@ def nearest(query: Sequence[float], entries: Sequence[MemoryEntry], k: int) -> l
     sims = matrix @ q / np.where(norms == 0, 1.0, norms)
     # Stable order on ties: by similarity, then by record id (older first).
     order = sorted(range(len(entries)), key=lambda i: (-sims[i], entries[i].record_id))
-    return [entries[i] for i in order[:k]]
+    return [(entries[i], float(sims[i])) for i in order[:k]]
+
+
+def cheapest_passing_agent(entry: MemoryEntry, prices: Mapping[str, float]) -> str | None:
+    """The cheapest agent whose executed bid passed in this record, else None.
+
+    A bid executed and passed when its ``verified_label`` is ``win`` (the label says exactly
+    that, whatever ``memory_label`` builds pairs from); direct bids are never labelled. Agents
+    no longer in ``prices`` (the pool) do not count; ties go to the first name.
+    """
+    if entry.verdict != "passed":
+        return None
+    passed = {
+        str(b["agent"])
+        for b in entry.bids
+        if b.get("verified_label") == "win" and b.get("status", "ok") == "ok"
+    }
+    priced = [a for a in passed if a in prices]
+    return min(priced, key=lambda a: (prices[a], a)) if priced else None
+
+
+def shortcut_agent(
+    near: Sequence[tuple[MemoryEntry, float]],
+    prices: Mapping[str, float],
+    threshold: float,
+    min_records: int,
+) -> tuple[str, list[int]] | None:
+    """The agent memory is confident about, and the records that say so, or None.
+
+    Confident: at least ``min_records`` of ``near`` have similarity >= ``threshold``, each of
+    them has a verdict (passed or failed), and in each the cheapest agent whose executed bid
+    passed (:func:`cheapest_passing_agent`) is one and the same agent. A failed record, or one
+    where no pool agent's bid passed, breaks the agreement.
+    """
+    close = [e for e, sim in near if sim >= threshold]
+    if threshold <= 0 or len(close) < min_records:
+        return None
+    if any(e.verdict not in ("passed", "failed") for e in close):
+        return None
+    agents = {cheapest_passing_agent(e, prices) for e in close}
+    if len(agents) != 1:
+        return None
+    (agent,) = agents
+    return (agent, [e.record_id for e in close]) if agent is not None else None
 
 
 def bid_labels(

@@ -54,10 +54,12 @@ from workers.memory import (
     bid_labels,
     build_pairs,
     nearest,
+    nearest_with_similarity,
     render_pairs,
+    shortcut_agent,
 )
 from workers.pool import Pool
-from workers.prompts import render
+from workers.prompts import PromptStyle, render, task_block, task_first
 from workers.selfcheck import has_visible_checks, self_check
 from workers.verdict import judge_answer
 from workers.weights import Weights
@@ -78,6 +80,7 @@ STATUSES = (
 TERMINAL = {"done", "failed", "cancelled"}
 TOOLS = {"coding": "a Python sandbox, the task's examples", "search": "search, open document"}
 DIRECT = "direct"  # the round of a job assigned to a named agent without an auction
+SHORTCUT = "shortcut"  # the round of a job memory awarded without an auction (memory_shortcut)
 DIRECT_PLAN = (
     "1. Read the task and restate what the answer must be. 2. Work it out step by step with "
     "the tools. 3. Check your answer with the tools where you can and fix what is wrong. "
@@ -177,6 +180,20 @@ def add_note(ctx: AuctionContext, job_id: str, note: str) -> None:
 # --- bids ---------------------------------------------------------------------------------
 
 
+def prompt_style(ctx: AuctionContext) -> PromptStyle:
+    """The prompt layout the settings ask for (task first, plan as guidance)."""
+    return PromptStyle(ctx.settings.task_first_prompts, ctx.settings.plan_mode)
+
+
+def job_messages(ctx: AuctionContext, spec: TaskSpec, user: str) -> list[dict[str, str]]:
+    """The chat messages of a bid, refine or jury call: the system prompt, then ``user``;
+    with ``task_first_prompts`` the task block heads the system message instead."""
+    system = render("system")
+    if ctx.settings.task_first_prompts:
+        system, user = task_first(system, user, task_block(spec.kind, spec.prompt))
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
 def _bid_row(s: Session, job_id: str, agent: str, round_: str) -> Bid | None:
     return s.exec(
         select(Bid).where(Bid.job_id == job_id, Bid.agent == agent, Bid.round == round_)
@@ -195,7 +212,8 @@ def _insert_once(ctx: AuctionContext, row: Any) -> None:
 def run_bid(
     ctx: AuctionContext, job_id: str, agent_name: str, round_: str, memory_ids: list[int] | None
 ) -> int:
-    """Collect one bid (``first``) or refined bid (``refined``); returns the bid id.
+    """Collect one bid (``first``, or ``shortcut``: the same prompt) or refined bid
+    (``refined``); returns the bid id.
 
     Raises TransientModelError for the task layer to retry; any other failure is recorded as
     a failed bid.
@@ -215,7 +233,7 @@ def run_bid(
     agent = ctx.pool.get(agent_name)
     max_words = max(20, ctx.settings.bid_max_tokens * 3 // 4)
     pairs_used: list[int] = []
-    if round_ == "first":
+    if round_ != "refined":
         prompt = render(
             "bid", kind=spec.kind, prompt=spec.prompt, max_words=max_words, tools=TOOLS[spec.kind]
         )
@@ -235,15 +253,12 @@ def run_bid(
             pairs=render_pairs(pairs),
             max_words=max_words,
         )
-    messages = [
-        {"role": "system", "content": render("system")},
-        {"role": "user", "content": prompt},
-    ]
+    messages = job_messages(ctx, spec, prompt)
     try:
         result = ctx.llm(
             agent,
             messages,
-            stage="bid" if round_ == "first" else "refine",
+            stage="refine" if round_ == "refined" else "bid",
             max_tokens=ctx.settings.bid_max_tokens,
             logprobs=True,
             top_logprobs=ctx.settings.top_logprobs,
@@ -373,10 +388,7 @@ def run_jury(ctx: AuctionContext, job_id: str, juror: str, round_: str, target: 
         try:
             result = ctx.llm(
                 agent,
-                [
-                    {"role": "system", "content": render("system")},
-                    {"role": "user", "content": prompt},
-                ],
+                job_messages(ctx, spec, prompt),
                 stage="jury",
                 max_tokens=ctx.settings.jury_max_tokens,
                 timeout=ctx.settings.llm_timeout_s,
@@ -633,6 +645,83 @@ def assign_direct(ctx: AuctionContext, job_id: str, agent_name: str) -> Award:
         return s.exec(select(Award).where(Award.job_id == job_id)).one()
 
 
+def memory_shortcut(ctx: AuctionContext, job_id: str) -> str | None:
+    """The agent the memory shortcut gives the job to without an auction, or None.
+
+    Off unless ``memory_shortcut`` > 0. Among the ``max(memory_k, memory_shortcut_min)``
+    memory records of the job's kind nearest its task (direct jobs' records excluded: no
+    auction, no agent's plan), :func:`workers.memory.shortcut_agent` decides: at least
+    ``memory_shortcut_min`` records with similarity >= ``memory_shortcut``, each with a verdict,
+    and in each the same cheapest agent whose executed bid passed. A decision adds a job note
+    naming the records. A job whose auction has begun (first-round bids) never takes the
+    shortcut; one that took it gets the same agent again (a redelivered start).
+    """
+    threshold = ctx.settings.memory_shortcut
+    if threshold <= 0:
+        return None
+    with session_scope(ctx.db_url) as s:
+        kind = load_job(s, job_id, ctx.db_url).kind
+        rounds = {b.round: b.agent for b in s.exec(select(Bid).where(Bid.job_id == job_id))}
+        records = list(
+            s.exec(
+                select(MemoryRecord).where(
+                    MemoryRecord.kind == kind, MemoryRecord.award_round != DIRECT
+                )
+            )
+        )
+    if "first" in rounds or SHORTCUT in rounds:
+        return None if "first" in rounds else rounds[SHORTCUT]
+    least = ctx.settings.memory_shortcut_min
+    if len(records) < least:
+        return None
+    query = job_embedding(ctx, job_id)
+    near = nearest_with_similarity(
+        query, [_entry(r) for r in records], max(ctx.settings.memory_k, least)
+    )
+    prices = {a.name: a.output_price for a in ctx.pool.agents}
+    found = shortcut_agent(near, prices, threshold, least)
+    if found is None:
+        return None
+    agent, record_ids = found
+    add_note(
+        ctx,
+        job_id,
+        f"memory shortcut: {agent} was the cheapest agent that passed in each of memory "
+        f"records {record_ids} (similarity >= {threshold:g}); no auction",
+    )
+    log.info("job %s: memory shortcut to %s (records %s)", job_id, agent, record_ids)
+    return agent
+
+
+def award_shortcut(ctx: AuctionContext, job_id: str) -> Award | None:
+    """Award the job to its ``shortcut`` bid, or None when that bid failed (run the auction).
+
+    The one bid is scored like any bid (no jury: its value is the entropy term alone) and the
+    award, of round ``shortcut``, carries that score. Idempotent: a redelivery finds the award.
+    """
+    with session_scope(ctx.db_url) as s:
+        existing = s.exec(select(Award).where(Award.job_id == job_id)).first()
+        if existing is not None:
+            return existing
+        bid = s.exec(select(Bid).where(Bid.job_id == job_id, Bid.round == SHORTCUT)).first()
+        if bid is None or bid.status != "ok":
+            return None
+        _score_bids(ctx, s, job_id, [bid])
+        assert bid.id is not None and bid.score is not None
+        award = Award(
+            job_id=job_id,
+            bid_id=bid.id,
+            agent=bid.agent,
+            round=SHORTCUT,
+            score=bid.score,
+            provisional_agent=bid.agent,
+            provisional_score=bid.score,
+        )
+    _insert_once(ctx, award)
+    with session_scope(ctx.db_url) as s:
+        return s.exec(select(Award).where(Award.job_id == job_id)).one()
+
+
 # --- execution, verdict, memory -----------------------------------------------------------
 
 
@@ -721,7 +810,9 @@ def run_execution(
         plan = bid.plan or ""
     agent = ctx.pool.get(bid.agent)
     max_tokens = min(ctx.settings.execute_max_tokens, spec.limits.max_tokens)
-    outcome = EXECUTORS[spec.kind](spec, plan, agent, ctx.llm, max_tokens, progress=progress)
+    outcome = EXECUTORS[spec.kind](
+        spec, plan, agent, ctx.llm, max_tokens, progress=progress, style=prompt_style(ctx)
+    )
     verdict = judge_answer(spec, outcome.answer)
     if outcome.error and verdict.value == "unknown":
         detail = f"execution failed: {outcome.error}"

@@ -24,13 +24,17 @@ from workers.context import get_context
 from workers.errors import AuctionError, TransientModelError
 from workers.pool import CONTROL_QUEUE
 from workers.service import (
+    SHORTCUT,
     AuctionContext,
+    add_note,
     assign_direct,
+    award_shortcut,
     create_job,
     decide_award,
     fail_job,
     has_bids,
     jury_targets,
+    memory_shortcut,
     plan_fallback,
     record_abstention,
     record_failed_bid,
@@ -115,6 +119,14 @@ def build_bid_round(
     return chord(group(header), judge_round.si(job_id, round_).set(queue=CONTROL_QUEUE))
 
 
+def build_shortcut(ctx: AuctionContext, job_id: str, agent: str) -> Any:
+    """The memory shortcut: ``agent``'s one bid on its queue, then its award on control."""
+    return chain(
+        collect_bid.si(job_id, agent, SHORTCUT, None).set(queue=ctx.pool.get(agent).queue),
+        award_shortcut_bid.si(job_id).set(queue=CONTROL_QUEUE),
+    )
+
+
 def build_execution(ctx: AuctionContext, job_id: str, agent: str) -> Any:
     """Execution on the winner's queue, then the memory update on control."""
     return chain(
@@ -132,7 +144,8 @@ def start_job(
     self: Task, job_id: str, spec: dict[str, Any] | None = None, agent: str | None = None
 ) -> Any:
     """Start a job: create the job row if a spec is given, then fan the bids out, or, with
-    ``agent``, skip the auction and send the execution straight to that agent's queue.
+    ``agent``, skip the auction and send the execution straight to that agent's queue, or,
+    when the memory shortcut applies, collect only the agent memory agrees on.
 
     Queue: sale.control. Idempotent (the job row, status events and a direct award are keyed
     by the job id). No retries: it only writes to the database and dispatches.
@@ -146,6 +159,9 @@ def start_job(
         return self.replace(build_execution(ctx, job_id, award.agent))
     set_status(ctx, job_id, "bidding")
     _publish(self, "BIDDING", job_id)
+    shortcut = memory_shortcut(ctx, job_id)
+    if shortcut is not None:
+        return self.replace(build_shortcut(ctx, job_id, shortcut))
     return self.replace(build_bid_round(ctx, job_id, "first"))
 
 
@@ -237,6 +253,23 @@ def score_round(self: Task, job_id: str, round_: str) -> Any:
             return self.replace(build_bid_round(ctx, job_id, "refined", outcome.refiners))
     award = decide_award(ctx, job_id)
     set_status(ctx, job_id, "executing", f"awarded to {award.agent} ({award.round} bid)")
+    return self.replace(build_execution(ctx, job_id, award.agent))
+
+
+@shared_task(bind=True, name="sale.shortcut")
+@_stage
+def award_shortcut_bid(self: Task, job_id: str) -> Any:
+    """Award the job to its memory-shortcut bid and send it to execution; if that bid failed,
+    run the auction after all.
+
+    Queue: sale.control. Idempotent (one award per job). No retries (database only).
+    """
+    ctx = get_context()
+    award = award_shortcut(ctx, job_id)
+    if award is None:
+        add_note(ctx, job_id, "memory shortcut: its bid failed, so the auction runs")
+        return self.replace(build_bid_round(ctx, job_id, "first"))
+    set_status(ctx, job_id, "executing", f"awarded to {award.agent} (memory shortcut)")
     return self.replace(build_execution(ctx, job_id, award.agent))
 
 

@@ -27,7 +27,7 @@ from models.tables import (
     MemoryRecord,
     StatusEvent,
 )
-from workers.service import DIRECT, AuctionContext, attempts_of, job_usage, load_job
+from workers.service import DIRECT, SHORTCUT, AuctionContext, attempts_of, job_usage, load_job
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
@@ -151,7 +151,7 @@ def job_view(ctx: AuctionContext, job_id: str, steps: bool = True) -> dict[str, 
             "execution": attempts[-1] if attempts else None,
             "executions": attempts,
             "verdict": job.verdict or (execution.verdict if execution else None),
-            "mode": "direct" if award is not None and award.round == DIRECT else "auction",
+            "mode": _mode(award),
             "tokens": tokens,
             "auction_tokens": tokens - exec_tokens,
             "cost_usd": cost,
@@ -166,6 +166,13 @@ def job_view(ctx: AuctionContext, job_id: str, steps: bool = True) -> dict[str, 
             "created_at": job.created_at.isoformat(),
             "updated_at": job.updated_at.isoformat(),
         }
+
+
+def _mode(award: Award | None) -> str:
+    """How the job was given out: ``direct``, ``shortcut`` (memory, no auction) or ``auction``."""
+    if award is not None and award.round in (DIRECT, SHORTCUT):
+        return award.round
+    return "auction"
 
 
 def job_summary(ctx: AuctionContext, job_id: str, record_id: int | None = None) -> dict[str, Any]:

@@ -26,3 +26,44 @@ def test_custom_mechanism_keeps_each_setting(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("SALE_JURY_MODE", "batched")
     s = Settings(_env_file=None)
     assert s.mechanism == "custom" and s.refine is False and s.jury_mode == "batched"
+
+
+LEVERS_ON = {
+    "SALE_TASK_FIRST_PROMPTS": "true",
+    "SALE_MEMORY_SHORTCUT": "0.9",
+    "SALE_MEMORY_SHORTCUT_MIN": "2",
+    "SALE_PLAN_MODE": "guidance",
+}
+
+
+def test_issue6_prompt_and_shortcut_levers_default_off_and_read_their_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SALE_MECHANISM", raising=False)
+    for name in LEVERS_ON:
+        monkeypatch.delenv(name, raising=False)
+    off = Settings(_env_file=None)
+    assert (off.task_first_prompts, off.memory_shortcut, off.plan_mode) == (False, 0.0, "follow")
+    assert off.memory_shortcut_min == 3
+    for name, value in LEVERS_ON.items():
+        monkeypatch.setenv(name, value)
+    on = Settings(_env_file=None)
+    assert (on.task_first_prompts, on.memory_shortcut, on.plan_mode) == (True, 0.9, "guidance")
+    assert on.memory_shortcut_min == 2
+
+
+def test_paper_mechanism_turns_the_prompt_and_shortcut_levers_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in LEVERS_ON.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SALE_MECHANISM", "paper")
+    s = Settings(_env_file=None)
+    assert (s.task_first_prompts, s.memory_shortcut, s.plan_mode) == (False, 0.0, "follow")
+    assert {"task_first_prompts", "memory_shortcut", "plan_mode"} <= set(PAPER_MECHANISM)
+
+
+def test_memory_shortcut_threshold_is_a_similarity(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SALE_MEMORY_SHORTCUT", "1.5")
+    with pytest.raises(ValueError, match="memory_shortcut"):
+        Settings(_env_file=None)

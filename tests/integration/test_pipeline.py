@@ -309,6 +309,40 @@ def test_refinement_off_awards_the_provisional_winner_despite_memory_pairs(
     assert view["usage"]["refine"] == {"tokens": 0, "cost_usd": 0.0}
 
 
+def test_memory_shortcut_gives_the_job_to_the_agent_memory_agrees_on(
+    stack: AuctionContext,
+) -> None:
+    # Three earlier auctions of this task: small's plan scores best, so the cheapest agent wins
+    # each, and its execution passes.
+    spec = coding_spec("small.bid=5", prompt="Shortcut: small solved this before; write add(a, b).")
+    for _ in range(3):
+        seed = wait(submit(spec, stack))
+        assert (seed["award"]["agent"], seed["verdict"]) == ("small", "passed")
+    original = stack.settings
+    stack.settings = original.model_copy(update={"memory_shortcut": 0.99})
+    try:
+        with published() as sent, model_calls(stack) as calls:
+            job_id = submit(spec, stack)
+            assert wait(job_id)["status"] == "done"
+    finally:
+        stack.settings = original
+    assert sorted(calls) == [("small", "bid"), ("small", "execute")]  # one bid, no jury
+    view = job_view(stack, job_id)
+    assert [h["status"] for h in view["history"]] == [
+        "queued",
+        "bidding",
+        "executing",
+        "updating",
+        "done",
+    ]
+    assert view["mode"] == "shortcut" and view["award"]["round"] == "shortcut"
+    assert [(b["agent"], b["round"]) for b in view["bids"]] == [("small", "shortcut")]
+    assert view["jury_calls"] == [] and view["verdict"] == "passed"
+    assert any(n.startswith("memory shortcut: small") for n in view["notes"])
+    mine = {task for task, _q, args in sent if args and args[0] == job_id}
+    assert "sale.shortcut" in mine and not mine & {"sale.jury", "sale.judge", "sale.score"}
+
+
 EXAMPLES_PROMPT = 'def add(a, b):\n    """Add two numbers.\n    >>> add(2, 3)\n    5\n    """'
 
 

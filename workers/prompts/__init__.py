@@ -1,14 +1,20 @@
 """Prompt templates (package data), rendered strictly: a missing variable is an error.
 
-Every prompt that concerns a job starts with the task text, so a model server that caches
-prompt prefixes can reuse it across the job's bid, jury and refine calls.
+Every user prompt that concerns a job starts with the task block (``task.txt``). Chat templates
+put the system message first, though, so only with ``task_first_prompts`` does a job's every
+call (bid, jury, refine, execution) start with the same bytes: :func:`task_first` moves the
+task block to the head of the system message, and a model server that caches prompt prefixes
+(llama.cpp) reuses it across the job's calls. The executing agent's plan section is
+``plan_follow`` (execute the plan) or ``plan_guidance_<kind>`` (advice it may revise).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from string import Template
+from typing import Literal
 
 
 @cache
@@ -23,3 +29,38 @@ def render(name: str, **values: object) -> str:
         return _template(name).substitute({k: str(v) for k, v in values.items()}).strip()
     except KeyError as exc:
         raise KeyError(f"prompt template {name!r} needs variable {exc.args[0]!r}") from exc
+
+
+@dataclass(frozen=True)
+class PromptStyle:
+    """How a job's prompts are laid out (settings ``task_first_prompts`` and ``plan_mode``)."""
+
+    task_first: bool = False
+    plan_mode: Literal["follow", "guidance"] = "follow"
+
+
+DEFAULT_STYLE = PromptStyle()
+"""Today's layout: the system message first, the plan to be followed."""
+
+
+def task_block(kind: str, prompt: str) -> str:
+    """The task block every job prompt starts with: ``TASK (<kind>):`` and the task text."""
+    return render("task", kind=kind, prompt=prompt)
+
+
+def task_first(system: str, user: str, task: str) -> tuple[str, str]:
+    """(system, user) with the task block at the head of the system message.
+
+    The block is taken off the head of ``user`` (every job template starts with it), so the
+    task is sent once; a user message that does not start with it is left whole.
+    """
+    if user.startswith(task):
+        user = user[len(task) :].lstrip()
+    return f"{task}\n\n{system}", user
+
+
+def plan_section(kind: str, plan: str, style: PromptStyle) -> str:
+    """The plan part of the executing agent's system prompt: ``follow`` or ``guidance``."""
+    if style.plan_mode == "guidance":
+        return render(f"plan_guidance_{kind}", plan=plan)
+    return render("plan_follow", plan=plan)
