@@ -56,6 +56,9 @@ log = logging.getLogger(__name__)
 
 Matrix = NDArray[np.float64]
 
+#: Bid rounds of jobs that skipped the auction (one bid, nothing to rank).
+NO_AUCTION_ROUNDS = ("direct", "shortcut")
+
 _STATUS = {0: "optimal", 1: "time_limit", 2: "infeasible", 3: "unbounded", 4: "solver_error"}
 
 
@@ -360,6 +363,8 @@ def auctions_from_memory(
     """
     out = []
     for rec in records:
+        if any(raw.get("round") in NO_AUCTION_ROUNDS for raw in rec.get("bids", [])):
+            continue  # a direct or shortcut job had no auction to learn from
         verdict = str(rec.get("verdict", "unknown"))
         bids: list[TrainingBid] = []
         wins: list[int] = []

@@ -357,3 +357,20 @@ def test_auctions_from_outcomes_target_the_cheapest_solver() -> None:
     got = auctions_from_outcomes(features, solved)
     assert [a.target for a in got] == [2, 1, None, None]
     assert got[0].bids == bids and features[0].target is None  # inputs untouched
+
+
+def test_auctions_from_memory_skips_jobs_without_an_auction() -> None:
+    skipped = [
+        {
+            "job_id": "d",
+            "verdict": "passed",
+            "bids": [_mem_bid("cheap", "win", "win", round="direct")],
+        },
+        {
+            "job_id": "s",
+            "verdict": "passed",
+            "bids": [_mem_bid("mid", "win", "win", round="shortcut")],
+        },
+    ]
+    got = auctions_from_memory([*RECORDS, *skipped], "auction", prices=PRICES)
+    assert [a.task_id for a in got] == ["passed", "failed", "unknown"]
