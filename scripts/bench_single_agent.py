@@ -45,11 +45,13 @@ def main(
     max_tokens: int = 512,
     agents: str = "",
     serve: bool = True,
+    resume: bool = False,
 ) -> None:
     """Run each agent of the pool alone on the first ``limit`` problems.
 
     ``--agents a,b`` runs only those agents and keeps the other agents' stored rows (each
-    agent's rows say when they were made); ``--no-serve`` uses model servers already running.
+    agent's rows say when they were made); ``--no-serve`` uses model servers already running;
+    ``--resume`` keeps the chosen agents' stored rows too and runs only the problems missing.
     """
     from urllib.parse import urlparse
 
@@ -86,6 +88,9 @@ def main(
         if name not in chosen and name in results
     }
     results.update(kept)
+    if resume:
+        for name in chosen:
+            results[name] = list(previous.get("per_task", {}).get(name, []))
     command = f"python -m scripts.bench_single_agent --limit {limit}" + (
         f" --agents {agents}" if agents else ""
     )
@@ -96,7 +101,10 @@ def main(
 
     def run(agent_name: str, after_each: Any = None) -> None:
         agent = pool.get(agent_name)
+        done = {r["task_id"] for r in results[agent_name]}
         for p in problems:
+            if p["task_id"] in done:
+                continue
             spec = TaskSpec(
                 kind="coding",
                 name=p["task_id"],
