@@ -33,6 +33,9 @@ def eval_command(
     ] = None,
     out: Annotated[Path, typer.Option(help="where the results go")] = Path("docs/results"),
     plots: Annotated[bool, typer.Option(help="write the PNG plots")] = True,
+    report_only: Annotated[
+        bool, typer.Option(help="run nothing: write the results of the stored runs")
+    ] = False,
     pool: Annotated[
         Path | None, typer.Option("--pool", help="agent pool TOML (default: the local pool)")
     ] = None,
@@ -116,6 +119,7 @@ def eval_command(
                 on_progress=advance,
                 embed=embed,
                 plots=plots,
+                report_only=report_only,
             )
         except KeyboardInterrupt:
             err.print(f"[yellow]stopped[/yellow]: finished jobs are kept in {wdir}; rerun to go on")

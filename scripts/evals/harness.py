@@ -240,6 +240,7 @@ def evaluate(
     on_progress: Callable[[str, int], None],
     embed: Embed | None,
     plots: bool = True,
+    report_only: bool = False,
 ) -> dict[str, Any]:
     """Run what is not yet stored, then write the results; returns the document."""
     from scripts.evals.runner import LiveRunner, live_work
@@ -278,6 +279,12 @@ def evaluate(
             last_write[0] = time.monotonic()
 
     remaining = live_work(plan, store)
+    if report_only:
+        notes.append(
+            "report only: jobs still to run: "
+            + (", ".join(f"{k} {v}" for k, v in remaining.items() if v) or "none")
+        )
+        return doc(not sum(remaining.values()))
     if sum(remaining.values()):
         runner = LiveRunner(settings, pool, work_dir, on_progress=progress)
         with runner.running():
