@@ -302,8 +302,9 @@ def evaluate(
                 _, why = fit_from_train(store, pool, weights_path, bench)
                 notes.append(why)
             fitted = weights_path if weights_path.exists() else settings.weights_file
-            for method in plan.live:
-                for order in range(plan.orders):
+            # Orders outer, methods inner: a run stopped early has every method's first order.
+            for order in range(plan.orders):
+                for method in plan.live:
                     name = stream_name(method, order, len(plan.test))
                     segment = Segment(name, variant_env(method), fitted)
                     runner.run_stream(store, method, order, task_order(plan.test, order), segment)
