@@ -108,11 +108,7 @@ def plots(doc: dict[str, Any], out_dir: Path) -> list[Path]:
     ax.set_ylabel("pass@1")
     ax.set_title(f"{doc['bench']}: pass@1 against cost ({doc['n_tasks']} test tasks)")
     ax.grid(alpha=0.3)
-    path = out_dir / f"{doc['bench']}_pass_vs_cost.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(fig, out_dir / f"{doc['bench']}_pass_vs_cost.png"))
 
     curves = doc.get("win_share") or {}
     if curves:
@@ -126,12 +122,18 @@ def plots(doc: dict[str, Any], out_dir: Path) -> list[Path]:
         ax.set_title(f"{doc['bench']}: cheaper agents' win share as memory grows")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        path = out_dir / f"{doc['bench']}_win_share.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out_dir / f"{doc['bench']}_win_share.png"))
     return written
+
+
+def _save(fig: Any, path: Path) -> Path:
+    """Lay out, write as PNG and close a figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def write(doc: dict[str, Any], out_dir: Path, with_plots: bool = True) -> list[Path]:

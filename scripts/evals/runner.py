@@ -317,24 +317,19 @@ class LiveRunner:
                     return job.id
         return None
 
-    def _wait(self, ctx: Any, job_ids: Sequence[str]) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Yield (job id, full view) as each job reaches a terminal status."""
+    def _finished(self, ctx: Any, job_id: str, since: float, what: str) -> dict[str, Any] | None:
+        """The job's full view once it is terminal; None while it runs; TimeoutError when it
+        has run longer than ``job_timeout_s`` (``since`` is when it was submitted)."""
         from workers.views import job_view
 
-        pending = list(job_ids)
-        started = time.monotonic()
-        while pending:
-            for job_id in list(pending):
-                if job_view(ctx, job_id, steps=False)["status"] in TERMINAL:
-                    pending.remove(job_id)
-                    yield job_id, job_view(ctx, job_id)
-            if pending:
-                if time.monotonic() - started > self.job_timeout_s * max(1, len(pending)):
-                    raise TimeoutError(
-                        f"{len(pending)} jobs not finished after {time.monotonic() - started:.0f}s"
-                        f"; see the worker logs in {self.work_dir / 'runtime' / 'logs'}"
-                    )
-                time.sleep(1.0)
+        if job_view(ctx, job_id, steps=False)["status"] in TERMINAL:
+            return job_view(ctx, job_id)
+        if time.monotonic() - since > self.job_timeout_s:
+            raise TimeoutError(
+                f"job {job_id} ({what}) not finished after {self.job_timeout_s:.0f}s; "
+                f"see the worker logs in {self.work_dir / 'runtime' / 'logs'}"
+            )
+        return None
 
     def run_direct(
         self, store: RunStore, work: Sequence[tuple[BenchTask, str]], segment: Segment
@@ -345,7 +340,6 @@ class LiveRunner:
             return
         import broker.app  # noqa: F401  (the Celery app the submissions go through)
         from workers.canvas import submit
-        from workers.views import job_view
 
         ctx = self._enter(segment)
         queues: dict[str, list[BenchTask]] = {}
@@ -364,15 +358,10 @@ class LiveRunner:
             start_next(agent)
         while running:
             for job_id, (task, agent, since) in list(running.items()):
-                if job_view(ctx, job_id, steps=False)["status"] not in TERMINAL:
-                    if time.monotonic() - since > self.job_timeout_s:
-                        raise TimeoutError(
-                            f"job {job_id} ({task.task_id} on {agent}) not finished after "
-                            f"{self.job_timeout_s:.0f}s; see {self.work_dir / 'runtime' / 'logs'}"
-                        )
+                view = self._finished(ctx, job_id, since, f"{task.task_id} on {agent}")
+                if view is None:
                     continue
                 del running[job_id]
-                view = job_view(ctx, job_id)
                 store.add(run_record(task, view, f"single:{agent}", 0, 0))
                 self.on_progress(f"single:{agent} {task.task_id} {view['verdict']}", 1)
                 start_next(agent)
@@ -402,11 +391,11 @@ class LiveRunner:
             job_id = self.finished_job(ctx, task.task_id, None) or submit(
                 task.spec.model_dump(mode="json"), ctx
             )
-            for _, view in self._wait(ctx, [job_id]):
-                store.add(
-                    {**run_record(task, view, method, order, position), "stream": segment.name}
-                )
-                self.on_progress(f"{method} o{order} {task.task_id} {view['verdict']}", 1)
+            since = time.monotonic()
+            while (view := self._finished(ctx, job_id, since, task.task_id)) is None:
+                time.sleep(1.0)
+            store.add({**run_record(task, view, method, order, position), "stream": segment.name})
+            self.on_progress(f"{method} o{order} {task.task_id} {view['verdict']}", 1)
 
 
 def _no_model_calls(*args: Any, **kwargs: Any) -> Any:
