@@ -14,9 +14,9 @@ from typing import Any
 
 from celery.canvas import Signature
 
-from workers.context import get_context
+from workers.context import AuctionContext, get_context
+from workers.jobs import create_job
 from workers.pool import CONTROL_QUEUE
-from workers.service import AuctionContext, create_job
 from workers.spec import validate_spec
 from workers.tasks import on_pipeline_error, start_job
 

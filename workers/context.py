@@ -1,17 +1,37 @@
-"""The per-process auction context: settings, pool, weights, model caller, embedder.
+"""The auction context: settings, pool, weights, model caller, embedder; one per process.
 
-Built lazily on first use in each worker process (never at import), from the settings. Tests and
+:class:`AuctionContext` is everything a stage needs besides ids. This process's context is built
+lazily on first use in each worker process (never at import), from the settings. Tests and
 benchmarks may install their own context with ``set_context`` (e.g. to inject a model caller).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from broker.settings import get_settings
-from workers.pool import load_pool
-from workers.service import AuctionContext
-from workers.weights import load_weights
+from broker.settings import Settings, get_settings
+from workers.llm import LLMCall
+from workers.pool import Pool, load_pool
+from workers.weights import Weights, load_weights
+
+
+@dataclass
+class AuctionContext:
+    """Everything a stage needs besides ids: configuration and injected callables."""
+
+    settings: Settings
+    pool: Pool
+    weights: Weights
+    llm: LLMCall
+    embed: Callable[[list[str]], list[list[float]]]
+    db_url: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if not self.db_url:
+            self.db_url = self.settings.effective_database_url
+
 
 _context: AuctionContext | None = None
 _lock = threading.Lock()

@@ -1,7 +1,9 @@
 """The Celery tasks: thin wrappers that read as the auction's stages in Flower.
 
-Each task loads by id, calls one function of :mod:`workers.service`, and either returns a small
-JSON value or replaces itself with the next stage's canvas (dynamic fan-out without blocking).
+Each task loads by id, calls one stage function (:mod:`workers.jobs`, :mod:`workers.bidding`,
+:mod:`workers.judging`, :mod:`workers.awarding`, :mod:`workers.attempts`,
+:mod:`workers.memory_update`), and either returns a small JSON value or replaces itself with the
+next stage's canvas (dynamic fan-out without blocking).
 All tasks are idempotent and acknowledged late (a redelivery finds the rows already written).
 Model calls are retried by Celery only (exponential backoff with jitter, on the typed transient
 errors); when retries run out, a bid becomes a failed bid and a juror abstains, so the auction
@@ -20,32 +22,22 @@ from celery import Task, chain, chord, group, shared_task
 from celery.exceptions import TaskPredicate
 from celery.utils.log import get_task_logger
 
-from workers.context import get_context
-from workers.errors import AuctionError, TransientModelError
-from workers.pool import CONTROL_QUEUE
-from workers.service import (
+from workers.attempts import plan_fallback, record_failed_execution, run_execution
+from workers.awarding import (
     SHORTCUT,
-    AuctionContext,
-    add_note,
     assign_direct,
     award_shortcut,
-    create_job,
     decide_award,
-    fail_job,
-    has_bids,
-    jury_targets,
     memory_shortcut,
-    plan_fallback,
-    record_abstention,
-    record_failed_bid,
-    record_failed_execution,
-    run_bid,
-    run_execution,
-    run_jury,
     score_first_round,
-    set_status,
-    update_memory,
 )
+from workers.bidding import has_bids, record_failed_bid, run_bid
+from workers.context import AuctionContext, get_context
+from workers.errors import AuctionError, TransientModelError
+from workers.jobs import add_note, create_job, fail_job, set_status
+from workers.judging import jury_targets, record_abstention, run_jury
+from workers.memory_update import update_memory
+from workers.pool import CONTROL_QUEUE
 from workers.spec import validate_spec
 
 logger = get_task_logger(__name__)

@@ -27,7 +27,10 @@ from models.tables import (
     MemoryRecord,
     StatusEvent,
 )
-from workers.service import DIRECT, SHORTCUT, AuctionContext, attempts_of, job_usage, load_job
+from workers.attempts import attempts_of
+from workers.awarding import DIRECT, SHORTCUT
+from workers.context import AuctionContext
+from workers.jobs import job_usage, load_job
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:

@@ -274,7 +274,7 @@ class LiveRunner:
 
     def _enter(self, segment: Segment) -> Any:
         from models.db import init_db
-        from workers.service import AuctionContext
+        from workers.context import AuctionContext
         from workers.weights import load_weights
 
         url = self.db_url(segment.name)

@@ -16,11 +16,10 @@ from broker.app import create_app
 from broker.settings import Settings
 from models.db import init_db
 from tests.conftest import SCRIPTED_POOL
-from workers.context import set_context
+from workers.context import AuctionContext, set_context
 from workers.embed import minilm_embed
 from workers.llm import call_model
 from workers.pool import load_pool
-from workers.service import AuctionContext
 from workers.weights import load_weights
 
 

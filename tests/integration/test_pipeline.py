@@ -13,10 +13,11 @@ from sqlmodel import func, select
 from models.db import session_scope
 from models.tables import Bid, Execution, ExecutionStep, Job, JuryCall, JuryScore, MemoryRecord
 from tests.integration.conftest import wait
+from workers.awarding import DIRECT_PLAN
 from workers.canvas import submit
+from workers.context import AuctionContext
 from workers.errors import UnknownAgentError
 from workers.memory import MemoryEntry, build_pairs
-from workers.service import DIRECT_PLAN, AuctionContext
 from workers.views import job_view
 
 ADD = "def add(a, b):\n    return a + b\n"

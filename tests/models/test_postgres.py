@@ -1,7 +1,7 @@
 """The auction memory on a real PostgreSQL server (the production database), not only SQLite.
 
 The Alembic migration runs (twice) against a throwaway server from ``postgres_url``; then whole
-jobs go through the task bodies of workers.service, called directly as in
+jobs go through the task bodies (the stage modules of workers/), called directly as in
 tests/workers/test_service.py, with the scripted test-double pool behind the real litellm call
 site and a fake fixed-vector embedder. What is specific to PostgreSQL here: JSON columns come back
 as the lists and nested dicts that went in, and the unique constraints settle two deliveries of
@@ -36,10 +36,10 @@ from models.tables import (
     StatusEvent,
 )
 from tests.conftest import SCRIPTED_POOL
-from workers import service
+from workers import attempts, awarding, bidding, jobs, judging, memory_update
+from workers.context import AuctionContext
 from workers.llm import LLMResult, call_model
 from workers.pool import Agent, load_pool
-from workers.service import AuctionContext
 from workers.weights import load_weights
 
 AGENTS = ("small", "medium", "large")
@@ -113,26 +113,26 @@ def row_counts(url: str) -> dict[str, int]:
 
 def run_job(ctx: AuctionContext, job_id: str, spec: TaskSpec) -> dict[str, Any]:
     """Every stage of one job in pipeline order, as the Celery tasks call them; returns ids."""
-    service.create_job(ctx, spec, job_id)
-    service.set_status(ctx, job_id, "bidding")
-    bids = {a: service.run_bid(ctx, job_id, a, "first", None) for a in AGENTS}
-    service.set_status(ctx, job_id, "judging")
-    calls = {j: service.run_jury(ctx, job_id, j, "first", "all") for j in AGENTS}
-    outcome = service.score_first_round(ctx, job_id)
+    jobs.create_job(ctx, spec, job_id)
+    jobs.set_status(ctx, job_id, "bidding")
+    bids = {a: bidding.run_bid(ctx, job_id, a, "first", None) for a in AGENTS}
+    jobs.set_status(ctx, job_id, "judging")
+    calls = {j: judging.run_jury(ctx, job_id, j, "first", "all") for j in AGENTS}
+    outcome = awarding.score_first_round(ctx, job_id)
     refined = {}
     if outcome.refiners:
-        service.set_status(ctx, job_id, "refining")
+        jobs.set_status(ctx, job_id, "refining")
         refined = {
-            a: service.run_bid(ctx, job_id, a, "refined", ids)
+            a: bidding.run_bid(ctx, job_id, a, "refined", ids)
             for a, ids in outcome.refiners.items()
         }
-        for juror, target in service.jury_targets(ctx, job_id, "refined"):
-            service.run_jury(ctx, job_id, juror, "refined", target)
-    award = service.decide_award(ctx, job_id)
-    service.set_status(ctx, job_id, "executing")
-    execution = service.run_execution(ctx, job_id)
-    service.set_status(ctx, job_id, "updating")
-    record = service.update_memory(ctx, job_id)
+        for juror, target in judging.jury_targets(ctx, job_id, "refined"):
+            judging.run_jury(ctx, job_id, juror, "refined", target)
+    award = awarding.decide_award(ctx, job_id)
+    jobs.set_status(ctx, job_id, "executing")
+    execution = attempts.run_execution(ctx, job_id)
+    jobs.set_status(ctx, job_id, "updating")
+    record = memory_update.update_memory(ctx, job_id)
     return {
         "bids": bids,
         "calls": calls,
@@ -282,12 +282,12 @@ def test_a_whole_job_through_the_task_bodies_on_postgres(ctx: AuctionContext) ->
         "memoryrecord": 1,
     }
     for agent, bid_id in ids["bids"].items():
-        assert service.run_bid(ctx, job, agent, "first", None) == bid_id
+        assert bidding.run_bid(ctx, job, agent, "first", None) == bid_id
     for juror, call_id in ids["calls"].items():
-        assert service.run_jury(ctx, job, juror, "first", "all") == call_id
-    assert service.decide_award(ctx, job).id == ids["award"].id
-    assert service.run_execution(ctx, job) == ids["execution"]
-    assert service.update_memory(ctx, job) == ids["record"]
+        assert judging.run_jury(ctx, job, juror, "first", "all") == call_id
+    assert awarding.decide_award(ctx, job).id == ids["award"].id
+    assert attempts.run_execution(ctx, job) == ids["execution"]
+    assert memory_update.update_memory(ctx, job) == ids["record"]
     assert row_counts(ctx.db_url) == before
 
 
@@ -352,10 +352,10 @@ def race(fn: Callable[[], int]) -> list[int]:
 
 def test_two_racing_deliveries_of_one_bid_leave_one_row(pg_url: str, tmp_path: Path) -> None:
     setup = make_ctx(pg_url, tmp_path)
-    service.create_job(setup, coding_spec(), "pg-race-bid")
+    jobs.create_job(setup, coding_spec(), "pg-race-bid")
     llm = RacingLLM()
     racing = make_ctx(pg_url, tmp_path, llm)
-    ids = race(lambda: service.run_bid(racing, "pg-race-bid", "medium", "first", None))
+    ids = race(lambda: bidding.run_bid(racing, "pg-race-bid", "medium", "first", None))
     assert llm.calls == Counter({"bid": 2})  # both got past the existence check
     assert ids[0] == ids[1]
     with session_scope(pg_url) as s:
@@ -367,12 +367,12 @@ def test_two_racing_deliveries_of_one_jury_call_leave_one_set_of_scores(
     pg_url: str, tmp_path: Path
 ) -> None:
     setup = make_ctx(pg_url, tmp_path)
-    job = service.create_job(setup, coding_spec(), "pg-race-jury")
+    job = jobs.create_job(setup, coding_spec(), "pg-race-jury")
     for agent in AGENTS:
-        service.run_bid(setup, job, agent, "first", None)
+        bidding.run_bid(setup, job, agent, "first", None)
     llm = RacingLLM()
     racing = make_ctx(pg_url, tmp_path, llm)
-    ids = race(lambda: service.run_jury(racing, job, "small", "first", "all"))
+    ids = race(lambda: judging.run_jury(racing, job, "small", "first", "all"))
     assert llm.calls == Counter({"jury": 2})
     assert ids[0] == ids[1]
     with session_scope(pg_url) as s:

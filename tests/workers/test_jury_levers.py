@@ -24,10 +24,10 @@ from tests.workers.test_service import (
     collect_bids,
     new_job,
 )
-from workers import fit, service
+from workers import attempts, awarding, bidding, fit, judging, memory_update
+from workers.context import AuctionContext
 from workers.llm import LLMResult
 from workers.pool import Agent
-from workers.service import AuctionContext
 from workers.views import job_view
 
 _LABEL = re.compile(r"PLAN ([A-Z]+):")
@@ -64,8 +64,8 @@ def configure(ctx: AuctionContext, **settings: object) -> AuctionContext:
 
 
 def judge(ctx: AuctionContext, job: str) -> None:
-    for juror, target in service.jury_targets(ctx, job, "first"):
-        service.run_jury(ctx, job, juror, "first", target)
+    for juror, target in judging.jury_targets(ctx, job, "first"):
+        judging.run_jury(ctx, job, juror, "first", target)
 
 
 def calls(ctx: AuctionContext, job: str) -> dict[str, JuryCall]:
@@ -136,7 +136,7 @@ def test_standardize_changes_the_winner_and_keeps_the_raw_scores(
     # medium −3.42 beats large −2.35 (hand-computed in test_auction).
     configure(ctx, jury_debias=debias)
     ids = biased_auction(ctx, "job-1")
-    assert service.score_first_round(ctx, "job-1").provisional_agent == winner
+    assert awarding.score_first_round(ctx, "job-1").provisional_agent == winner
     with session_scope(ctx.db_url) as s:
         raw = {(r.juror, r.bid_id): r.score for r in s.exec(select(JuryScore))}
     assert raw[("large", ids["large"])] == 5 and raw[("small", ids["medium"])] == 3
@@ -148,10 +148,10 @@ def test_memory_stores_the_scorer_gammas_and_the_fit_reproduces_its_scores(
 ) -> None:
     configure(ctx, jury_debias="standardize")
     biased_auction(ctx, "job-1")
-    service.score_first_round(ctx, "job-1")
-    service.decide_award(ctx, "job-1")
-    service.record_failed_execution(ctx, "job-1", "not executed in this test")
-    record_id = service.update_memory(ctx, "job-1")
+    awarding.score_first_round(ctx, "job-1")
+    awarding.decide_award(ctx, "job-1")
+    attempts.record_failed_execution(ctx, "job-1", "not executed in this test")
+    record_id = memory_update.update_memory(ctx, "job-1")
     with session_scope(ctx.db_url) as s:
         record = s.get(MemoryRecord, record_id)
         assert record is not None
@@ -178,7 +178,7 @@ def test_a_constant_juror_abstains_only_when_the_lever_is_on(
     job = new_job(ctx)
     collect_bids(ctx, job)
     judge(ctx, job)
-    service.score_first_round(ctx, job)
+    awarding.score_first_round(ctx, job)
     medium = calls(ctx, job)["medium"]
     view = {c["juror"]: c for c in job_view(ctx, job, steps=False)["jury_calls"]}
     bids = bids_of(ctx, job)
@@ -204,7 +204,7 @@ def test_constant_check_spans_the_calls_of_a_per_bid_jury(ctx: AuctionContext) -
     job = new_job(ctx)
     collect_bids(ctx, job)
     judge(ctx, job)
-    service.score_first_round(ctx, job)
+    awarding.score_first_round(ctx, job)
     with session_scope(ctx.db_url) as s:
         rows = s.exec(select(JuryCall).where(JuryCall.juror == "medium")).all()
     assert len(rows) == 3
@@ -227,7 +227,7 @@ def test_a_zero_weight_juror_is_called_only_without_a_minimum(
     job = new_job(ctx)
     collect_bids(ctx, job)
     judge(ctx, job)
-    service.score_first_round(ctx, job)
+    awarding.score_first_round(ctx, job)
     assert llm.calls[("small", "jury")] == small_calls
     assert llm.calls[("medium", "jury")] == llm.calls[("large", "jury")] == 1
     assert set(calls(ctx, job)) == ({"small"} if small_calls else set()) | {"medium", "large"}
@@ -241,9 +241,9 @@ def test_no_juror_left_drops_the_jury_term_with_a_note(ctx: AuctionContext, llm:
     configure(ctx, jury_min_weight=0.5)  # every juror weighs 1/3 by default
     job = new_job(ctx)
     collect_bids(ctx, job)
-    assert service.jury_targets(ctx, job, "first") == []
-    assert service.has_bids(ctx, job, "first")  # so the judge task scores instead of failing
-    service.score_first_round(ctx, job)
+    assert judging.jury_targets(ctx, job, "first") == []
+    assert bidding.has_bids(ctx, job, "first")  # so the judge task scores instead of failing
+    awarding.score_first_round(ctx, job)
     assert sum(n for (_, stage), n in llm.calls.items() if stage == "jury") == 0
     for agent, bid in bids_of(ctx, job).items():
         assert bid.value == pytest.approx(bid.entropy), agent  # V = w_h · H alone

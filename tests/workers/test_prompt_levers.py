@@ -17,12 +17,12 @@ from broker.settings import Settings
 from models.db import init_db
 from models.schemas import TaskSpec
 from tests.conftest import SCRIPTED_POOL
-from workers import prompts, service
+from workers import attempts, awarding, bidding, jobs, judging, prompts
 from workers.agent import run_agent
+from workers.context import AuctionContext
 from workers.llm import LLMResult, call_model
 from workers.pool import Agent, load_pool
 from workers.prompts import DEFAULT_STYLE, PromptStyle, render, task_block
-from workers.service import AuctionContext
 from workers.weights import load_weights
 
 PLAN = "1. Step one.\n2. Step two."
@@ -67,14 +67,14 @@ def make_ctx(tmp_path: Path, llm: Callable[..., LLMResult], **settings: Any) -> 
 def run_whole_job(ctx: AuctionContext, job_id: str = "job-1") -> TaskSpec:
     """Every kind of call a job makes: bids, jury (with a strict retry), refine, execution."""
     spec = TaskSpec(kind="coding", prompt=PROMPT, tests=TESTS, entry_point="add")
-    service.create_job(ctx, spec, job_id)
+    jobs.create_job(ctx, spec, job_id)
     for agent in ctx.pool.names:
-        service.run_bid(ctx, job_id, agent, "first", None)
+        bidding.run_bid(ctx, job_id, agent, "first", None)
     for juror in ctx.pool.names:
-        service.run_jury(ctx, job_id, juror, "first", "all")
-    service.run_bid(ctx, job_id, "small", "refined", None)
-    service.decide_award(ctx, job_id)
-    service.run_execution(ctx, job_id)
+        judging.run_jury(ctx, job_id, juror, "first", "all")
+    bidding.run_bid(ctx, job_id, "small", "refined", None)
+    awarding.decide_award(ctx, job_id)
+    attempts.run_execution(ctx, job_id)
     return spec
 
 
@@ -179,7 +179,7 @@ def test_plan_mode_reaches_the_executing_agent(tmp_path: Path) -> None:
     # And through the service, from the settings.
     llm = RecordingLLM()
     ctx = make_ctx(tmp_path, llm, plan_mode="guidance")
-    service.create_job(ctx, spec, "job-g")
-    service.assign_direct(ctx, "job-g", "small")
-    service.run_execution(ctx, "job-g")
+    jobs.create_job(ctx, spec, "job-g")
+    awarding.assign_direct(ctx, "job-g", "small")
+    attempts.run_execution(ctx, "job-g")
     assert "(guidance, not orders)" in llm.calls[0][2][0]["content"]

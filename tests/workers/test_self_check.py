@@ -1,7 +1,7 @@
 """Verification-aware awards (``self_check_fallback``): the executing agent's code is run on
 the prompt's own docstring examples, and a failed self-check hands the job to the next-best bid.
 
-Task bodies of workers.service called directly, in pipeline order, on a temporary SQLite memory
+Task bodies (the stage modules) called directly, in pipeline order, on a temporary SQLite memory
 with the scripted pool (as in test_service.py). Scripted qualities small 1 < medium 2 < large 3:
 large wins the auction, medium is the next-best bid, small the last.
 """
@@ -20,11 +20,11 @@ from models.schemas import TaskSpec
 from models.tables import Bid, Execution, ExecutionStep, Job, MemoryRecord
 from tests.conftest import SCRIPTED_POOL
 from tests.workers.test_service import AGENTS, CountingLLM, FakeEmbed
-from workers import service
+from workers import attempts, awarding, bidding, jobs, judging, memory_update
+from workers.context import AuctionContext
 from workers.pool import load_pool
 from workers.sandbox import SandboxResult
 from workers.selfcheck import has_visible_checks, self_check
-from workers.service import AuctionContext
 from workers.views import job_view
 from workers.weights import load_weights
 
@@ -67,19 +67,19 @@ def spec(directives: str, prompt: str = WITH_EXAMPLES) -> TaskSpec:
 def run_job(ctx: AuctionContext, task: TaskSpec, job_id: str = "job-1") -> int:
     """Every stage, as the Celery tasks chain them: execute attempt 0, then each fallback the
     service plans, then the memory update; returns the memory record id."""
-    service.create_job(ctx, task, job_id)
+    jobs.create_job(ctx, task, job_id)
     for agent in AGENTS:
-        service.run_bid(ctx, job_id, agent, "first", None)
+        bidding.run_bid(ctx, job_id, agent, "first", None)
     for juror in AGENTS:
-        service.run_jury(ctx, job_id, juror, "first", "all")
-    service.score_first_round(ctx, job_id)
-    service.decide_award(ctx, job_id)
+        judging.run_jury(ctx, job_id, juror, "first", "all")
+    awarding.score_first_round(ctx, job_id)
+    awarding.decide_award(ctx, job_id)
     attempt = 0
-    service.run_execution(ctx, job_id, attempt=attempt)
-    while service.plan_fallback(ctx, job_id, attempt) is not None:
+    attempts.run_execution(ctx, job_id, attempt=attempt)
+    while attempts.plan_fallback(ctx, job_id, attempt) is not None:
         attempt += 1
-        service.run_execution(ctx, job_id, attempt=attempt)
-    return service.update_memory(ctx, job_id)
+        attempts.run_execution(ctx, job_id, attempt=attempt)
+    return memory_update.update_memory(ctx, job_id)
 
 
 def executions(ctx: AuctionContext, job_id: str = "job-1") -> list[Execution]:
@@ -228,9 +228,9 @@ def test_redelivered_executions_leave_one_row_per_attempt(
         steps = len(s.exec(select(ExecutionStep)).all())
     calls = Counter(llm.calls)
     for e in first:
-        assert service.run_execution(ctx, "job-1", attempt=e.attempt) == e.id
-    assert service.plan_fallback(ctx, "job-1", 0) == "medium"  # the same hand-over again
-    assert service.plan_fallback(ctx, "job-1", 1) is None
+        assert attempts.run_execution(ctx, "job-1", attempt=e.attempt) == e.id
+    assert attempts.plan_fallback(ctx, "job-1", 0) == "medium"  # the same hand-over again
+    assert attempts.plan_fallback(ctx, "job-1", 1) is None
     again = executions(ctx)
     assert [(e.id, e.attempt) for e in again] == [(e.id, e.attempt) for e in first]
     with session_scope(ctx.db_url) as s:

@@ -1,5 +1,6 @@
-"""Task bodies of workers.service called directly (no Celery) on a temporary SQLite memory, the
-scripted pool behind a counting wrapper of the real litellm call site, and a fake embedder."""
+"""Task bodies (the stage modules of workers/) called directly (no Celery) on a temporary SQLite
+memory, the scripted pool behind a counting wrapper of the real litellm call site, and a fake
+embedder."""
 
 from __future__ import annotations
 
@@ -26,12 +27,12 @@ from models.tables import (
     StatusEvent,
 )
 from tests.conftest import SCRIPTED_POOL
-from workers import service
+from workers import attempts, awarding, bidding, jobs, judging, memory_update
+from workers.context import AuctionContext
 from workers.errors import UnknownAgentError
 from workers.llm import LLMResult, call_model
 from workers.memory import MemoryEntry, build_pairs
 from workers.pool import Agent, load_pool
-from workers.service import AuctionContext
 from workers.views import job_view
 from workers.weights import load_weights
 
@@ -114,7 +115,7 @@ def ctx(tmp_path: Path, llm: CountingLLM, embed: FakeEmbed) -> AuctionContext:
 
 def new_job(ctx: AuctionContext, job_id: str = "job-1", directives: str = "") -> str:
     spec = TaskSpec(kind="coding", prompt=f"Add two numbers. {directives}".strip())
-    return service.create_job(ctx, spec, job_id)
+    return jobs.create_job(ctx, spec, job_id)
 
 
 def bids_of(ctx: AuctionContext, job_id: str) -> dict[str, Bid]:
@@ -137,8 +138,8 @@ def test_create_job_is_idempotent(ctx: AuctionContext) -> None:
 
 def test_run_bid_twice_makes_one_bid_and_one_call(ctx: AuctionContext, llm: CountingLLM) -> None:
     job = new_job(ctx)
-    first = service.run_bid(ctx, job, "medium", "first", None)
-    again = service.run_bid(ctx, job, "medium", "first", None)
+    first = bidding.run_bid(ctx, job, "medium", "first", None)
+    again = bidding.run_bid(ctx, job, "medium", "first", None)
     assert first == again
     assert llm.calls == Counter({("medium", "bid"): 1})
     with session_scope(ctx.db_url) as s:
@@ -155,7 +156,7 @@ def test_run_bid_twice_makes_one_bid_and_one_call(ctx: AuctionContext, llm: Coun
 
 def test_permanent_bid_failure_is_recorded_not_raised(ctx: AuctionContext) -> None:
     job = new_job(ctx, directives="[[scripted small.fail=bid]]")
-    bid_id = service.run_bid(ctx, job, "small", "first", None)
+    bid_id = bidding.run_bid(ctx, job, "small", "first", None)
     bid = bids_of(ctx, job)["small"]
     assert (bid.id, bid.status, bid.plan) == (bid_id, "failed", None)
     assert bid.error is not None and "scripted bid failure" in bid.error
@@ -166,7 +167,7 @@ def test_permanent_bid_failure_is_recorded_not_raised(ctx: AuctionContext) -> No
 
 def collect_bids(ctx: AuctionContext, job: str) -> dict[str, Bid]:
     for agent in AGENTS:
-        service.run_bid(ctx, job, agent, "first", None)
+        bidding.run_bid(ctx, job, agent, "first", None)
     return bids_of(ctx, job)
 
 
@@ -175,8 +176,8 @@ def test_run_jury_twice_makes_one_call_and_one_set_of_scores(
 ) -> None:
     job = new_job(ctx)
     bids = collect_bids(ctx, job)
-    call_id = service.run_jury(ctx, job, "medium", "first", "all")
-    assert service.run_jury(ctx, job, "medium", "first", "all") == call_id
+    call_id = judging.run_jury(ctx, job, "medium", "first", "all")
+    assert judging.run_jury(ctx, job, "medium", "first", "all") == call_id
     assert llm.calls[("medium", "jury")] == 1
     with session_scope(ctx.db_url) as s:
         calls = s.exec(select(JuryCall)).all()
@@ -194,7 +195,7 @@ def test_run_jury_twice_makes_one_call_and_one_set_of_scores(
 def test_junk_juror_retries_once_then_abstains(ctx: AuctionContext, llm: CountingLLM) -> None:
     job = new_job(ctx, directives="[[scripted small.junk=jury]]")
     collect_bids(ctx, job)
-    call_id = service.run_jury(ctx, job, "small", "first", "all")
+    call_id = judging.run_jury(ctx, job, "small", "first", "all")
     assert llm.calls[("small", "jury")] == 2  # the first try and one strict retry
     with session_scope(ctx.db_url) as s:
         call = s.get(JuryCall, call_id)
@@ -268,7 +269,7 @@ def test_score_first_round_hand_set_bids_with_empty_memory(
     # Provisional winner medium; small is cheaper and eligible, but the memory is empty.
     job = new_job(ctx)
     hand_set_auction(ctx, job)
-    outcome = service.score_first_round(ctx, job)
+    outcome = awarding.score_first_round(ctx, job)
     assert outcome.provisional_agent == "medium"
     assert outcome.refiners == {}
     bids = bids_of(ctx, job)
@@ -335,7 +336,7 @@ def test_score_first_round_sends_cheaper_agents_to_refine_from_memory(
     record_id = memory_record(ctx, "past-1", "first", bids, verdict="unknown")
     job = new_job(ctx)
     hand_set_auction(ctx, job)
-    outcome = service.score_first_round(ctx, job)
+    outcome = awarding.score_first_round(ctx, job)
     assert outcome.provisional_agent == "medium"
     assert outcome.refiners == {"small": [record_id]}
     assert embed.calls == 1
@@ -346,15 +347,15 @@ def test_score_first_round_sends_cheaper_agents_to_refine_from_memory(
 
 def test_set_status_moves_forward_only_and_stops_at_terminal(ctx: AuctionContext) -> None:
     job = new_job(ctx)
-    assert service.set_status(ctx, job, "bidding") is True
-    assert service.set_status(ctx, job, "judging") is True
-    assert service.set_status(ctx, job, "judging") is False  # repeat: no-op
-    assert service.set_status(ctx, job, "bidding") is False  # backwards
-    assert service.set_status(ctx, job, "queued") is False
-    assert service.set_status(ctx, job, "executing") is True  # skipping refining is fine
-    assert service.set_status(ctx, job, "done", "verdict passed") is True
+    assert jobs.set_status(ctx, job, "bidding") is True
+    assert jobs.set_status(ctx, job, "judging") is True
+    assert jobs.set_status(ctx, job, "judging") is False  # repeat: no-op
+    assert jobs.set_status(ctx, job, "bidding") is False  # backwards
+    assert jobs.set_status(ctx, job, "queued") is False
+    assert jobs.set_status(ctx, job, "executing") is True  # skipping refining is fine
+    assert jobs.set_status(ctx, job, "done", "verdict passed") is True
     for later in ("failed", "cancelled", "updating", "done"):
-        assert service.set_status(ctx, job, later) is False
+        assert jobs.set_status(ctx, job, later) is False
     with session_scope(ctx.db_url) as s:
         stored = s.get(Job, job)
         events = s.exec(
@@ -367,9 +368,9 @@ def test_set_status_moves_forward_only_and_stops_at_terminal(ctx: AuctionContext
 
 def test_fail_job_from_any_non_terminal_status(ctx: AuctionContext) -> None:
     job = new_job(ctx)
-    service.set_status(ctx, job, "judging")
-    service.fail_job(ctx, job, "every bid failed")
-    service.fail_job(ctx, job, "again")  # idempotent: the first reason stays
+    jobs.set_status(ctx, job, "judging")
+    jobs.fail_job(ctx, job, "every bid failed")
+    jobs.fail_job(ctx, job, "again")  # idempotent: the first reason stays
     with session_scope(ctx.db_url) as s:
         stored = s.get(Job, job)
         events = s.exec(select(StatusEvent).where(StatusEvent.status == "failed")).all()
@@ -381,11 +382,11 @@ def test_fail_job_from_any_non_terminal_status(ctx: AuctionContext) -> None:
 # --- entropy missing ----------------------------------------------------------------------
 
 
-def run_first_round(ctx: AuctionContext, job: str) -> service.FirstRoundOutcome:
+def run_first_round(ctx: AuctionContext, job: str) -> awarding.FirstRoundOutcome:
     collect_bids(ctx, job)
     for juror in AGENTS:
-        service.run_jury(ctx, job, juror, "first", "all")
-    return service.score_first_round(ctx, job)
+        judging.run_jury(ctx, job, juror, "first", "all")
+    return awarding.score_first_round(ctx, job)
 
 
 def test_missing_entropy_drops_the_term_and_notes_it(ctx: AuctionContext, llm: CountingLLM) -> None:
@@ -432,8 +433,8 @@ def test_assign_direct_stores_a_direct_bid_award_and_note_once(
     ctx: AuctionContext, llm: CountingLLM
 ) -> None:
     job = new_job(ctx)
-    award = service.assign_direct(ctx, job, "small")
-    again = service.assign_direct(ctx, job, "small")  # a redelivered start task
+    award = awarding.assign_direct(ctx, job, "small")
+    again = awarding.assign_direct(ctx, job, "small")  # a redelivered start task
     assert again.id == award.id
     with session_scope(ctx.db_url) as s:
         bids = s.exec(select(Bid)).all()
@@ -445,7 +446,7 @@ def test_assign_direct_stores_a_direct_bid_award_and_note_once(
         "small",
         "direct",
         "ok",
-        service.DIRECT_PLAN,
+        awarding.DIRECT_PLAN,
     )
     assert (bid.tokens_in, bid.tokens_out, bid.cost_usd, bid.entropy) == (0, 0, 0.0, None)
     assert (award.bid_id, award.agent, award.round, award.score) == (bid.id, "small", "direct", 0)
@@ -458,7 +459,7 @@ def test_assign_direct_stores_a_direct_bid_award_and_note_once(
 def test_assign_direct_to_an_unknown_agent_writes_nothing(ctx: AuctionContext) -> None:
     job = new_job(ctx)
     with pytest.raises(UnknownAgentError, match=r"unknown agent 'nobody'.*small, medium, large"):
-        service.assign_direct(ctx, job, "nobody")
+        awarding.assign_direct(ctx, job, "nobody")
     with session_scope(ctx.db_url) as s:
         assert s.exec(select(Bid)).all() == []
         assert s.exec(select(Award)).all() == []
@@ -468,9 +469,9 @@ def test_assign_direct_to_an_unknown_agent_writes_nothing(ctx: AuctionContext) -
 
 def test_direct_memory_record_is_unlabelled_and_yields_no_pair(ctx: AuctionContext) -> None:
     job = new_job(ctx)
-    service.assign_direct(ctx, job, "large")
-    service.record_failed_execution(ctx, job, "model unreachable")
-    record_id = service.update_memory(ctx, job)
+    awarding.assign_direct(ctx, job, "large")
+    attempts.record_failed_execution(ctx, job, "model unreachable")
+    record_id = memory_update.update_memory(ctx, job)
     with session_scope(ctx.db_url) as s:
         record = s.get(MemoryRecord, record_id)
     assert record is not None and record.award_round == "direct"
@@ -487,12 +488,12 @@ def test_direct_records_take_no_retrieval_slot(ctx: AuctionContext) -> None:
     # memory_k = 1 and equal embeddings: retrieval takes the older record first. Without the
     # filter the (older) direct record would fill the slot and small would have no pair.
     ctx.settings = ctx.settings.model_copy(update={"memory_k": 1})
-    direct = [{"agent": "small", "round": "direct", "plan": service.DIRECT_PLAN, "status": "ok"}]
+    direct = [{"agent": "small", "round": "direct", "plan": awarding.DIRECT_PLAN, "status": "ok"}]
     memory_record(ctx, "past-direct", "direct", direct)
     auction_id = memory_record(ctx, "past-auction", "first", AUCTION_BIDS)
     job = new_job(ctx)
     hand_set_auction(ctx, job)
-    outcome = service.score_first_round(ctx, job)
+    outcome = awarding.score_first_round(ctx, job)
     assert outcome.refiners == {"small": [auction_id]}
 
 
@@ -503,7 +504,7 @@ def test_refinement_off_sends_nobody_to_refine_despite_memory_pairs(
     job = new_job(ctx)
     hand_set_auction(ctx, job)
     ctx.settings = ctx.settings.model_copy(update={"refine": False})
-    outcome = service.score_first_round(ctx, job)
+    outcome = awarding.score_first_round(ctx, job)
     assert (outcome.provisional_agent, outcome.refiners) == ("medium", {})
     assert embed.calls == 0  # no retrieval at all
     with session_scope(ctx.db_url) as s:

@@ -17,9 +17,9 @@ from models.schemas import TaskSpec
 from models.tables import Award, Bid, Job, MemoryRecord
 from tests.workers.test_prompt_levers import make_ctx
 from tests.workers.test_service import CountingLLM, FakeEmbed, memory_record
-from workers import service
+from workers import attempts, awarding, bidding, jobs, memory_update
+from workers.context import AuctionContext
 from workers.memory import MemoryEntry, cheapest_passing_agent, shortcut_agent
-from workers.service import AuctionContext
 from workers.views import job_view
 
 PRICES = {"small": 0.03, "medium": 0.12, "large": 0.36}
@@ -103,7 +103,7 @@ def past_job(ctx: AuctionContext, job_id: str, bids: list[dict[str, Any]]) -> in
 
 def new_job(ctx: AuctionContext, job_id: str = "job-1") -> str:
     spec = TaskSpec(kind="coding", prompt=f"Add two numbers.\n{SOLVED}", tests=TESTS)
-    return service.create_job(ctx, spec, job_id)
+    return jobs.create_job(ctx, spec, job_id)
 
 
 def notes(ctx: AuctionContext, job_id: str) -> list[str]:
@@ -116,12 +116,12 @@ def notes(ctx: AuctionContext, job_id: str) -> list[str]:
 def test_shortcut_decision_names_the_agent_and_the_records(ctx: AuctionContext) -> None:
     ids = [past_job(ctx, f"past-{i}", passed_by("small")) for i in range(3)]
     job = new_job(ctx)
-    assert service.memory_shortcut(ctx, job) == "small"
+    assert awarding.memory_shortcut(ctx, job) == "small"
     assert notes(ctx, job) == [
         f"memory shortcut: small was the cheapest agent that passed in each of memory records "
         f"{ids} (similarity >= 0.9); no auction"
     ]
-    assert service.memory_shortcut(ctx, job) == "small"  # a redelivered start: same answer
+    assert awarding.memory_shortcut(ctx, job) == "small"  # a redelivered start: same answer
 
 
 def test_shortcut_is_off_by_default_and_below_the_minimum(ctx: AuctionContext) -> None:
@@ -130,13 +130,13 @@ def test_shortcut_is_off_by_default_and_below_the_minimum(ctx: AuctionContext) -
     job = new_job(ctx)
     on = ctx.settings
     ctx.settings = on.model_copy(update={"memory_shortcut": Settings().memory_shortcut})
-    assert service.memory_shortcut(ctx, job) is None
+    assert awarding.memory_shortcut(ctx, job) is None
     assert isinstance(ctx.embed, FakeEmbed) and ctx.embed.calls == 0  # off: no retrieval
     ctx.settings = on
-    assert service.memory_shortcut(ctx, job) == "small"
+    assert awarding.memory_shortcut(ctx, job) == "small"
     other = new_job(ctx, "job-2")
     ctx.settings = ctx.settings.model_copy(update={"memory_shortcut_min": 4})
-    assert service.memory_shortcut(ctx, other) is None
+    assert awarding.memory_shortcut(ctx, other) is None
     assert notes(ctx, other) == []
 
 
@@ -146,15 +146,15 @@ def test_direct_jobs_records_do_not_count(ctx: AuctionContext) -> None:
         past_job(ctx, f"direct-{i}", direct)
     past_job(ctx, "past-0", passed_by("small"))
     job = new_job(ctx)
-    assert service.memory_shortcut(ctx, job) is None  # one auction record, not four
+    assert awarding.memory_shortcut(ctx, job) is None  # one auction record, not four
 
 
 def test_an_auction_under_way_never_takes_the_shortcut(ctx: AuctionContext) -> None:
     for i in range(3):
         past_job(ctx, f"past-{i}", passed_by("small"))
     job = new_job(ctx)
-    service.run_bid(ctx, job, "large", "first", None)
-    assert service.memory_shortcut(ctx, job) is None
+    bidding.run_bid(ctx, job, "large", "first", None)
+    assert awarding.memory_shortcut(ctx, job) is None
 
 
 def test_shortcut_job_one_bid_no_jury_and_a_labelled_record(
@@ -163,14 +163,14 @@ def test_shortcut_job_one_bid_no_jury_and_a_labelled_record(
     for i in range(3):
         past_job(ctx, f"past-{i}", passed_by("small"))
     job = new_job(ctx)
-    agent = service.memory_shortcut(ctx, job)
+    agent = awarding.memory_shortcut(ctx, job)
     assert agent == "small"
-    service.run_bid(ctx, job, agent, service.SHORTCUT, None)
-    award = service.award_shortcut(ctx, job)
+    bidding.run_bid(ctx, job, agent, awarding.SHORTCUT, None)
+    award = awarding.award_shortcut(ctx, job)
     assert award is not None
-    assert service.award_shortcut(ctx, job) == award  # idempotent
-    service.run_execution(ctx, job)
-    record_id = service.update_memory(ctx, job)
+    assert awarding.award_shortcut(ctx, job) == award  # idempotent
+    attempts.run_execution(ctx, job)
+    record_id = memory_update.update_memory(ctx, job)
     assert counter(ctx) == Counter({("small", "bid"): 1, ("small", "execute"): 1})
     with session_scope(ctx.db_url) as s:
         bid = s.exec(select(Bid).where(Bid.job_id == job)).one()
@@ -189,7 +189,7 @@ def test_shortcut_job_one_bid_no_jury_and_a_labelled_record(
 
 def test_a_failed_shortcut_bid_gets_no_award(ctx: AuctionContext) -> None:
     job = new_job(ctx)
-    service.record_failed_bid(ctx, job, "small", service.SHORTCUT, "model down")
-    assert service.award_shortcut(ctx, job) is None
+    bidding.record_failed_bid(ctx, job, "small", awarding.SHORTCUT, "model down")
+    assert awarding.award_shortcut(ctx, job) is None
     with session_scope(ctx.db_url) as s:
         assert s.exec(select(Award)).all() == []

@@ -1,0 +1,185 @@
+"""The job every stage works on: its row and status, notes, prompts, embedding and usage.
+
+The auction's stages are plain functions that load by id, do one thing, persist and return ids
+(:mod:`workers.bidding`, :mod:`workers.judging`, :mod:`workers.awarding`,
+:mod:`workers.attempts`, :mod:`workers.memory_update`); the Celery tasks in :mod:`workers.tasks`
+are thin wrappers around them. Every stage is idempotent: it first looks for the row its work
+would produce and returns that instead of calling a model again, and the unique constraints of
+the tables turn a lost race between two deliveries into "someone else already wrote it"
+(:func:`insert_once`). This module holds what the stages share: creating and loading a job,
+moving its status forward (never backwards, never out of a terminal state), notes, the chat
+messages of a model call, the task embedding, and the tokens and cost of a job's calls.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from models.db import session_scope
+from models.schemas import TaskSpec
+from models.tables import Bid, Execution, Job, JuryCall, MemoryRecord, StatusEvent, utcnow
+from workers.context import AuctionContext
+from workers.errors import JobNotFoundError
+from workers.memory import MemoryEntry
+from workers.prompts import PromptStyle, render, task_block, task_first
+
+log = logging.getLogger(__name__)
+
+
+STATUSES = (
+    "queued",
+    "bidding",
+    "judging",
+    "refining",
+    "executing",
+    "updating",
+    "done",
+    "failed",
+    "cancelled",
+)
+TERMINAL = {"done", "failed", "cancelled"}
+USAGE_STAGES = ("bid", "jury", "refine", "execute")
+
+
+def create_job(ctx: AuctionContext, spec: TaskSpec, job_id: str) -> str:
+    """Insert the job row (status queued) unless it exists; returns the id."""
+    with session_scope(ctx.db_url) as s:
+        if s.get(Job, job_id) is None:
+            s.add(
+                Job(
+                    id=job_id,
+                    kind=spec.kind,
+                    name=spec.name,
+                    prompt=spec.prompt,
+                    spec=spec.model_dump(mode="json"),
+                    pool_path=ctx.pool.path,
+                )
+            )
+            s.add(StatusEvent(job_id=job_id, status="queued"))
+    return job_id
+
+
+def load_job(s: Session, job_id: str, db_url: str) -> Job:
+    """The job row, or JobNotFoundError."""
+    job = s.get(Job, job_id)
+    if job is None:
+        raise JobNotFoundError(job_id, db_url)
+    return job
+
+
+def set_status(ctx: AuctionContext, job_id: str, status: str, detail: str | None = None) -> bool:
+    """Move a job forward to ``status``; never backwards, never out of a terminal state.
+
+    Returns True when the status changed. Idempotent: a repeated transition is a no-op.
+    """
+    with session_scope(ctx.db_url) as s:
+        job = load_job(s, job_id, ctx.db_url)
+        if job.status in TERMINAL:
+            return False
+        if status not in TERMINAL and STATUSES.index(status) <= STATUSES.index(job.status):
+            return False
+        job.status = status
+        job.updated_at = utcnow()
+        if detail is not None:
+            job.status_reason = detail
+        s.add(job)
+        exists = s.exec(
+            select(StatusEvent).where(StatusEvent.job_id == job_id, StatusEvent.status == status)
+        ).first()
+        if exists is None:
+            s.add(StatusEvent(job_id=job_id, status=status, detail=detail))
+    log.info("job %s: %s%s", job_id, status, f" ({detail})" if detail else "")
+    return True
+
+
+def fail_job(ctx: AuctionContext, job_id: str, reason: str) -> None:
+    """Mark a job failed with a reason (idempotent; a finished job stays finished)."""
+    set_status(ctx, job_id, "failed", reason)
+
+
+def job_spec(job: Job) -> TaskSpec:
+    """The stored task spec of a job."""
+    return TaskSpec.model_validate(job.spec)
+
+
+def add_note(ctx: AuctionContext, job_id: str, note: str) -> None:
+    """Append a note (e.g. why a term was dropped) to a job, once."""
+    with session_scope(ctx.db_url) as s:
+        job = load_job(s, job_id, ctx.db_url)
+        if note not in job.notes:
+            job.notes = [*job.notes, note]
+            s.add(job)
+
+
+def insert_once(ctx: AuctionContext, row: Any) -> None:
+    """Insert a row; if a concurrent delivery already inserted it, keep theirs."""
+    try:
+        with session_scope(ctx.db_url) as s:
+            s.add(row)
+    except IntegrityError:
+        log.info("duplicate %s ignored (redelivered task)", type(row).__name__)
+
+
+def prompt_style(ctx: AuctionContext) -> PromptStyle:
+    """The prompt layout the settings ask for (task first, plan as guidance)."""
+    return PromptStyle(ctx.settings.task_first_prompts, ctx.settings.plan_mode)
+
+
+def job_messages(ctx: AuctionContext, spec: TaskSpec, user: str) -> list[dict[str, str]]:
+    """The chat messages of a bid, refine or jury call: the system prompt, then ``user``;
+    with ``task_first_prompts`` the task block heads the system message instead."""
+    system = render("system")
+    if ctx.settings.task_first_prompts:
+        system, user = task_first(system, user, task_block(spec.kind, spec.prompt))
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def job_embedding(ctx: AuctionContext, job_id: str) -> list[float]:
+    """The job's task embedding, computed once and stored on the job."""
+    with session_scope(ctx.db_url) as s:
+        job = load_job(s, job_id, ctx.db_url)
+        if job.embedding:
+            return list(job.embedding)
+        text = job.prompt
+    vector = ctx.embed([text])[0]
+    with session_scope(ctx.db_url) as s:
+        job = load_job(s, job_id, ctx.db_url)
+        job.embedding = vector
+        s.add(job)
+    return vector
+
+
+def memory_entry(r: MemoryRecord) -> MemoryEntry:
+    """What retrieval and refinement pairs need of a stored memory record."""
+    assert r.id is not None
+    return MemoryEntry(r.id, r.embedding, r.bids, r.verdict)
+
+
+def job_usage(s: Session, job_id: str) -> dict[str, tuple[int, float]]:
+    """(tokens, US$) of a job's model calls per stage: bid, jury, refine, execute.
+
+    Bids of round ``first`` count as ``bid``, ``refined`` as ``refine``; a ``direct`` bid made
+    no call and adds nothing.
+    """
+    usage = {stage: (0, 0.0) for stage in USAGE_STAGES}
+
+    def add(stage: str, tokens: int, cost: float) -> None:
+        usage[stage] = (usage[stage][0] + tokens, usage[stage][1] + cost)
+
+    for b in s.exec(select(Bid).where(Bid.job_id == job_id)):
+        add("refine" if b.round == "refined" else "bid", b.tokens_in + b.tokens_out, b.cost_usd)
+    for j in s.exec(select(JuryCall).where(JuryCall.job_id == job_id)):
+        add("jury", j.tokens_in + j.tokens_out, j.cost_usd)
+    for e in s.exec(select(Execution).where(Execution.job_id == job_id)):
+        add("execute", e.tokens_in + e.tokens_out, e.cost_usd)
+    return usage
+
+
+def job_totals(s: Session, job_id: str) -> tuple[int, float]:
+    """(tokens, US$) over every model call of a job: bids, jury, execution."""
+    usage = job_usage(s, job_id).values()
+    return sum(t for t, _ in usage), sum(c for _, c in usage)
