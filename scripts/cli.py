@@ -183,6 +183,7 @@ def show(
     pool: PoolOpt = None,
 ) -> None:
     """Show everything about a job: bids, jury, award, execution trace, verdict, cost."""
+    from scripts.show import render
     from workers.errors import SaleError
     from workers.views import job_view
 
@@ -194,35 +195,7 @@ def show(
     if as_json:
         typer.echo(json.dumps(view, indent=2))
         return
-    console.print(
-        f"[bold]{job_id}[/bold] {view['kind']} — {view['status']} — verdict {view['verdict']}"
-    )
-    table = Table("agent", "round", "status", "tokens", "entropy", "jury", "C", "V", "score")
-    for b in view["bids"]:
-        table.add_row(
-            b["agent"],
-            b["round"],
-            b["status"],
-            str(b["tokens"]),
-            "-" if b["entropy"] is None else f"{b['entropy']:.3f}",
-            " ".join(f"{k}:{v}" for k, v in b["jury"].items()),
-            "-" if b["cost"] is None else f"{b['cost']:.3f}",
-            "-" if b["value"] is None else f"{b['value']:.3f}",
-            "-" if b["score"] is None else f"{b['score']:.3f}",
-        )
-    console.print(table)
-    console.print(f"provisional winner: {view['provisional_winner']}; award: {view['award']}")
-    ex = view["execution"]
-    if ex:
-        console.print(f"execution by {ex['agent']}: {ex['status']}, stop {ex['stop_reason']}")
-        for st in ex["steps"]:
-            tool = f" {st['tool_name']}({json.dumps(st['tool_args'])})" if st["tool_name"] else ""
-            console.print(f"  [{st['index']}] {st['role']}{tool}: {(st['content'] or '')[:300]}")
-            if st["observation"]:
-                console.print(f"      → {st['observation'][:300]}")
-    console.print(
-        f"cost ${view['cost_usd']:.8f}, tokens {view['tokens']} (auction {view['auction_tokens']})"
-    )
+    render(view, console)
 
 
 def _load_tasks(path: Path) -> list[dict[str, Any]]:
