@@ -1,9 +1,9 @@
 """The self-check of an execution: its answer run against the checks its agent could see.
 
-Only a coding job whose prompt shows docstring examples (:func:`workers.tools.docstring_examples`)
-can be self-checked; the hidden ``spec.tests`` never take part (they decide the verdict). The
-program is the answer followed by :func:`workers.tools.examples_program`, run in the sandbox with
-the agent tools' limits, so the self-check sees exactly what the agent's ``run_tests`` tool shows.
+Only a coding job whose prompt shows examples (:func:`workers.examples.docstring_examples`) can
+be self-checked; the hidden ``spec.tests`` never take part (they decide the verdict). The program
+is the answer followed by :func:`workers.examples.examples_program`, run in the sandbox with the
+agent tools' limits, so the self-check sees exactly what the agent's ``run_tests`` tool shows.
 A self-check failure hands the job to the next-best bid (``self_check_fallback``).
 """
 
@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from models.schemas import TaskSpec
+from workers.examples import docstring_examples, examples_program
 from workers.sandbox import run_python
-from workers.tools import TOOL_LIMITS, PythonRunner, docstring_examples, examples_program
+from workers.tools import TOOL_LIMITS, PythonRunner
 
 
 @dataclass(frozen=True)

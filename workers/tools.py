@@ -2,8 +2,8 @@
 
 A coding job gets ``run_python`` (the program runs in the sandbox; the observation is its exit
 status, stdout and stderr, truncated) and ``run_tests``, which checks a candidate against the
-job's VISIBLE checks only: the examples in the prompt's docstring (``>>> expr`` followed by the
-expected output, or ``f(x) ==> y`` lines), turned into comparisons. The hidden ``spec.tests``
+job's VISIBLE checks only: the examples its prompt shows (:mod:`workers.examples`: doctest
+blocks and inline ``f(x) ==> y`` lines), turned into comparisons. The hidden ``spec.tests``
 never reach the agent; they decide the verdict afterwards. A search job gets ``search`` (the
 top hits, title and snippet) and ``open`` (a page, truncated) on a pluggable backend, by default
 the cached BM25 index of the wiki corpus, built once per process. Every tool takes one string
@@ -14,15 +14,14 @@ Agents using native function calling are offered the same tools as OpenAI functi
 
 from __future__ import annotations
 
-import ast
 import functools
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from models.schemas import TaskSpec
+from workers.examples import docstring_examples, examples_program
 from workers.execution import extract_code
 from workers.sandbox import SandboxLimits, SandboxResult, run_python
 from workers.search import (
@@ -116,140 +115,6 @@ def format_run(result: SandboxResult) -> str:
     if stderr:
         parts.append("stderr:\n" + _clip(stderr, OUTPUT_CHARS, tail=True))
     return "\n".join(parts)
-
-
-# --- visible checks: the docstring's examples -------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Example:
-    """One example from a prompt: code, and the output it shows (None for a statement)."""
-
-    source: str
-    expected: str | None
-
-
-_PROMPT_LINE = re.compile(r"^\s*>>>\s?(.*)$")
-_CONTINUATION = re.compile(r"^\s*\.\.\.\s?(.*)$")
-_ARROW = re.compile(r"^\s*(?P<call>[A-Za-z_]\w*\(.*\))\s*(?:==>|=>|➞|→|==)\s*(?P<want>.+?)\s*$")
-
-
-def _parses(source: str, mode: str) -> bool:
-    try:
-        ast.parse(source, mode=mode)
-    except SyntaxError:
-        return False
-    return True
-
-
-def docstring_examples(prompt: str, entry_point: str | None = None) -> list[Example]:
-    """The examples a prompt shows: doctest-style ``>>>`` blocks, and, when ``entry_point``
-    is given, lines such as ``f(1, 2) ==> 3`` (also ``=>``, ``➞``, ``==``) whose expected
-    value is a Python literal. Examples whose code does not parse are dropped."""
-    lines = prompt.splitlines()
-    examples: list[Example] = []
-    i = 0
-    while i < len(lines):
-        match = _PROMPT_LINE.match(lines[i])
-        if match is None:
-            arrow = _ARROW.match(lines[i]) if entry_point else None
-            if arrow and arrow["call"].startswith(f"{entry_point}("):
-                want = arrow["want"].rstrip(".,;")
-                if _parses(arrow["call"], "eval") and _parses(want, "eval"):
-                    examples.append(Example(arrow["call"], want))
-            i += 1
-            continue
-        source = [match.group(1)]
-        i += 1
-        while i < len(lines) and (cont := _CONTINUATION.match(lines[i])):
-            source.append(cont.group(1))
-            i += 1
-        output: list[str] = []
-        while i < len(lines):
-            line = lines[i].strip()
-            if not line or _PROMPT_LINE.match(lines[i]) or '"""' in line or "'''" in line:
-                break
-            output.append(line)
-            i += 1
-        code = "\n".join(source)
-        if _parses(code, "exec"):
-            examples.append(Example(code, "\n".join(output) if output else None))
-    return examples
-
-
-_CHECK_HEADER = """
-import math as _math
-
-def _same(got, want):
-    if isinstance(got, float) or isinstance(want, float):
-        try:
-            return _math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-9)
-        except TypeError:
-            return False
-    return got == want
-
-_failed = []
-"""
-
-
-def _indent(code: str) -> str:
-    return "\n".join("    " + line for line in code.splitlines())
-
-
-def _is_statement(example: Example) -> bool:
-    return example.expected is None and not _parses(example.source, "eval")
-
-
-def _record(label: str) -> str:
-    return f"if not _ok:\n    _failed.append({label!r} + _why)\n"
-
-
-def _check_block(number: int, example: Example) -> str:
-    source, want = example.source, example.expected
-    shown = source.replace("\n", " ")
-    if _is_statement(example):  # e.g. an assignment the next examples use
-        return (
-            f"try:\n{_indent(source)}\n    _ok, _why = True, ''\nexcept Exception as _exc:\n"
-            "    _ok, _why = False, 'raised ' + type(_exc).__name__ + ': ' + str(_exc)\n"
-        ) + _record(f"setup {shown}: ")
-    if want is not None and want.startswith("Traceback (most recent call last)"):
-        error = want.splitlines()[-1].split(":", 1)[0].strip().rsplit(".", 1)[-1]
-        return (
-            f"try:\n{_indent(source)}\n    _ok, _why = False, 'raised nothing'\n"
-            f"except Exception as _exc:\n    _ok = type(_exc).__name__ == {error!r}\n"
-            "    _why = 'raised ' + type(_exc).__name__\n"
-        ) + _record(f"example {number}: {shown}  expected {error}; ")
-    want = "None" if want is None else want
-    call = ast.parse(source, mode="eval").body
-    if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "print" and call.args:
-        body = f"_got = {ast.unparse(call.args[0])}"  # doctest compares the printed text
-        test = f"str(_got) == {want!r}"
-    elif _parses(want, "eval"):
-        body, test = f"_got = ({source})", f"_same(_got, ({want}))"
-    else:
-        body, test = f"_got = ({source})", f"repr(_got) == {want!r}"
-    return (
-        f"try:\n{_indent(body)}\n    _ok = {test}\n    _why = '' if _ok else 'got ' + repr(_got)\n"
-        "except Exception as _exc:\n"
-        "    _ok, _why = False, 'raised ' + type(_exc).__name__ + ': ' + str(_exc)\n"
-    ) + _record(f"example {number}: {shown}  expected {want}; ")
-
-
-def examples_program(examples: list[Example]) -> str:
-    """A program that checks every example (statements among them run as setup), prints each
-    failure and a summary line, and exits with status 1 when any failed."""
-    blocks = [_CHECK_HEADER]
-    number = 0
-    for example in examples:
-        number += not _is_statement(example)
-        blocks.append(_check_block(number, example))
-    blocks.append(
-        "for _line in _failed:\n    print(_line)\n"
-        "_bad = sum(not _line.startswith('setup') for _line in _failed)\n"
-        f"print(f'{{{number} - _bad}} of {number} examples passed')\n"
-        "raise SystemExit(1 if _failed else 0)\n"
-    )
-    return "\n".join(blocks)
 
 
 # --- the toolboxes --------------------------------------------------------------------------

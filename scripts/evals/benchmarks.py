@@ -115,7 +115,7 @@ def make_humaneval_split(seed: int = HUMANEVAL_SEED) -> dict[str, Any]:
 
 
 def _humaneval_task(task_id: str, split: str, cut_points: list[int]) -> BenchTask:
-    from workers.tools import docstring_examples, examples_program
+    from workers.examples import docstring_examples, examples_program
 
     p = humaneval_problems()[task_id]
     spec = TaskSpec(

@@ -132,8 +132,8 @@ def task_order(tasks: Sequence[BenchTask], order: int) -> list[BenchTask]:
 
 def coding_self_check(task: BenchTask, answer: str | None) -> bool | None:
     """The answer on the prompt's own docstring examples, in the sandbox; None: no examples."""
+    from workers.examples import docstring_examples, examples_program
     from workers.sandbox import run_python
-    from workers.tools import docstring_examples, examples_program
 
     examples = docstring_examples(task.spec.prompt, task.spec.entry_point)
     if not examples:

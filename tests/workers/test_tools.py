@@ -10,15 +10,14 @@ import pytest
 
 from models.schemas import TaskSpec
 from workers import tools
+from workers.examples import Example, docstring_examples
 from workers.sandbox import SandboxResult
 from workers.search import BM25Index, Document, SearchHit
 from workers.tools import (
     CodingTools,
-    Example,
     SearchTools,
     Tool,
     Toolbox,
-    docstring_examples,
     format_run,
     make_toolbox,
     tool_schemas,
@@ -94,7 +93,7 @@ def test_examples_with_continuations_statements_none_results_and_arrows() -> Non
         Example("xs = ['x']", None),
         Example("print(longest(xs))", "x"),
         Example("longest(['ab', 'c'])", "'ab'"),
-        Example("longest(['q'])", '"q"'),
+        Example("longest(['q'])", "'q'"),  # the literal, normalised
         # other(...) is not the entry point; "the first one" is no literal; `longest(` does
         # not parse: all three are dropped.
     ]
