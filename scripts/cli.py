@@ -316,6 +316,8 @@ def _run_batch(
 def _print_report(views: list[dict[str, Any]], wall: float) -> None:
     from datetime import datetime
 
+    from scripts.show import answered_by, winner_cell
+
     table = Table(
         "job",
         "name",
@@ -334,7 +336,7 @@ def _print_report(views: list[dict[str, Any]], wall: float) -> None:
         table.add_row(
             v["job_id"][:8],
             (v["name"] or "")[:24],
-            award.get("agent", "-"),
+            winner_cell(v),
             {"refined": "yes", "direct": "direct"}.get(award.get("round", ""), "no"),
             str(v["verdict"] if v["status"] != "failed" else f"failed: {v['status_reason']}"[:40]),
             str(v["tokens"]),
@@ -349,14 +351,14 @@ def _print_report(views: list[dict[str, Any]], wall: float) -> None:
     auction_tokens = sum(v["auction_tokens"] for v in views)
     shares: dict[str, int] = {}
     for v in views:
-        if v["award"]:
-            shares[v["award"]["agent"]] = shares.get(v["award"]["agent"], 0) + 1
+        if (agent := answered_by(v)) is not None:
+            shares[agent] = shares.get(agent, 0) + 1
     per_agent = ", ".join(f"{a} {n}/{len(views)}" for a, n in sorted(shares.items()))
     rate = f"{passed}/{len(checked)}" + (f" ({passed / len(checked):.0%})" if checked else "")
     overhead = f"{auction_tokens / tokens:.0%}" if tokens else "n/a"
     console.print(
         f"pass rate {rate} · total cost ${sum(v['cost_usd'] for v in views):.7f} · "
-        f"jobs per agent: {per_agent} · auction overhead {overhead} of {tokens} tokens"
+        f"jobs answered per agent: {per_agent} · auction overhead {overhead} of {tokens} tokens"
     )
     console.print(f"wall time {wall:.1f}s for {len(views)} jobs")
 

@@ -102,3 +102,24 @@ def render(view: dict[str, Any], console: Console) -> None:
     for note in view.get("notes") or []:
         console.print(f"note: {note}", markup=False, highlight=False)
     console.print(usage_line(view))
+
+
+def winner_cell(view: dict[str, Any]) -> str:
+    """The award's agent, followed by every self-check fallback's agent in order
+    (``a → b → c``); ``-`` before the award."""
+    award = view["award"]
+    if award is None:
+        return "-"
+    chain = [award["agent"]]
+    for attempt in view.get("executions") or []:
+        if attempt["attempt"] > 0:
+            chain.append(attempt["agent"])
+    return " → ".join(chain)
+
+
+def answered_by(view: dict[str, Any]) -> str | None:
+    """The agent whose execution gave the job its answer: the last attempt's, else the award's."""
+    executions = view.get("executions") or []
+    if executions:
+        return str(executions[-1]["agent"])
+    return str(view["award"]["agent"]) if view["award"] else None

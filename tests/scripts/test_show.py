@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.console import Console
 
-from scripts.show import render
+from scripts.show import answered_by, render, winner_cell
 
 
 def _step(index: int, role: str, tool: str | None = None, obs: str | None = None) -> dict[str, Any]:
@@ -135,3 +135,16 @@ def test_a_shortcut_and_an_unawarded_job_say_so() -> None:
     assert "memory shortcut to qwen2.5-coder-0.5b" in shortcut
     pending = _text(_view("auction", status="bidding", verdict=None))
     assert "award: none yet" in pending and "bidding" in pending
+
+
+def test_the_run_table_names_every_agent_that_executed_and_who_answered() -> None:
+    first = _attempt(0, "qwen2.5-coder-0.5b", "failed", "failed")
+    second = _attempt(1, "smollm2-135m", "failed", "failed")
+    third = _attempt(2, "qwen2.5-coder-1.5b", "passed", "passed")
+    award = {"agent": "qwen2.5-coder-0.5b", "round": "first", "score": -1.0}
+    view = _view("auction", award=award, executions=[first, second, third])
+    assert winner_cell(view) == "qwen2.5-coder-0.5b → smollm2-135m → qwen2.5-coder-1.5b"
+    assert answered_by(view) == "qwen2.5-coder-1.5b"
+    plain = _view("auction", award=award, executions=[first])
+    assert winner_cell(plain) == "qwen2.5-coder-0.5b" and answered_by(plain) == award["agent"]
+    assert winner_cell(_view("auction")) == "-" and answered_by(_view("auction")) is None
