@@ -36,6 +36,7 @@ PAPER_MECHANISM: dict[str, object] = {
     "memory_label": "auction",  # the paper: the awarded bid is the winner
     "refine": True,
     "self_check_fallback": 0,  # the paper: the awarded agent's execution is the answer
+    "self_check_escalation": "ranking",  # (only matters with a fallback)
     "jury_debias": "none",  # the paper: each juror's own shuffle, raw 0-5 scores
     "jury_degenerate": "keep",  # the paper: a parsed score vector counts, constant or not
     "jury_min_weight": 0.0,  # the paper: every agent sits on the jury
@@ -117,6 +118,12 @@ class Settings(BaseSettings):
         description="Fallbacks allowed when the executing agent's code fails the prompt's own "
         "docstring examples (never the hidden tests): the job goes to the next-best bid of the "
         "auction's ranking, up to this many times; 0: off.",
+    )
+    self_check_escalation: Literal["ranking", "up"] = Field(
+        default="ranking",
+        description="Which bid a self-check fallback goes to: 'ranking', the next-best bid of "
+        "the auction's ranking; 'up', the next-best among agents pricier than every agent "
+        "that has executed (a failure never falls back to a cheaper agent).",
     )
     task_first_prompts: bool = Field(
         default=False,

@@ -46,16 +46,21 @@ def final_execution(s: Session, job_id: str) -> Execution | None:
 def attempt_bid(ctx: AuctionContext, s: Session, job_id: str, attempt: int) -> Bid | None:
     """The bid that executes as ``attempt``: the award's for 0; for a self-check fallback, the
     best bid in the auction's ranking (score, then price; first and refined rounds, as
-    :func:`decide_award` ranks them) of an agent that has not executed for this job yet.
+    :func:`decide_award` ranks them) of an agent that has not executed for this job yet, and,
+    with ``self_check_escalation = "up"``, whose output price is above every executed agent's.
     None when no such bid is left."""
     award = s.exec(select(Award).where(Award.job_id == job_id)).one()
     if attempt == 0:
         return s.get(Bid, award.bid_id)
     executed = {e.agent for e in attempts_of(s, job_id) if e.attempt < attempt}
+    prices = {a.name: a.output_price for a in ctx.pool.agents}
+    floor = -1.0
+    if ctx.settings.self_check_escalation == "up":
+        floor = max(prices.get(agent, 0.0) for agent in executed)
     left = [
         b
         for b in ok_bids(s, job_id, "first") + ok_bids(s, job_id, "refined")
-        if b.score is not None and b.agent not in executed
+        if b.score is not None and b.agent not in executed and prices.get(b.agent, 0.0) > floor
     ]
     if not left:
         return None
@@ -81,7 +86,8 @@ def plan_fallback(ctx: AuctionContext, job_id: str, attempt: int) -> str | None:
         add_note(ctx, job_id, f"{failed}; no fallback left (SALE_SELF_CHECK_FALLBACK={limit})")
         return None
     if nxt is None:
-        add_note(ctx, job_id, f"{failed}; no bid of another agent left to fall back to")
+        costlier = " costlier" if ctx.settings.self_check_escalation == "up" else ""
+        add_note(ctx, job_id, f"{failed}; no bid of another{costlier} agent left to fall back to")
         return None
     add_note(ctx, job_id, f"{failed}: fallback {attempt + 1} to {nxt.agent} ({nxt.round} bid)")
     log.info("job %s: %s, falling back to %s", job_id, failed, nxt.agent)

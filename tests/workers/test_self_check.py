@@ -270,3 +270,36 @@ def test_self_check_runs_only_the_visible_examples() -> None:
     assert len(seen) == 1
     wrong = self_check(task, "def add(a, b):\n    return a - b\n")  # the real sandbox
     assert wrong.value == "failed" and "got -1" in wrong.detail
+
+
+def test_escalation_up_never_falls_back_to_a_cheaper_agent(
+    ctx: AuctionContext, llm: CountingLLM
+) -> None:
+    # medium's plan wins; small's is next in the ranking, large's last.
+    directives = "medium.bid=5 small.bid=4 large.bid=0 medium.solve=fail small.solve=fail"
+    ctx.settings = ctx.settings.model_copy(update={"self_check_fallback": 2})
+    run_job(ctx, spec(directives), "by-ranking")
+    assert [e.agent for e in executions(ctx, "by-ranking")] == ["medium", "small", "large"]
+
+    ctx.settings = ctx.settings.model_copy(update={"self_check_escalation": "up"})
+    run_job(ctx, spec(directives), "upwards")
+    runs = executions(ctx, "upwards")
+    assert [(e.agent, e.self_check) for e in runs] == [("medium", "failed"), ("large", "passed")]
+    with session_scope(ctx.db_url) as s:
+        job = s.get(Job, "upwards")
+    assert job is not None and job.verdict == "passed"
+    assert "self-check of medium failed (attempt 0): fallback 1 to large (first bid)" in job.notes
+
+
+def test_escalation_up_stops_when_no_costlier_agent_is_left(
+    ctx: AuctionContext, llm: CountingLLM
+) -> None:
+    ctx.settings = ctx.settings.model_copy(
+        update={"self_check_fallback": 2, "self_check_escalation": "up"}
+    )
+    run_job(ctx, spec("large.solve=fail"))  # large wins and fails: nothing costlier to try
+    assert [e.agent for e in executions(ctx)] == ["large"]
+    with session_scope(ctx.db_url) as s:
+        job = s.get(Job, "job-1")
+    assert job is not None
+    assert any("no bid of another costlier agent left" in n for n in job.notes)
