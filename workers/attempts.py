@@ -43,6 +43,13 @@ def final_execution(s: Session, job_id: str) -> Execution | None:
     return found[-1] if found else None
 
 
+def execution_row(s: Session, job_id: str, attempt: int) -> Execution | None:
+    """A job's execution ``attempt`` (0: the award's), or None."""
+    return s.exec(
+        select(Execution).where(Execution.job_id == job_id, Execution.attempt == attempt)
+    ).first()
+
+
 def attempt_bid(ctx: AuctionContext, s: Session, job_id: str, attempt: int) -> Bid | None:
     """The bid that executes as ``attempt``: the award's for 0; for a self-check fallback, the
     best bid in the auction's ranking (score, then price; first and refined rounds, as
@@ -54,9 +61,9 @@ def attempt_bid(ctx: AuctionContext, s: Session, job_id: str, attempt: int) -> B
         return s.get(Bid, award.bid_id)
     executed = {e.agent for e in attempts_of(s, job_id) if e.attempt < attempt}
     prices = {a.name: a.output_price for a in ctx.pool.agents}
-    floor = -1.0
+    floor = -1.0  # "ranking": any agent's bid
     if ctx.settings.self_check_escalation == "up":
-        floor = max(prices.get(agent, 0.0) for agent in executed)
+        floor = max((prices.get(agent, 0.0) for agent in executed), default=floor)
     left = [
         b
         for b in ok_bids(s, job_id, "first") + ok_bids(s, job_id, "refined")
@@ -74,9 +81,7 @@ def plan_fallback(ctx: AuctionContext, job_id: str, attempt: int) -> str | None:
     ``self_check_fallback`` fallbacks ran, and a bid of an agent that has not executed is left.
     The hand-over (or why there is none) is noted on the job, once."""
     with session_scope(ctx.db_url) as s:
-        done = s.exec(
-            select(Execution).where(Execution.job_id == job_id, Execution.attempt == attempt)
-        ).first()
+        done = execution_row(s, job_id, attempt)
         if done is None or done.self_check != "failed":
             return None
         limit = ctx.settings.self_check_fallback
@@ -108,9 +113,7 @@ def run_execution(
     each step (the task publishes it to Flower). Idempotent: one Execution per (job, attempt).
     """
     with session_scope(ctx.db_url) as s:
-        existing = s.exec(
-            select(Execution).where(Execution.job_id == job_id, Execution.attempt == attempt)
-        ).first()
+        existing = execution_row(s, job_id, attempt)
         if existing is not None and existing.id is not None:
             return existing.id
         job = load_job(s, job_id, ctx.db_url)
@@ -176,10 +179,8 @@ def run_execution(
             return execution.id
     except IntegrityError:
         with session_scope(ctx.db_url) as s:
-            again = s.exec(
-                select(Execution).where(Execution.job_id == job_id, Execution.attempt == attempt)
-            ).one()
-            assert again.id is not None
+            again = execution_row(s, job_id, attempt)
+            assert again is not None and again.id is not None
             return again.id
 
 

@@ -44,6 +44,14 @@ def _parses(source: str, mode: str) -> bool:
     return True
 
 
+def _expression(text: str) -> ast.expr | None:
+    """``text`` parsed as one Python expression, or None."""
+    try:
+        return ast.parse(text, mode="eval").body
+    except SyntaxError:
+        return None
+
+
 def _is_literal(node: ast.expr) -> bool:
     try:
         ast.literal_eval(node)
@@ -54,10 +62,7 @@ def _is_literal(node: ast.expr) -> bool:
 
 def _literal_call(text: str, entry_point: str) -> ast.Call | None:
     """``text`` as a call of ``entry_point`` with only literal arguments, else None."""
-    try:
-        node = ast.parse(text, mode="eval").body
-    except SyntaxError:
-        return None
+    node = _expression(text)
     if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
         return None
     if node.func.id != entry_point:
@@ -78,13 +83,8 @@ def _literal_prefix(text: str) -> str | None:
             candidates.append(text.split(mark, 1)[0])
     for candidate in candidates:
         want = candidate.strip().rstrip(".,;:").strip()
-        if not want:
-            continue
-        try:
-            node = ast.parse(want, mode="eval").body
-        except SyntaxError:
-            continue
-        if _is_literal(node):
+        node = _expression(want) if want else None
+        if node is not None and _is_literal(node):
             return ast.unparse(node)  # drops a comment the literal's text may still carry
     return None
 
@@ -112,40 +112,48 @@ def _call_end(line: str, start: int) -> int | None:
     return None
 
 
-def _call_at(line: str, entry_point: str) -> tuple[str, int] | None:
-    """The first call of ``entry_point`` on ``line`` (its text, the index past it), or None."""
+@dataclass(frozen=True)
+class _Inline:
+    """A line read as ``<call of the entry point> <separator> <rest>``."""
+
+    call: str
+    separator: str
+    rest: str
+
+
+def _inline_parts(line: str, entry_point: str) -> _Inline | None:
+    """The first call of ``entry_point`` on ``line``, the separator after it and the rest of
+    the line; None when there is no such call or no separator follows it."""
     found = re.search(rf"(?<![\w.]){re.escape(entry_point)}\s*\(", line)
     if found is None:
         return None
     end = _call_end(line, line.index("(", found.start()))
-    return None if end is None else (line[found.start() : end], end)
+    sep = _SEPARATOR.match(line[end:]) if end is not None else None
+    if end is None or sep is None:
+        return None
+    return _Inline(line[found.start() : end], sep.group().strip(), line[end + sep.end() :])
 
 
-def _defines(line: str, entry_point: str) -> bool:
-    """``line`` defines the function by an equation on a symbolic argument (``tri(n) = …``)."""
-    at = _call_at(line, entry_point)
-    if at is None or _literal_call(at[0], entry_point) is not None:
-        return False
-    sep = _SEPARATOR.match(line[at[1] :])
-    return _parses(at[0], "eval") and sep is not None and sep.group().strip() == "="
+def _defines(parts: _Inline, entry_point: str) -> bool:
+    """The line defines the function by an equation on a symbolic argument (``tri(n) = …``)."""
+    return (
+        parts.separator == "="
+        and _expression(parts.call) is not None
+        and _literal_call(parts.call, entry_point) is None
+    )
 
 
-def _inline_example(line: str, entry_point: str, defines: bool = False) -> Example | None:
-    """An inline example on ``line`` (``f(1) ==> 2``, ``* f([]) => []``, ``for f(7) == 34``,
+def _inline_example(parts: _Inline, entry_point: str, defines: bool) -> Example | None:
+    """An inline example (``f(1) ==> 2``, ``* f([]) => []``, ``for f(7) == 34``,
     ``f('a') returns 'b'``, ``f(1) should return 16.``), or None. With ``defines`` (the
     prompt defines the function by equations, ``f(n) = f(n - 1) + …``) a bare ``=`` reads as
     part of that definition, not as an example, and such lines are dropped."""
-    at = _call_at(line, entry_point)
-    if at is None:
+    if _literal_call(parts.call, entry_point) is None:
         return None
-    call, end = at
-    if _literal_call(call, entry_point) is None:
+    if defines and parts.separator == "=":
         return None
-    sep = _SEPARATOR.match(line[end:])
-    if sep is None or (defines and sep.group().strip() == "="):
-        return None
-    want = _literal_prefix(line[end + sep.end() :])
-    return None if want is None else Example(call, want)
+    want = _literal_prefix(parts.rest)
+    return None if want is None else Example(parts.call, want)
 
 
 def docstring_examples(prompt: str, entry_point: str | None = None) -> list[Example]:
@@ -154,15 +162,18 @@ def docstring_examples(prompt: str, entry_point: str | None = None) -> list[Exam
     module docstring for what is read and what is dropped). Examples whose code does not
     parse are dropped."""
     lines = prompt.splitlines()
-    defines = entry_point is not None and any(_defines(line, entry_point) for line in lines)
+    name = entry_point or ""  # no entry point: no inline examples
+    inline = [_inline_parts(line, name) if name else None for line in lines]
+    defines = any(p is not None and _defines(p, name) for p in inline)
     examples: list[Example] = []
     i = 0
     while i < len(lines):
         match = _PROMPT_LINE.match(lines[i])
         if match is None:
-            inline = _inline_example(lines[i], entry_point, defines) if entry_point else None
-            if inline is not None:
-                examples.append(inline)
+            parts = inline[i]
+            found = _inline_example(parts, name, defines) if parts else None
+            if found is not None:
+                examples.append(found)
             i += 1
             continue
         source = [match.group(1)]
@@ -187,10 +198,7 @@ def docstring_examples(prompt: str, entry_point: str | None = None) -> list[Exam
 
 
 def _is_comparison(code: str) -> bool:
-    try:
-        node = ast.parse(code, mode="eval").body
-    except SyntaxError:
-        return False
+    node = _expression(code)
     return isinstance(node, ast.Compare) and all(isinstance(op, ast.Eq) for op in node.ops)
 
 

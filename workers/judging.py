@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from models.db import session_scope
 from models.tables import JuryCall, JuryScore
@@ -53,6 +53,20 @@ def jury_targets(ctx: AuctionContext, job_id: str, round_: str) -> list[tuple[st
     return [(j, str(b.id)) for j in jury_panel(ctx) for b in bids]
 
 
+def _jury_call_row(
+    s: Session, job_id: str, juror: str, round_: str, target: str
+) -> JuryCall | None:
+    """The juror's call for this round and target, or None."""
+    return s.exec(
+        select(JuryCall).where(
+            JuryCall.job_id == job_id,
+            JuryCall.juror == juror,
+            JuryCall.round == round_,
+            JuryCall.target == target,
+        )
+    ).first()
+
+
 def run_jury(ctx: AuctionContext, job_id: str, juror: str, round_: str, target: str) -> int:
     """One juror's call: scores for the round's bids (or one bid); returns the JuryCall id.
 
@@ -60,14 +74,7 @@ def run_jury(ctx: AuctionContext, job_id: str, juror: str, round_: str, target: 
     then abstains (recorded with the reason). Raises TransientModelError to be retried.
     """
     with session_scope(ctx.db_url) as s:
-        existing = s.exec(
-            select(JuryCall).where(
-                JuryCall.job_id == job_id,
-                JuryCall.juror == juror,
-                JuryCall.round == round_,
-                JuryCall.target == target,
-            )
-        ).first()
+        existing = _jury_call_row(s, job_id, juror, round_, target)
         if existing is not None and existing.id is not None:
             return existing.id
         job = load_job(s, job_id, ctx.db_url)
@@ -162,15 +169,8 @@ def run_jury(ctx: AuctionContext, job_id: str, juror: str, round_: str, target: 
             return call.id
     except IntegrityError:
         with session_scope(ctx.db_url) as s:
-            again = s.exec(
-                select(JuryCall).where(
-                    JuryCall.job_id == job_id,
-                    JuryCall.juror == juror,
-                    JuryCall.round == round_,
-                    JuryCall.target == target,
-                )
-            ).one()
-            assert again.id is not None
+            again = _jury_call_row(s, job_id, juror, round_, target)
+            assert again is not None and again.id is not None
             return again.id
 
 
