@@ -28,9 +28,11 @@ from scripts.evals.runner import (
     Plan,
     Segment,
     is_live,
+    live_segment,
     stream_name,
     task_order,
     variant_env,
+    variant_weights,
 )
 from scripts.evals.store import RunStore
 from workers.pool import Pool
@@ -301,12 +303,12 @@ def evaluate(
                 runner.run_stream(store, "sale-train", 0, plan.train, segment)
                 _, why = fit_from_train(store, pool, weights_path, bench)
                 notes.append(why)
-            fitted = weights_path if weights_path.exists() else settings.weights_file
+            default = settings.weights_file
+            fitted = weights_path if weights_path.exists() else default
             # Orders outer, methods inner: a run stopped early has every method's first order.
             for order in range(plan.orders):
                 for method in plan.live:
-                    name = stream_name(method, order, len(plan.test))
-                    segment = Segment(name, variant_env(method), fitted)
+                    segment = live_segment(method, order, len(plan.test), fitted, default)
                     runner.run_stream(store, method, order, task_order(plan.test, order), segment)
                     doc(False)
     elif plan.fit and not weights_path.exists():
@@ -314,4 +316,10 @@ def evaluate(
         notes.append(why)
     if plan.fit and weights_path.exists() and not any("fitted" in n for n in notes):
         notes.append(f"SALE used the weights fitted on the train split: {weights_path}")
+    on_default = [m for m in plan.live if variant_weights(m) == "default"]
+    if on_default:
+        notes.append(
+            f"{', '.join(on_default)} scored with the default weights "
+            f"({settings.weights_file or 'workers/weights/default.json'}), not the fitted ones"
+        )
     return doc(True)

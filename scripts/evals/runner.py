@@ -51,16 +51,44 @@ def is_live(method: str) -> bool:
     return _VARIANT.match(method) is not None
 
 
+#: ``weights=`` is not a setting but picks the scoring weights of a live method's segment:
+#: ``fitted`` (the default: the work directory's weights fitted on the train split, when there
+#: are any) or ``default`` (the weights file ``sale run`` uses — ``SALE_WEIGHTS_FILE``, else the
+#: packaged ``workers/weights/default.json``).
+WEIGHTS_CHOICES = ("fitted", "default")
+
+
+def variant_weights(method: str) -> str:
+    """Which weights a live method scores with: ``fitted`` or ``default``."""
+    match = _VARIANT.match(method)
+    if match is None:
+        raise ValueError(f"{method!r} is not a SALE method")
+    choice = "fitted"
+    for part in filter(None, match.group(2).split("+")):
+        key, value = part.split("=", 1)
+        if key == "weights":
+            if value not in WEIGHTS_CHOICES:
+                raise ValueError(
+                    f"{method!r}: weights={value!r} is not one of {', '.join(WEIGHTS_CHOICES)} "
+                    "(fitted: the train split's fit; default: the weights `sale run` uses)"
+                )
+            choice = value
+    return choice
+
+
 def variant_env(method: str) -> dict[str, str]:
     """The worker environment of a live method; unknown settings raise ValueError."""
     from broker.settings import Settings
 
+    variant_weights(method)  # a bad weights= choice fails here
     match = _VARIANT.match(method)
     if match is None:
         raise ValueError(f"{method!r} is not a SALE method")
     env = {"SALE_REFINE": "false" if match.group(1) == "sale-nomem" else "true"}
     for part in filter(None, match.group(2).split("+")):
         key, value = part.split("=", 1)
+        if key == "weights":
+            continue
         if key not in Settings.model_fields:
             raise ValueError(
                 f"{method!r}: {key!r} is not a setting (see the README's configuration list)"
@@ -236,6 +264,15 @@ class Segment:
     name: str  # e.g. "single", "sale-o0"
     env: dict[str, str] = field(default_factory=dict)  # the workers' setting overrides
     weights_file: Path | None = None
+
+
+def live_segment(
+    method: str, order: int, n_tasks: int, fitted: Path | None, default: Path | None
+) -> Segment:
+    """The segment one live method's stream runs in: its database, its workers' settings and
+    the weights it scores with (``weights=fitted``, the default, or ``weights=default``)."""
+    chosen = fitted if variant_weights(method) == "fitted" else default
+    return Segment(stream_name(method, order, n_tasks), variant_env(method), chosen)
 
 
 @dataclass

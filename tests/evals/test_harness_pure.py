@@ -266,3 +266,24 @@ def test_sale_variants_parse_into_worker_settings() -> None:
         expand_methods(["sales"], pool)
     assert "/" not in segment_name("sale+memory_k=4") and "+" not in segment_name("sale+x=1")
     assert stream_name("sale", 0, 30) == "sale-o0" and stream_name("sale", 1, 30) == "sale-o1-n30"
+
+
+def test_weights_choice_picks_the_segments_weights_file_and_is_not_a_worker_setting() -> None:
+    from pathlib import Path as P
+
+    from scripts.evals.runner import live_segment, variant_env, variant_weights
+
+    fitted, default = P("/w/weights.json"), P("/pkg/default.json")
+    assert variant_weights("sale") == "fitted"
+    assert variant_weights("sale+weights=default+jury_debias=rotate") == "default"
+    assert variant_env("sale+weights=default+jury_debias=rotate") == {
+        "SALE_REFINE": "true",
+        "SALE_JURY_DEBIAS": "rotate",
+    }
+    plain = live_segment("sale", 1, 30, fitted, default)
+    assert (plain.name, plain.weights_file) == ("sale-o1-n30", fitted)
+    chosen = live_segment("sale+weights=default", 0, 30, fitted, default)
+    assert chosen.weights_file == default and chosen.name == "sale_weights_default-o0"
+    assert chosen.env == {"SALE_REFINE": "true"}
+    with pytest.raises(ValueError, match="weights='mine' is not one of fitted, default"):
+        variant_env("sale+weights=mine")
