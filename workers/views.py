@@ -79,13 +79,16 @@ def job_view(ctx: AuctionContext, job_id: str, steps: bool = True) -> dict[str, 
         job = load_job(s, job_id, ctx.db_url)
         bids = list(s.exec(select(Bid).where(Bid.job_id == job_id).order_by(col(Bid.id))))
         scores = s.exec(select(JuryScore).where(JuryScore.job_id == job_id)).all()
+        # γ: the jury's scores as the scorer used them (after the validity check and debiasing),
+        # kept in the job's memory record once the job is done.
+        record = s.exec(select(MemoryRecord).where(MemoryRecord.job_id == job_id)).first()
+        gamma = {m.get("bid_id"): m.get("gamma") for m in (record.bids if record else [])}
         calls = list(
             s.exec(select(JuryCall).where(JuryCall.job_id == job_id).order_by(col(JuryCall.id)))
         )
         award = s.exec(select(Award).where(Award.job_id == job_id)).first()
         executions = attempts_of(s, job_id)
         execution = executions[-1] if executions else None
-        record = s.exec(select(MemoryRecord).where(MemoryRecord.job_id == job_id)).first()
         events = s.exec(
             select(StatusEvent).where(StatusEvent.job_id == job_id).order_by(col(StatusEvent.id))
         ).all()
@@ -127,6 +130,7 @@ def job_view(ctx: AuctionContext, job_id: str, steps: bool = True) -> dict[str, 
                     "tokens": b.tokens_out,
                     "entropy": b.entropy,
                     "jury": {r.juror: r.score for r in scores if r.bid_id == b.id},
+                    "gamma": gamma.get(b.id),
                     "cost": b.cost_term,
                     "value": b.value,
                     "score": b.score,

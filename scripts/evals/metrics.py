@@ -131,9 +131,12 @@ def signal_table(
 ) -> list[dict[str, Any]]:
     """Each scoring signal's correlation with success.
 
-    Two labels: ``r_alone`` labels every bid by whether its agent solved the task alone (the
-    single-agent runs: every bid gets a label, the plan itself was not executed);
-    ``r_executed`` uses only awarded bids, labelled by their own execution's verdict.
+    A juror's signal is its γ (``gamma``: the score after the validity check and debiasing, as
+    the scorer used it) where the record has it, else its raw score; a juror that abstained
+    (e.g. a degenerate vector) adds no point. Two labels: ``r_alone`` labels every bid by
+    whether its agent solved the task alone (the single-agent runs: every bid gets a label, the
+    plan itself was not executed); ``r_executed`` uses only awarded bids, labelled by their own
+    execution's verdict.
     """
     signals: dict[str, tuple[list[float], list[float], list[float], list[float]]] = {}
 
@@ -157,8 +160,11 @@ def signal_table(
             executed = bool(r["passed"]) if (b["agent"], b["round"]) == awarded else None
             add("entropy", b.get("entropy"), alone, executed)
             add("plan_tokens", b.get("tokens"), alone, executed)
+            # γ, the scores as the scorer used them (validity check, debiasing); records from
+            # before γ was kept in the run record carry only the raw scores.
+            scored = b.get("gamma") if b.get("gamma") is not None else b.get("jury")
             for juror in jurors:
-                score = (b.get("jury") or {}).get(juror)
+                score = (scored or {}).get(juror)
                 add(f"jury:{juror}", None if score is None else float(score), alone, executed)
     table = []
     for name, (xs_a, ys_a, xs_e, ys_e) in signals.items():

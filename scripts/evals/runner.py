@@ -244,7 +244,7 @@ def run_record(
         "bids": [
             {
                 k: b.get(k)
-                for k in ("agent", "round", "status", "tokens", "entropy", "jury", "score")
+                for k in ("agent", "round", "status", "tokens", "entropy", "jury", "gamma", "score")
             }
             for b in view.get("bids", [])
             if b.get("round") != "direct"

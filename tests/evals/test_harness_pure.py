@@ -202,6 +202,14 @@ def test_pearson_and_signal_table() -> None:
     assert table["jury:large"]["r_alone"] == pytest.approx(1.0)
     assert table["jury:large"]["n_alone"] == 6 and table["jury:large"]["fitted_weight"] == 0.5
     assert table["entropy"]["n_executed"] == 3  # only the awarded bid carries its own verdict
+    # γ (the scores as the scorer used them) wins over the raw scores: standardised scores that
+    # reverse the order, and an abstention (no γ) that drops the point.
+    bids[0]["gamma"], bids[1]["gamma"] = {"large": 4.0}, {"large": 2.0}
+    table = {s["signal"]: s for s in metrics.signal_table(rows, solved, ["large"])}
+    assert table["jury:large"]["r_alone"] == pytest.approx(-1.0)
+    bids[0]["gamma"] = {}
+    table = {s["signal"]: s for s in metrics.signal_table(rows, solved, ["large"])}
+    assert table["jury:large"]["n_alone"] == 3
 
 
 def test_store_resumes_and_ignores_a_torn_line(tmp_path: Path) -> None:

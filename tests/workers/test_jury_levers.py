@@ -159,6 +159,9 @@ def test_memory_stores_the_scorer_gammas_and_the_fit_reproduces_its_scores(
     by_agent = {b["agent"]: b for b in items}
     assert by_agent["large"]["jury"] == {"small": 2, "medium": 2, "large": 5}  # raw kept
     assert by_agent["large"]["gamma"]["large"] != pytest.approx(5.0)  # standardised
+    shown = {b["agent"]: b for b in job_view(ctx, "job-1")["bids"]}
+    assert shown["large"]["gamma"] == by_agent["large"]["gamma"]  # what `sale eval` correlates
+    assert shown["large"]["jury"] == by_agent["large"]["jury"]
     [training] = fit.auctions_from_memory(
         [{"job_id": "job-1", "bids": items, "verdict": "failed"}], "auction", prices=PRICES
     )
