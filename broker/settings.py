@@ -142,7 +142,8 @@ class Settings(BaseSettings):
     plan_mode: Literal["follow", "guidance"] = Field(
         default="follow",
         description="follow: execute the plan; guidance: the plan is advice the executing agent "
-        "revises when its own checks disagree.",
+        "revises when its own checks disagree, and a coding answer that fails the task's own "
+        "examples goes back to it once, with what failed.",
     )
     execute_max_tokens: int = Field(default=768, ge=16, le=32768)
     jury_max_tokens: int = Field(default=128, ge=16, le=4096)

@@ -14,8 +14,11 @@ pool entry says ``action_format = "native"`` is also offered the tools as OpenAI
 schemas: each tool call it makes is run (a bad one gets an error observation) and answered
 with a ``tool`` message, and a reply without tool calls goes through the text parser, where
 anything that is no action is its final answer. An unreadable reply costs a step and gets a
-short correction; an exact repeat of an earlier tool call is not run again. Transient model
-errors propagate (Celery retries the execution); other model errors are recorded.
+short correction; an exact repeat of an earlier tool call is not run again. With the plan as
+guidance (``plan_mode = "guidance"``), a coding job's final answer is first run on the task's
+own examples (never the hidden tests); if it fails them it goes back to the agent once, with
+what failed, and its next final answer is accepted. Transient model errors propagate (Celery
+retries the execution); other model errors are recorded.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ log = logging.getLogger(__name__)
 
 FINAL = "final_answer"
 MAX_INVALID_ACTIONS = 3
+GUIDANCE_REVISIONS = 1  # plan_mode "guidance": failed final answers sent back for a revision
 """Consecutive replies without a usable action that stop a trace (``invalid_actions``): a
 model that cannot follow the format would otherwise spend its whole token budget."""
 Progress = Callable[[int, str | None], None]
@@ -332,6 +336,9 @@ def run_agent(
     seen: dict[tuple[str | None, str], tuple[int, str]] = {}  # (tool, argument) -> step, result
     started = clock()
     n = invalid = 0
+    # Plan as guidance: a final answer that fails the checks the agent may see (a coding job's
+    # examples) goes back to it once, with what failed, before it is accepted.
+    revise = GUIDANCE_REVISIONS if style.plan_mode == "guidance" else 0
     while True:
         used = outcome.tokens_in + outcome.tokens_out
         hit = "invalid_actions" if invalid >= max_invalid else None
@@ -397,6 +404,23 @@ def run_agent(
             final = extract_code(final, spec) if final and _is_code(final) else candidate.value
             if final is None:
                 action = Action("invalid", problem="the Final Answer held no code")
+        if final is not None and revise and tools.check is not None:
+            passed, report = tools.check(final)
+            if not passed:  # guidance: the agent's own checks outrank the plan; one more go
+                revise -= 1
+                candidate.value = final
+                step.tool_name, step.tool_args = "run_tests", {"code": final}
+                step.observation = render(f"agent_revise_{spec.kind}", report=report)
+                seen[("run_tests", final)] = (n, step.observation)
+                step.latency_s = time.perf_counter() - call_started
+                outcome.steps.append(step)
+                observation = render(
+                    "agent_observation", observation=step.observation, budget=budget
+                )
+                messages.append({"role": "assistant", "content": result.text})
+                messages.append({"role": "user", "content": observation})
+                _report(progress, n, "run_tests")
+                continue
         if final is not None:
             outcome.answer = final
             step.tool_name, step.tool_args = FINAL, {"answer": final}

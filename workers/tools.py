@@ -74,6 +74,9 @@ class Toolbox:
 
     kind: str
     tools: dict[str, Tool]
+    #: Checks a final answer against the checks the agent may see (a coding job's examples):
+    #: ``(passed, report)``; None when the job shows none.
+    check: Callable[[str], tuple[bool, str]] | None = None
 
     def describe(self) -> str:
         """One line per tool, for the system prompt."""
@@ -139,19 +142,24 @@ class CodingTools:
         """Run ``code`` in the sandbox as the agent wrote it."""
         return format_run(self.runner(code, limits=self.limits))
 
+    def check(self, code: str) -> tuple[bool, str]:
+        """``code`` (completed from the prompt as the verdict would) run on the examples:
+        whether all passed, and what the run showed."""
+        program = extract_code(code, self.spec) + "\n\n" + examples_program(self.examples)
+        result = self.runner(program, limits=self.limits)
+        if result.ok:
+            return True, result.stdout.strip() or "all examples passed"
+        return False, format_run(result)
+
     def run_tests(self, code: str) -> str:
-        """Check ``code`` (completed from the prompt as the verdict would) on the examples."""
+        """Check ``code`` on the examples (the ``run_tests`` tool)."""
         if not self.examples:
             return (
                 "The task shows no examples to check against. Use run_python with your own "
                 "assert statements instead."
             )
-        program = extract_code(code, self.spec) + "\n\n" + examples_program(self.examples)
-        result = self.runner(program, limits=self.limits)
-        if result.ok:
-            summary = result.stdout.strip() or "all examples passed"
-            return f"{summary}. Reply with Final Answer to submit this code."
-        return format_run(result)
+        passed, report = self.check(code)
+        return f"{report}. Reply with Final Answer to submit this code." if passed else report
 
     def toolbox(self) -> Toolbox:
         """The coding toolbox."""
@@ -173,6 +181,7 @@ class CodingTools:
                     self.run_tests,
                 ),
             },
+            check=self.check if self.examples else None,
         )
 
 

@@ -24,6 +24,7 @@ from workers.errors import PermanentModelError, TransientModelError
 from workers.execution import EXECUTORS
 from workers.llm import LLMCall, LLMResult, Message, ToolCall
 from workers.pool import Agent
+from workers.prompts import PromptStyle
 from workers.scripted import scripted_reply
 from workers.search import BM25Index, Document
 from workers.tools import CodingTools, SearchTools, Tool, Toolbox
@@ -603,3 +604,45 @@ def test_scripted_search_tool_action_is_a_search_for_the_question() -> None:
         {"role": "user", "content": "Observation: x"},
     ]
     assert scripted_reply("small", "execute", messages).text == "ANSWER: pass"
+
+
+# --- plan as guidance: a failing final answer goes back once -------------------------------
+
+SUB = "def add(a, b):\n    return a - b"
+
+
+def _final(code: str) -> str:
+    return f"Final Answer:\n```python\n{code}\n```"
+
+
+def test_guidance_sends_a_final_answer_that_fails_the_examples_back_once() -> None:
+    llm = FakeLLM([_final(SUB), _final(ADD)])
+    box = CodingTools(spec()).toolbox()
+    style = PromptStyle(plan_mode="guidance")
+    outcome = run_agent(spec(), "1. subtract", AGENT, llm, 256, toolbox=box, style=style)
+    assert outcome.answer == ADD and outcome.stop_reason == "final_answer"
+    checked, final = outcome.steps[2], outcome.steps[3]
+    assert checked.tool_name == "run_tests" and checked.tool_args == {"code": SUB}
+    assert checked.observation is not None and "fails the examples" in checked.observation
+    assert "AssertionError" in checked.observation or "add(2, 3)" in checked.observation
+    assert final.tool_name == FINAL and final.tool_args == {"answer": ADD}
+    assert llm.calls[1][0][-1]["content"].startswith("Observation:\nYour Final Answer fails")
+
+
+def test_guidance_revises_only_once_and_follow_mode_never_checks() -> None:
+    box = CodingTools(spec()).toolbox()
+    llm = FakeLLM([_final(SUB), _final(SUB), _final(ADD)])
+    style = PromptStyle(plan_mode="guidance")
+    outcome = run_agent(spec(), "plan", AGENT, llm, 256, toolbox=box, style=style)
+    assert outcome.answer == SUB and len(llm.calls) == 2  # the second failing answer stands
+    llm = FakeLLM([_final(SUB), _final(ADD)])
+    outcome = run_agent(spec(), "plan", AGENT, llm, 256, toolbox=box)
+    assert outcome.answer == SUB and len(llm.calls) == 1
+    # A passing final answer, or a job without examples, is accepted as it is.
+    llm = FakeLLM([_final(ADD)])
+    assert run_agent(spec(), "p", AGENT, llm, 256, toolbox=box, style=style).answer == ADD
+    bare = spec().model_copy(update={"prompt": "def add(a, b):\n    pass\n"})
+    llm = FakeLLM([_final(SUB), _final(ADD)])
+    tools = CodingTools(bare).toolbox()
+    assert tools.check is None
+    assert run_agent(bare, "p", AGENT, llm, 256, toolbox=tools, style=style).answer == SUB
