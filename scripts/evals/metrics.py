@@ -75,6 +75,8 @@ def method_summary(
         out[key] = mean
         out[f"{key}_std"] = std
     out["replayed"] = any(r.get("replayed") for r in rows)
+    # The code versions that ran the method's jobs (records from before this was kept: none).
+    out["code"] = sorted({str(r["code"]) for r in rows if r.get("code")})
     per_bin: dict[str, list[Record]] = defaultdict(list)
     for r in rows:
         per_bin[str(r["bin"])].append(r)

@@ -79,6 +79,14 @@ def markdown(doc: dict[str, Any]) -> str:
             )
     if doc.get("notes"):
         lines += ["", "Notes:", ""] + [f"- {n}" for n in doc["notes"]]
+    versions = {row["method"]: row.get("code") or [] for row in doc["methods"]}
+    if any(versions.values()):
+        lines += [
+            "",
+            "The code (commit) that ran each method's jobs; – : not recorded (older runs):",
+            "",
+        ]
+        lines += [f"- {m}: {', '.join(v) or '–'}" for m, v in versions.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -20,10 +20,12 @@ classifier, cascade, oracle) are computed from the stored single-agent outcomes.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -191,6 +193,31 @@ def _at(history: Sequence[dict[str, Any]], status: str) -> float | None:
     return None
 
 
+@functools.cache
+def code_version() -> str | None:
+    """The commit of the code that runs the jobs (``-dirty`` with uncommitted changes), so a
+    work directory that mixes code versions shows it; None outside a git checkout."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=10", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}-dirty" if dirty else head or None
+
+
 def run_record(
     task: BenchTask, view: dict[str, Any], method: str, order: int, position: int
 ) -> dict[str, Any]:
@@ -250,6 +277,7 @@ def run_record(
             if b.get("round") != "direct"
         ],
         "replayed": False,
+        "code": code_version(),
         "finished_at": time.time(),
     }
 

@@ -164,6 +164,10 @@ def test_method_summary_figures_and_std_over_orders() -> None:
     assert s["overhead_token_share"] == pytest.approx(0.25)
     assert s["overhead_wall_share"] == pytest.approx(0.4)
     assert s["bins"]["short"]["pass_at_1"] == 1.0 and s["bins"]["long"]["pass_at_1"] == 0.5
+    assert s["code"] == []  # records from before the code version was kept
+    mixed = [record("sale", 0, 0, "small", True, code="abc"), record("sale", 1, 0, "s", True)]
+    mixed.append(record("sale", 1, 1, "small", True, code="def-dirty"))
+    assert metrics.method_summary(mixed, "large")["code"] == ["abc", "def-dirty"]
 
 
 def test_win_share_curve_is_cumulative_per_order() -> None:
@@ -226,7 +230,7 @@ def test_store_resumes_and_ignores_a_torn_line(tmp_path: Path) -> None:
 
 
 def test_report_writes_strict_json_markdown_and_plots(tmp_path: Path) -> None:
-    rows = [record("sale", 0, i, "small", i == 0) for i in range(2)]
+    rows = [record("sale", 0, i, "small", i == 0, code="0de53dd") for i in range(2)]
     summary = {"method": "sale", **metrics.method_summary(rows, "large")}
     summary["usd_per_mtok"] = math.nan
     doc = {
@@ -248,6 +252,7 @@ def test_report_writes_strict_json_markdown_and_plots(tmp_path: Path) -> None:
     assert data["methods"][0]["usd_per_mtok"] is None
     md = (tmp_path / "humaneval.md").read_text()
     assert "| sale | 0.500 |" in md and "sale eval --limit 2" in md
+    assert "- sale: 0de53dd" in md  # which code ran the method's jobs
     pngs = [p for p in paths if p.suffix == ".png"]
     assert len(pngs) == 2 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
 
@@ -295,3 +300,17 @@ def test_weights_choice_picks_the_segments_weights_file_and_is_not_a_worker_sett
     assert chosen.env == {"SALE_REFINE": "true"}
     with pytest.raises(ValueError, match="weights='mine' is not one of fitted, default"):
         variant_env("sale+weights=mine")
+
+
+def test_code_version_names_this_checkout() -> None:
+    import subprocess
+
+    from scripts.evals.runner import code_version
+
+    root = Path(__file__).resolve().parents[2]
+    head = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "--short=10", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    if not head:
+        pytest.skip("not a git checkout")
+    assert code_version() in (head, f"{head}-dirty")
