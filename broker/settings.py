@@ -116,7 +116,8 @@ class Settings(BaseSettings):
         ge=0,
         le=3,
         description="Fallbacks allowed when the executing agent's code fails the prompt's own "
-        "docstring examples (never the hidden tests): the job goes to the next-best bid of the "
+        "docstring examples (never the hidden tests), or its search answer occurs nowhere in "
+        "what it read (never the reference answer): the job goes to the next-best bid of the "
         "auction's ranking, up to this many times; 0: off.",
     )
     self_check_escalation: Literal["ranking", "up"] = Field(

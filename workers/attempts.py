@@ -1,7 +1,8 @@
 """Execution attempts: the awarded agent executes its plan, then any self-check fallbacks.
 
-Attempt 0 is the award's bid. With ``self_check_fallback`` on and a job whose prompt shows
-examples, the answer is run on them (never on the hidden tests); a failed self-check hands the
+Attempt 0 is the award's bid. With ``self_check_fallback`` on, a coding job whose prompt shows
+examples has its answer run on them (never on the hidden tests) and a search job's answer must
+be grounded in what its agent read (``workers.selfcheck``); a failed self-check hands the
 job to the best bid, in the auction's ranking, of an agent that has not executed yet. Each
 attempt stores its trace, self-check and verdict; one whose model could not be reached after
 every retry is recorded as a failed execution. Idempotent: one execution per (job, attempt).
@@ -108,9 +109,10 @@ def run_execution(
     """An agent executes its own plan; stores the trace, the self-check and the verdict.
 
     Attempt 0 is the award's agent, later attempts the fallbacks of :func:`attempt_bid`. With
-    ``self_check_fallback`` on and a job whose prompt shows examples, the answer is run on them
-    (the self-check; never the hidden tests). ``progress(step, last_tool)`` is called after
-    each step (the task publishes it to Flower). Idempotent: one Execution per (job, attempt).
+    ``self_check_fallback`` on, a coding job's answer is run on the prompt's examples (never the
+    hidden tests) and a search job's answer is checked for grounding in what its agent read.
+    ``progress(step, last_tool)`` is called after each step (the task publishes it to Flower).
+    Idempotent: one Execution per (job, attempt).
     """
     with session_scope(ctx.db_url) as s:
         existing = execution_row(s, job_id, attempt)
@@ -132,8 +134,9 @@ def run_execution(
         detail = f"execution failed: {outcome.error}"
     else:
         detail = verdict.detail
+    observations = [st.observation or "" for st in outcome.steps]
     check = (
-        self_check(spec, outcome.answer)
+        self_check(spec, outcome.answer, observations=observations)
         if ctx.settings.self_check_fallback and has_visible_checks(spec)
         else None
     )
@@ -210,6 +213,8 @@ def record_failed_execution(ctx: AuctionContext, job_id: str, error: str, attemp
             verdict="failed" if checkable else "unknown",
             verdict_detail=f"execution failed: {error}",
             self_check="failed" if check else None,
-            self_check_detail="no code was produced" if check else None,
+            self_check_detail=f"no {'code' if spec.kind == 'coding' else 'answer'} was produced"
+            if check
+            else None,
         ),
     )

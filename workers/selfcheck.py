@@ -1,19 +1,24 @@
 """The self-check of an execution: its answer run against the checks its agent could see.
 
-Only a coding job whose prompt shows examples (:func:`workers.examples.docstring_examples`) can
-be self-checked; the hidden ``spec.tests`` never take part (they decide the verdict). The program
+A coding job whose prompt shows examples (:func:`workers.examples.docstring_examples`) is
+checked on them; the hidden ``spec.tests`` never take part (they decide the verdict). The program
 is the answer followed by :func:`workers.examples.examples_program`, run in the sandbox with the
 agent tools' limits, so the self-check sees exactly what the agent's ``run_tests`` tool shows.
-A self-check failure hands the job to the next-best bid (``self_check_fallback``).
+A search job is checked for grounding: its answer (normalised) must occur in what the agent read
+(its tool observations) — the check the cascade baseline uses, FrugalGPT-style; the reference
+answer never takes part. A self-check failure hands the job to the next-best bid
+(``self_check_fallback``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from models.schemas import TaskSpec
 from workers.examples import docstring_examples, examples_program
 from workers.sandbox import run_python
+from workers.search import normalize_answer
 from workers.tools import TOOL_LIMITS, PythonRunner
 
 
@@ -26,12 +31,34 @@ class SelfCheck:
 
 
 def has_visible_checks(spec: TaskSpec) -> bool:
-    """True for a coding job whose prompt shows examples its agents may check against."""
+    """True for a search job (grounding) and a coding job whose prompt shows examples."""
+    if spec.kind == "search":
+        return True
     return spec.kind == "coding" and bool(docstring_examples(spec.prompt, spec.entry_point))
 
 
-def self_check(spec: TaskSpec, answer: str | None, runner: PythonRunner = run_python) -> SelfCheck:
-    """Run ``answer`` on the prompt's examples; a job without examples is a ValueError."""
+def grounded(answer: str | None, observations: Sequence[str]) -> bool:
+    """The answer, normalised, is non-empty and occurs in what the agent read."""
+    said = normalize_answer(answer or "")
+    return bool(said) and said in normalize_answer(" ".join(observations))
+
+
+def self_check(
+    spec: TaskSpec,
+    answer: str | None,
+    runner: PythonRunner = run_python,
+    observations: Sequence[str] = (),
+) -> SelfCheck:
+    """Run ``answer`` on the prompt's examples, or for a search job check that it is grounded in
+    ``observations`` (what the agent's tools returned); a coding job without examples is a
+    ValueError."""
+    if spec.kind == "search":
+        if not (answer or "").strip():
+            return SelfCheck("failed", "no answer was given")
+        if grounded(answer, observations):
+            return SelfCheck("passed", "the answer occurs in what the agent read")
+        read = sum(1 for o in observations if o)
+        return SelfCheck("failed", f"the answer occurs in none of the {read} observations")
     examples = docstring_examples(spec.prompt, spec.entry_point) if spec.kind == "coding" else []
     if not examples:
         raise ValueError("the job shows no examples to self-check against")

@@ -175,12 +175,9 @@ def coding_self_check(task: BenchTask, answer: str | None) -> bool | None:
 
 def search_self_check(answer: str | None, observations: Sequence[str]) -> bool:
     """The answer is grounded: its normalised text occurs in what the agent read."""
-    from workers.search import normalize_answer
+    from workers.selfcheck import grounded
 
-    said = normalize_answer(answer or "")
-    if not said:
-        return False
-    return said in normalize_answer(" ".join(observations))
+    return grounded(answer, observations)
 
 
 # --- job views to run records ------------------------------------------------------------

@@ -303,3 +303,41 @@ def test_escalation_up_stops_when_no_costlier_agent_is_left(
         job = s.get(Job, "job-1")
     assert job is not None
     assert any("no bid of another costlier agent left" in n for n in job.notes)
+
+
+# --- search jobs: the answer must be grounded in what the agent read ------------------------
+
+
+def test_search_self_check_is_grounding_in_the_agents_observations() -> None:
+    question = TaskSpec(kind="search", prompt="When did the Eiffel Tower open?", answer="1889")
+    assert has_visible_checks(question)
+    read = ["1. Eiffel Tower: the tower opened on 31 March 1889 for the World's Fair."]
+    assert self_check(question, "1889", observations=read).value == "passed"
+    assert self_check(question, "The 1889.", observations=read).value == "passed"  # normalised
+    missed = self_check(question, "1887", observations=read)
+    assert (missed.value, missed.detail) == (
+        "failed",
+        "the answer occurs in none of the 1 observations",
+    )
+    assert self_check(question, "1889", observations=[]).value == "failed"  # read nothing
+    assert self_check(question, "  ", observations=read).detail == "no answer was given"
+
+
+def test_an_ungrounded_search_answer_falls_back_to_the_next_best_bid(
+    ctx: AuctionContext, llm: CountingLLM
+) -> None:
+    # No tool calls (the scripted agents answer at once), so nothing the agents say is grounded:
+    # large's "I do not know" fails, the job goes to medium, whose answer fails too; one
+    # fallback is allowed, so small never executes.
+    question = TaskSpec(
+        kind="search",
+        prompt="Capital of France?\n[[scripted large.solve=fail]]\n"
+        "[[solution]]\nParis\n[[/solution]]\n",
+        answer="Paris",
+    )
+    run_job(ctx, question)
+    runs = executions(ctx)
+    assert [(e.agent, e.self_check) for e in runs] == [("large", "failed"), ("medium", "failed")]
+    assert runs[0].self_check_detail == "the answer occurs in none of the 0 observations"
+    assert [e.verdict for e in runs] == ["failed", "passed"]  # the verdict is not the check
+    assert executes(llm) == Counter({"large": 1, "medium": 1})
