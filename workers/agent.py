@@ -45,9 +45,11 @@ log = logging.getLogger(__name__)
 
 FINAL = "final_answer"
 MAX_INVALID_ACTIONS = 3
-GUIDANCE_REVISIONS = 1  # plan_mode "guidance": failed final answers sent back for a revision
 """Consecutive replies without a usable action that stop a trace (``invalid_actions``): a
 model that cannot follow the format would otherwise spend its whole token budget."""
+GUIDANCE_REVISIONS = 1
+"""With ``plan_mode = "guidance"``: how many final answers that fail the task's own examples
+go back to the agent (with what failed) before one is accepted as it is."""
 Progress = Callable[[int, str | None], None]
 """Called after each step with (1-based step number, tool name or ``final_answer`` or None)."""
 
