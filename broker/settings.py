@@ -37,6 +37,7 @@ PAPER_MECHANISM: dict[str, object] = {
     "refine": True,
     "self_check_fallback": 0,  # the paper: the awarded agent's execution is the answer
     "self_check_escalation": "ranking",  # (only matters with a fallback)
+    "self_check_smoke": False,  # (only matters with a fallback)
     "jury_debias": "none",  # the paper: each juror's own shuffle, raw 0-5 scores
     "jury_degenerate": "keep",  # the paper: a parsed score vector counts, constant or not
     "jury_min_weight": 0.0,  # the paper: every agent sits on the jury
@@ -125,6 +126,13 @@ class Settings(BaseSettings):
         description="Which bid a self-check fallback goes to: 'ranking', the next-best bid of "
         "the auction's ranking; 'up', the next-best among agents pricier than every agent "
         "that has executed (a failure never falls back to a cheaper agent).",
+    )
+    self_check_smoke: bool = Field(
+        default=False,
+        description="With a self-check fallback: a coding job whose prompt shows no examples "
+        "the checker can read is self-checked by running the answer as written (its own "
+        "example calls included): a crash, a time-out or a missing entry point fails it. "
+        "False: such a job is not self-checked.",
     )
     task_first_prompts: bool = Field(
         default=False,

@@ -135,9 +135,10 @@ def run_execution(
     else:
         detail = verdict.detail
     observations = [st.observation or "" for st in outcome.steps]
+    smoke = ctx.settings.self_check_smoke
     check = (
-        self_check(spec, outcome.answer, observations=observations)
-        if ctx.settings.self_check_fallback and has_visible_checks(spec)
+        self_check(spec, outcome.answer, observations=observations, smoke=smoke)
+        if ctx.settings.self_check_fallback and has_visible_checks(spec, smoke)
         else None
     )
     execution = Execution(
@@ -199,7 +200,8 @@ def record_failed_execution(ctx: AuctionContext, job_id: str, error: str, attemp
     if bid is None or bid.id is None:
         raise AuctionError(job_id, f"no bid left to execute as attempt {attempt}")
     checkable = spec.tests is not None or spec.answer is not None
-    check = ctx.settings.self_check_fallback > 0 and has_visible_checks(spec)
+    smoke = ctx.settings.self_check_smoke
+    check = ctx.settings.self_check_fallback > 0 and has_visible_checks(spec, smoke)
     insert_once(
         ctx,
         Execution(

@@ -30,11 +30,25 @@ class SelfCheck:
     detail: str
 
 
-def has_visible_checks(spec: TaskSpec) -> bool:
-    """True for a search job (grounding) and a coding job whose prompt shows examples."""
+def has_visible_checks(spec: TaskSpec, smoke: bool = False) -> bool:
+    """True for a search job (grounding) and a coding job whose prompt shows examples, or any
+    coding job with ``smoke`` (the answer is run as written)."""
     if spec.kind == "search":
         return True
-    return spec.kind == "coding" and bool(docstring_examples(spec.prompt, spec.entry_point))
+    if spec.kind != "coding":
+        return False
+    return smoke or bool(docstring_examples(spec.prompt, spec.entry_point))
+
+
+def smoke_program(entry_point: str | None) -> str:
+    """What follows the answer in a smoke check: the entry point must exist."""
+    if not entry_point:
+        return 'print("the code runs")\n'
+    return (
+        f"assert callable(globals().get({entry_point!r})), "
+        f'"the answer defines no {entry_point}()"\n'
+        'print("the code runs")\n'
+    )
 
 
 def grounded(answer: str | None, observations: Sequence[str]) -> bool:
@@ -48,10 +62,11 @@ def self_check(
     answer: str | None,
     runner: PythonRunner = run_python,
     observations: Sequence[str] = (),
+    smoke: bool = False,
 ) -> SelfCheck:
     """Run ``answer`` on the prompt's examples, or for a search job check that it is grounded in
-    ``observations`` (what the agent's tools returned); a coding job without examples is a
-    ValueError."""
+    ``observations`` (what the agent's tools returned). A coding job without examples is run as
+    written with ``smoke`` (a crash fails it), else it is a ValueError."""
     if spec.kind == "search":
         if not (answer or "").strip():
             return SelfCheck("failed", "no answer was given")
@@ -60,10 +75,19 @@ def self_check(
         read = sum(1 for o in observations if o)
         return SelfCheck("failed", f"the answer occurs in none of the {read} observations")
     examples = docstring_examples(spec.prompt, spec.entry_point) if spec.kind == "coding" else []
-    if not examples:
+    if not examples and not smoke:
         raise ValueError("the job shows no examples to self-check against")
     if not answer:
         return SelfCheck("failed", "no code was produced")
+    if not examples:
+        result = runner(answer + "\n\n" + smoke_program(spec.entry_point), limits=TOOL_LIMITS)
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        if result.ok:
+            return SelfCheck("passed", "no examples to check; the code runs as written")
+        why = result.stopped or f"exit code {result.exit_code}"
+        return SelfCheck(
+            "failed", f"no examples; the code fails as written ({why}): " + " | ".join(lines[-3:])
+        )
     result = runner(answer + "\n\n" + examples_program(examples), limits=TOOL_LIMITS)
     lines = (result.stdout or result.stderr).strip().splitlines()
     if result.ok:

@@ -341,3 +341,35 @@ def test_an_ungrounded_search_answer_falls_back_to_the_next_best_bid(
     assert runs[0].self_check_detail == "the answer occurs in none of the 0 observations"
     assert [e.verdict for e in runs] == ["failed", "passed"]  # the verdict is not the check
     assert executes(llm) == Counter({"large": 1, "medium": 1})
+
+
+# --- smoke checks: a coding job without examples, run as written ----------------------------
+
+
+def test_smoke_check_runs_the_answer_as_written_and_needs_the_entry_point() -> None:
+    task = spec("", prompt=WITHOUT_EXAMPLES)
+    assert not has_visible_checks(task) and has_visible_checks(task, smoke=True)
+    with pytest.raises(ValueError, match="no examples"):
+        self_check(task, ADD)
+    ran = self_check(task, ADD + "print(add(1, 2))\n", smoke=True)  # the real sandbox
+    assert (ran.value, ran.detail) == ("passed", "no examples to check; the code runs as written")
+    crash = self_check(task, ADD + "print(add([1].__len(), 2))\n", smoke=True)
+    assert crash.value == "failed" and "AttributeError" in crash.detail
+    other = self_check(task, "def plus(a, b):\n    return a + b\n", smoke=True)
+    assert other.value == "failed" and "defines no add()" in other.detail
+    assert self_check(task, None, smoke=True).detail == "no code was produced"
+
+
+def test_smoke_check_hands_a_crashing_answer_to_the_next_bid(
+    ctx: AuctionContext, llm: CountingLLM
+) -> None:
+    task = spec("large.solve=fail", prompt=WITHOUT_EXAMPLES)
+    ctx.settings = ctx.settings.model_copy(update={"self_check_smoke": True})
+    run_job(ctx, task)
+    runs = executions(ctx)
+    assert [(e.agent, e.self_check, e.verdict) for e in runs] == [
+        ("large", "failed", "failed"),
+        ("medium", "passed", "passed"),
+    ]
+    assert (runs[0].self_check_detail or "").startswith("no examples; the code fails as written")
+    assert PAPER_MECHANISM["self_check_smoke"] is False
