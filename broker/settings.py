@@ -113,7 +113,7 @@ class Settings(BaseSettings):
         description="Run the refinement round (SPEC §3.6); off: the provisional winner is awarded.",
     )
     self_check_fallback: int = Field(
-        default=0,
+        default=2,
         ge=0,
         le=3,
         description="Fallbacks allowed when the executing agent's code fails the prompt's own "
@@ -122,7 +122,7 @@ class Settings(BaseSettings):
         "auction's ranking, up to this many times; 0: off.",
     )
     self_check_escalation: Literal["ranking", "up"] = Field(
-        default="ranking",
+        default="up",
         description="Which bid a self-check fallback goes to: 'ranking', the next-best bid of "
         "the auction's ranking; 'up', the next-best among agents pricier than every agent "
         "that has executed (a failure never falls back to a cheaper agent).",

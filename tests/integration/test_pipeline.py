@@ -353,7 +353,9 @@ def test_failed_self_check_falls_back_to_the_next_bid_on_its_queue(
     from workers.tasks import execute_plan
 
     original = stack.settings
-    stack.settings = original.model_copy(update={"self_check_fallback": 1})
+    stack.settings = original.model_copy(
+        update={"self_check_fallback": 1, "self_check_escalation": "ranking"}
+    )
     try:
         with published() as sent, model_calls(stack) as calls:
             job_id = submit(coding_spec("large.solve=fail", prompt=EXAMPLES_PROMPT), stack)

@@ -44,7 +44,11 @@ def ctx(tmp_path: Path, llm: CountingLLM) -> AuctionContext:
     url = f"sqlite:///{tmp_path}/t.db"
     init_db(url)
     settings = Settings(
-        database_url=url, pool_file=SCRIPTED_POOL, state_dir=tmp_path, self_check_fallback=1
+        database_url=url,
+        pool_file=SCRIPTED_POOL,
+        state_dir=tmp_path,
+        self_check_fallback=1,
+        self_check_escalation="ranking",  # most tests walk the ranking; 'up' has its own
     )
     return AuctionContext(
         settings=settings,
