@@ -190,10 +190,14 @@ def _at(history: Sequence[dict[str, Any]], status: str) -> float | None:
     return None
 
 
+#: What runs the jobs: a change here makes the checkout ``-dirty``; results and docs do not.
+CODE_PATHS = ("workers", "scripts", "broker", "models", "examples", "pyproject.toml")
+
+
 @functools.cache
 def code_version() -> str | None:
-    """The commit of the code that runs the jobs (``-dirty`` with uncommitted changes), so a
-    work directory that mixes code versions shows it; None outside a git checkout."""
+    """The commit of the code that runs the jobs (``-dirty`` with uncommitted changes to it), so
+    a work directory that mixes code versions shows it; None outside a git checkout."""
     root = Path(__file__).resolve().parents[2]
     try:
         head = subprocess.run(
@@ -204,7 +208,16 @@ def code_version() -> str | None:
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            [
+                "git",
+                "-C",
+                str(root),
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                *CODE_PATHS,
+            ],
             capture_output=True,
             text=True,
             timeout=10,
