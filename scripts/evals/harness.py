@@ -280,6 +280,12 @@ def evaluate(
             doc(False)
             last_write[0] = time.monotonic()
 
+    on_default = [m for m in plan.live if variant_weights(m) == "default"]
+    if on_default:
+        notes.append(
+            f"{', '.join(on_default)} scored with the default weights "
+            f"({settings.weights_file or 'workers/weights/default.json'}), not the fitted ones"
+        )
     remaining = live_work(plan, store)
     if report_only:
         notes.append(
@@ -316,10 +322,4 @@ def evaluate(
         notes.append(why)
     if plan.fit and weights_path.exists() and not any("fitted" in n for n in notes):
         notes.append(f"SALE used the weights fitted on the train split: {weights_path}")
-    on_default = [m for m in plan.live if variant_weights(m) == "default"]
-    if on_default:
-        notes.append(
-            f"{', '.join(on_default)} scored with the default weights "
-            f"({settings.weights_file or 'workers/weights/default.json'}), not the fitted ones"
-        )
     return doc(True)
