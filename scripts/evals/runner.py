@@ -60,14 +60,20 @@ def is_live(method: str) -> bool:
 WEIGHTS_CHOICES = ("fitted", "default")
 
 
-def variant_weights(method: str) -> str:
-    """Which weights a live method scores with: ``fitted`` or ``default``."""
+def _variant(method: str) -> tuple[str, list[tuple[str, str]]]:
+    """A live method split into its base (``sale`` or ``sale-nomem``) and its ``key=value``
+    overrides, in order; anything else is a ValueError."""
     match = _VARIANT.match(method)
     if match is None:
         raise ValueError(f"{method!r} is not a SALE method")
+    parts = [part.split("=", 1) for part in filter(None, match.group(2).split("+"))]
+    return match.group(1), [(key, value) for key, value in parts]
+
+
+def variant_weights(method: str) -> str:
+    """Which weights a live method scores with: ``fitted`` or ``default``."""
     choice = "fitted"
-    for part in filter(None, match.group(2).split("+")):
-        key, value = part.split("=", 1)
+    for key, value in _variant(method)[1]:
         if key == "weights":
             if value not in WEIGHTS_CHOICES:
                 raise ValueError(
@@ -83,12 +89,9 @@ def variant_env(method: str) -> dict[str, str]:
     from broker.settings import Settings
 
     variant_weights(method)  # a bad weights= choice fails here
-    match = _VARIANT.match(method)
-    if match is None:
-        raise ValueError(f"{method!r} is not a SALE method")
-    env = {"SALE_REFINE": "false" if match.group(1) == "sale-nomem" else "true"}
-    for part in filter(None, match.group(2).split("+")):
-        key, value = part.split("=", 1)
+    base, overrides = _variant(method)
+    env = {"SALE_REFINE": "false" if base == "sale-nomem" else "true"}
+    for key, value in overrides:
         if key == "weights":
             continue
         if key not in Settings.model_fields:
@@ -198,31 +201,17 @@ CODE_PATHS = ("workers", "scripts", "broker", "models", "examples", "pyproject.t
 def code_version() -> str | None:
     """The commit of the code that runs the jobs (``-dirty`` with uncommitted changes to it), so
     a work directory that mixes code versions shows it; None outside a git checkout."""
-    root = Path(__file__).resolve().parents[2]
+    root = str(Path(__file__).resolve().parents[2])
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", root, *args], capture_output=True, text=True, timeout=10, check=True
+        )
+        return done.stdout.strip()
+
     try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short=10", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            [
-                "git",
-                "-C",
-                str(root),
-                "status",
-                "--porcelain",
-                "--untracked-files=no",
-                "--",
-                *CODE_PATHS,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
+        head = git("rev-parse", "--short=10", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{head}-dirty" if dirty else head or None
