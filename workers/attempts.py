@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from models.db import session_scope
+from models.schemas import TaskSpec
 from models.tables import Award, Bid, Execution, ExecutionStep
 from workers import auction
 from workers.awarding import candidate
@@ -49,6 +50,14 @@ def execution_row(s: Session, job_id: str, attempt: int) -> Execution | None:
     return s.exec(
         select(Execution).where(Execution.job_id == job_id, Execution.attempt == attempt)
     ).first()
+
+
+def self_checked(ctx: AuctionContext, spec: TaskSpec) -> bool:
+    """The job's executions are self-checked: the fallback is on and the job has checks its
+    agents may see (or, with ``self_check_smoke``, any coding job)."""
+    return ctx.settings.self_check_fallback > 0 and has_visible_checks(
+        spec, ctx.settings.self_check_smoke
+    )
 
 
 def attempt_bid(ctx: AuctionContext, s: Session, job_id: str, attempt: int) -> Bid | None:
@@ -135,10 +144,11 @@ def run_execution(
     else:
         detail = verdict.detail
     observations = [st.observation or "" for st in outcome.steps]
-    smoke = ctx.settings.self_check_smoke
     check = (
-        self_check(spec, outcome.answer, observations=observations, smoke=smoke)
-        if ctx.settings.self_check_fallback and has_visible_checks(spec, smoke)
+        self_check(
+            spec, outcome.answer, observations=observations, smoke=ctx.settings.self_check_smoke
+        )
+        if self_checked(ctx, spec)
         else None
     )
     execution = Execution(
@@ -200,8 +210,7 @@ def record_failed_execution(ctx: AuctionContext, job_id: str, error: str, attemp
     if bid is None or bid.id is None:
         raise AuctionError(job_id, f"no bid left to execute as attempt {attempt}")
     checkable = spec.tests is not None or spec.answer is not None
-    smoke = ctx.settings.self_check_smoke
-    check = ctx.settings.self_check_fallback > 0 and has_visible_checks(spec, smoke)
+    check = self_checked(ctx, spec)
     insert_once(
         ctx,
         Execution(
