@@ -406,32 +406,27 @@ def run_agent(
             final = extract_code(final, spec) if final and _is_code(final) else candidate.value
             if final is None:
                 action = Action("invalid", problem="the Final Answer held no code")
+        rejected = None  # guidance: what the agent's own checks found wrong with its answer
         if final is not None and revise and tools.check is not None:
             passed, report = tools.check(final)
-            if not passed:  # guidance: the agent's own checks outrank the plan; one more go
-                revise -= 1
-                candidate.value = final
-                step.tool_name, step.tool_args = "run_tests", {"code": final}
-                step.observation = render(f"agent_revise_{spec.kind}", report=report)
-                seen[("run_tests", final)] = (n, step.observation)
-                step.latency_s = time.perf_counter() - call_started
-                outcome.steps.append(step)
-                observation = render(
-                    "agent_observation", observation=step.observation, budget=budget
-                )
-                messages.append({"role": "assistant", "content": result.text})
-                messages.append({"role": "user", "content": observation})
-                _report(progress, n, "run_tests")
-                continue
-        if final is not None:
+            rejected = None if passed else report
+        if final is not None and rejected is None:
             outcome.answer = final
             step.tool_name, step.tool_args = FINAL, {"answer": final}
             step.latency_s = time.perf_counter() - call_started
             outcome.steps.append(step)
             _report(progress, n, FINAL)
             return outcome
-        _act(action, step, tools, candidate, seen, n)
-        invalid = invalid + 1 if action.kind == "invalid" else 0
+        if final is not None and rejected is not None:
+            # The checks outrank the plan: the answer goes back once, as a run of run_tests.
+            revise -= 1
+            candidate.value = final
+            step.tool_name, step.tool_args = "run_tests", {"code": final}
+            step.observation = render(f"agent_revise_{spec.kind}", report=rejected)
+            seen[("run_tests", final)] = (n, step.observation)
+        else:
+            _act(action, step, tools, candidate, seen, n)
+            invalid = invalid + 1 if action.kind == "invalid" else 0
         step.latency_s = time.perf_counter() - call_started
         outcome.steps.append(step)
         observation = render("agent_observation", observation=step.observation, budget=budget)
