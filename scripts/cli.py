@@ -47,18 +47,32 @@ def _settings(pool: Path | None, broker_url: str | None = None) -> Settings:
     return get_settings()
 
 
+#: Signals received by the handler of :func:`_interruptible`, kept because the exception it
+#: raises can be lost: Python ignores (only prints) an exception raised while it runs an at-fork
+#: or similar callback, e.g. when the signal lands during a subprocess's fork.
+_SIGNALS: list[int] = []
+
+
 def _interruptible() -> None:
     """Make SIGTERM and SIGINT raise KeyboardInterrupt so the embedded runtime is stopped.
 
     (A process started in the background by a non-interactive shell ignores SIGINT, and the
-    default SIGTERM would skip the clean-up and orphan the children.)
+    default SIGTERM would skip the clean-up and orphan the children.) Long loops also call
+    :func:`_stop_if_signalled`, so a signal whose exception was lost still stops them.
     """
 
     def _raise(signum: int, _frame: Any) -> None:
+        _SIGNALS.append(signum)
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, _raise)
     signal.signal(signal.SIGINT, _raise)
+
+
+def _stop_if_signalled() -> None:
+    """Raise KeyboardInterrupt if a signal arrived whose exception was lost (see _SIGNALS)."""
+    if _SIGNALS:
+        raise KeyboardInterrupt(f"signal {_SIGNALS[-1]}")
 
 
 def _fail(exc: BaseException) -> None:
@@ -304,6 +318,7 @@ def _run_batch(
             )
             if time.monotonic() - started > timeout:
                 _fail(TimeoutError(f"batch not finished after {timeout:.0f}s; jobs keep running"))
+            _stop_if_signalled()
             time.sleep(0.5)
     ordered = [views[j] for j in job_ids]
     if as_json:

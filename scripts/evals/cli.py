@@ -49,7 +49,7 @@ def eval_command(
         TimeRemainingColumn,
     )
 
-    from scripts.cli import _interruptible, _settings
+    from scripts.cli import _interruptible, _settings, _stop_if_signalled
     from scripts.evals.benchmarks import BENCHMARKS
     from scripts.evals.harness import evaluate
     from scripts.evals.runner import expand_methods, live_work, make_plan
@@ -107,6 +107,7 @@ def eval_command(
 
         def advance(text: str, done: int) -> None:
             progress.update(bar, advance=done, description=text[:60])
+            _stop_if_signalled()  # a Ctrl-C whose exception was lost stops at the next job
 
         try:
             doc = evaluate(
