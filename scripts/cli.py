@@ -383,6 +383,14 @@ def fit(
     out: Annotated[Path, typer.Option(help="weights file to write")] = Path("weights.json"),
     label: Annotated[str, typer.Option(help="memory label mode: auction | verified")] = "verified",
     version: Annotated[str | None, typer.Option(help="version string for the file")] = None,
+    from_eval: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--from-eval",
+            help="fit on the train split of this `sale eval` work directory instead of the "
+            "memory (repeat for several benchmarks); targets come from its single-agent runs",
+        ),
+    ] = None,
     pool: PoolOpt = None,
 ) -> None:
     """Fit the scoring weights (MILP, HiGHS) on the auction memory and write a weights file."""
@@ -397,6 +405,18 @@ def fit(
         _fail(ValueError("--label must be 'auction' or 'verified'"))
     settings = _settings(pool)
     pool_obj = load_pool(settings.effective_pool_file)
+    if from_eval:
+        from scripts.evals.harness import fit_from_eval_dirs
+
+        try:
+            fitted, what = fit_from_eval_dirs(list(from_eval), pool_obj, out, version)
+        except ValueError as exc:
+            _fail(exc)
+        err.print(
+            f"{what}: routed {fitted.routed}/{fitted.total}; wrote {out} "
+            f"(use SALE_WEIGHTS_FILE={out})"
+        )
+        return
     init_db(settings.effective_database_url)
     with session_scope(settings.effective_database_url) as s:
         records = [

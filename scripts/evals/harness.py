@@ -116,49 +116,118 @@ def replay_records(
     return records, notes
 
 
-def fit_from_train(store: RunStore, pool: Pool, out: Path, bench: str) -> tuple[Path | None, str]:
-    """Fit the weights on the train split (SALE's bids + single-agent outcomes as labels)."""
-    from workers.fit import (
-        auctions_from_memory,
-        auctions_from_outcomes,
-        fit_weights,
-        weights_document,
-        write_weights,
-    )
+def train_auctions(store: RunStore, pool: Pool) -> tuple[int, list[Any]]:
+    """The train split's SALE auctions as training auctions, each targeted at the cheapest bid
+    whose agent solved the task alone; returns (how many auctions are stored, the auctions).
+
+    Job ids are ``<bench>:<task id>``, so auctions of several benchmarks can be fitted together.
+    """
+    from workers.fit import auctions_from_memory, auctions_from_outcomes
 
     prices = {a.name: a.output_price for a in pool.agents}
-    records = [
-        {"job_id": r["task_id"], "bids": r["bids"], "verdict": r["verdict"]}
-        for r in store.select(method="sale-train", split="train")
-    ]
-    if not records:
-        return None, "no SALE runs on the train split to fit on"
+    runs = list(store.select(method="sale-train", split="train"))
+    unknown = sorted({str(b["agent"]) for r in runs for b in r["bids"]} - set(pool.names))
+    if unknown:
+        raise ValueError(
+            f"{store.path}: the train auctions have bids from {', '.join(unknown)}, not in the "
+            f"pool {pool.path} ({', '.join(pool.names)}); fit with the pool that ran them (--pool)"
+        )
+    records = [{"job_id": r["task_id"], "bids": r["bids"], "verdict": r["verdict"]} for r in runs]
     solved = {
         t: {a: bool(r["passed"]) for a, r in per.items()}
         for t, per in single_outcomes(store, "train").items()
     }
     features = auctions_from_memory(records, "auction", prices=prices)
     auctions = auctions_from_outcomes(features, solved)
+    bench = {str(r["task_id"]): str(r.get("bench", "")) for r in runs}
+    return len(records), [
+        dataclasses.replace(a, task_id=f"{bench[a.task_id]}:{a.task_id}")
+        if bench.get(a.task_id)
+        else a
+        for a in auctions
+    ]
+
+
+TARGET_RULE = (
+    "targets = the cheapest bid whose agent solved the task alone (single-agent runs, "
+    "temperature 0)"
+)
+
+
+def fit_from_train(store: RunStore, pool: Pool, out: Path, bench: str) -> tuple[Path | None, str]:
+    """Fit the weights on the train split (SALE's bids + single-agent outcomes as labels)."""
+    from workers.fit import fit_weights, weights_document, write_weights
+
+    n_records, auctions = train_auctions(store, pool)
+    if not n_records:
+        return None, "no SALE runs on the train split to fit on"
     usable = [a for a in auctions if a.target is not None]
     if not usable:
         return None, (
-            f"no train task was solved by any agent alone ({len(records)} auctions): "
+            f"no train task was solved by any agent alone ({n_records} auctions): "
             "nothing to fit; the default weights stay"
         )
     result = fit_weights(auctions, pool.names)
     doc = weights_document(
         result,
         f"fit-{bench}-{datetime.now(UTC).strftime('%Y%m%d')}",
-        f"sale eval --bench {bench}: {len(records)} SALE auctions on the train split "
-        f"({len(usable)} with a solver), targets = the cheapest bid whose agent solved the task "
-        f"alone (single-agent runs, temperature 0); pool {pool.path}",
+        f"sale eval --bench {bench}: {n_records} SALE auctions on the train split "
+        f"({len(usable)} with a solver), {TARGET_RULE}; pool {pool.path}",
     )
     write_weights(out, doc)
     return (
         out,
-        f"weights fitted on {len(usable)}/{len(records)} train auctions: "
+        f"weights fitted on {len(usable)}/{n_records} train auctions: "
         f"routed {result.routed}/{result.total}",
     )
+
+
+def fit_from_eval_dirs(
+    work_dirs: list[Path], pool: Pool, out: Path, version: str | None = None
+) -> tuple[Any, str]:
+    """Fit one weights file on the train auctions of several `sale eval` work directories (e.g.
+    one per benchmark) and write it to ``out``; returns (the fit, a one-line summary).
+
+    Raises ValueError naming the directory when one holds no run store or no train auctions,
+    and when no auction at all has a solver to target.
+    """
+    from workers.fit import fit_weights, weights_document, write_weights
+
+    auctions: list[Any] = []
+    parts: list[str] = []
+    for d in work_dirs:
+        path = d / "runs.jsonl"
+        if not path.is_file():
+            raise ValueError(
+                f"{d} is not a `sale eval` work directory (no runs.jsonl); pass the --work-dir "
+                "of a run (default ~/.local/state/sale/eval/<bench>-<pool>)"
+            )
+        store = RunStore(path)
+        n_records, found = train_auctions(store, pool)
+        if not n_records:
+            raise ValueError(
+                f"{d} holds no SALE auctions on the train split; run `sale eval` there without "
+                "--no-fit first"
+            )
+        benches = sorted({str(r.get("bench", "?")) for r in store.select(method="sale-train")})
+        with_solver = sum(a.target is not None for a in found)
+        parts.append(
+            f"{'/'.join(benches)}: {n_records} train auctions ({with_solver} with a solver) in {d}"
+        )
+        auctions.extend(found)
+    if not any(a.target is not None for a in auctions):
+        raise ValueError(
+            f"no train task in {', '.join(map(str, work_dirs))} was solved by any agent alone: "
+            "nothing to fit"
+        )
+    result = fit_weights(auctions, pool.names)
+    doc = weights_document(
+        result,
+        version or f"fit-eval-{datetime.now(UTC).strftime('%Y%m%d')}",
+        f"the train splits of sale eval ({'; '.join(parts)}), {TARGET_RULE}; pool {pool.path}",
+    )
+    write_weights(out, doc)
+    return result, "; ".join(parts)
 
 
 def build_doc(

@@ -6,6 +6,7 @@ import json
 import math
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -314,3 +315,98 @@ def test_code_version_names_this_checkout() -> None:
     if not head:
         pytest.skip("not a git checkout")
     assert code_version() in (head, f"{head}-dirty")
+
+
+def _train_run(bench: str, task: str, jury_by_agent: dict[str, int]) -> dict[str, object]:
+    bids = [
+        {
+            "agent": agent,
+            "entropy": 0.2,
+            "jury": {"medium": score, "large": score},
+            "round": "first",
+            "status": "ok",
+            "tokens": 100,
+        }
+        for agent, score in jury_by_agent.items()
+    ]
+    return {
+        "method": "sale-train",
+        "order": 0,
+        "split": "train",
+        "task_id": task,
+        "bench": bench,
+        "bids": bids,
+        "verdict": "failed",
+    }
+
+
+def _single(bench: str, task: str, agent: str, passed: bool) -> dict[str, object]:
+    return {
+        **outcome(agent, passed, None),
+        "method": f"single:{agent}",
+        "order": 0,
+        "split": "train",
+        "task_id": task,
+        "bench": bench,
+    }
+
+
+def _eval_dir(root: Path, bench: str, solvers: dict[str, list[str]]) -> Path:
+    store = RunStore(root / bench / "runs.jsonl")
+    for task, solved_by in solvers.items():
+        store.add(_train_run(bench, task, {"small": 1, "medium": 3, "large": 5}))
+        for agent in PRICES:
+            store.add(_single(bench, task, agent, agent in solved_by))
+    return root / bench
+
+
+def test_fit_from_eval_dirs_pools_the_benchmarks_train_auctions(tmp_path: Path) -> None:
+    from scripts.evals.harness import fit_from_eval_dirs
+    from workers.pool import load_pool
+    from workers.weights import load_weights
+
+    pool = load_pool(Path("examples/pools/scripted.toml"))
+    coding = _eval_dir(tmp_path, "humaneval", {"t/1": ["small", "large"], "t/2": ["large"]})
+    search = _eval_dir(tmp_path, "search", {"t/1": ["small"], "t/2": [], "t/3": ["medium"]})
+    out = tmp_path / "weights.json"
+    result, what = fit_from_eval_dirs([coding, search], pool, out, "fit-test")
+    # The same task id in two benchmarks stays two auctions; t/2 of search has no solver.
+    assert (result.total, result.skipped) == (4, 1)
+    weights = load_weights(out)
+    assert weights.version == "fit-test"
+    assert f"humaneval: 2 train auctions (2 with a solver) in {coding}" in weights.source
+    assert f"search: 3 train auctions (2 with a solver) in {search}" in weights.source
+    assert "cheapest bid whose agent solved the task alone" in weights.source
+    assert what.count("train auctions") == 2
+
+
+def test_fit_from_eval_dirs_names_what_is_wrong(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from scripts.cli import app
+
+    pool = "examples/pools/scripted.toml"
+    runner = CliRunner()
+
+    def said(res: Any) -> str:  # rich wraps long lines
+        return " ".join(res.output.split())
+
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    res = runner.invoke(app, ["fit", "--from-eval", str(empty), "--pool", pool])
+    assert res.exit_code == 2 and "no runs.jsonl" in said(res)
+    RunStore(tmp_path / "singles" / "runs.jsonl").add(_single("humaneval", "t/1", "small", True))
+    res = runner.invoke(app, ["fit", "--from-eval", str(tmp_path / "singles"), "--pool", pool])
+    assert res.exit_code == 2 and "holds no SALE auctions on the train split" in said(res)
+    store = RunStore(tmp_path / "other" / "runs.jsonl")
+    store.add(_train_run("humaneval", "t/1", {"small": 1, "tiny": 2}))
+    res = runner.invoke(app, ["fit", "--from-eval", str(tmp_path / "other"), "--pool", pool])
+    assert res.exit_code == 2 and "bids from tiny, not in the pool" in said(res)
+    unsolved = _eval_dir(tmp_path, "none", {"t/1": []})
+    res = runner.invoke(app, ["fit", "--from-eval", str(unsolved), "--pool", pool])
+    assert res.exit_code == 2 and "was solved by any agent alone" in said(res)
+    solved = _eval_dir(tmp_path, "humaneval", {"t/1": ["small"], "t/2": ["large"]})
+    out = tmp_path / "w.json"
+    res = runner.invoke(app, ["fit", "--from-eval", str(solved), "--pool", pool, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "routed" in said(res) and json.loads(out.read_text())["source"].startswith("fitted")
