@@ -355,6 +355,12 @@ def evaluate(
             f"{', '.join(on_default)} scored with the default weights "
             f"({settings.weights_file or 'workers/weights/default.json'}), not the fitted ones"
         )
+    one_order = [m for m in plan.live if plan.orders > 1 and plan.orders_of(m) == 1]
+    if one_order:
+        notes.append(
+            f"{', '.join(one_order)} ran in one task order: without refinement or the memory "
+            "shortcut no auction reads the memory, so another order would repeat the same jobs"
+        )
     remaining = live_work(plan, store)
     if report_only:
         notes.append(
@@ -383,6 +389,8 @@ def evaluate(
             # Orders outer, methods inner: a run stopped early has every method's first order.
             for order in range(plan.orders):
                 for method in plan.live:
+                    if order >= plan.orders_of(method):
+                        continue
                     segment = live_segment(method, order, len(plan.test), fitted, default)
                     runner.run_stream(store, method, order, task_order(plan.test, order), segment)
                     doc(False)

@@ -106,6 +106,19 @@ def variant_env(method: str) -> dict[str, str]:
     return env
 
 
+def reads_memory(method: str) -> bool:
+    """Whether a live method's auctions read the memory (refinement or the memory shortcut).
+
+    One that does not is independent of the task order (each job sees only its own task), so
+    the harness runs it in one order: more orders would repeat the same jobs.
+    """
+    from broker.settings import Settings
+
+    env = variant_env(method)
+    settings = Settings.model_validate({k[5:].lower(): v for k, v in env.items()})
+    return settings.refine or settings.memory_shortcut > 0
+
+
 def segment_name(method: str) -> str:
     """A file-system-safe name for a method's databases."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", method)
@@ -492,6 +505,10 @@ class Plan:
         """The live SALE methods, in the order given."""
         return [m for m in self.methods if is_live(m)]
 
+    def orders_of(self, method: str) -> int:
+        """How many task orders a live method runs: one when it never reads the memory."""
+        return self.orders if reads_memory(method) else 1
+
     def needs_train(self) -> bool:
         return self.fit or any(m in ("knn", "classifier") for m in self.methods)
 
@@ -545,7 +562,7 @@ def live_work(plan: Plan, store: RunStore) -> dict[str, int]:
     for m in plan.live:
         out[m] = sum(
             not stream_done(store, m, k, t, stream_name(m, k, len(plan.test)))
-            for k in range(plan.orders)
+            for k in range(plan.orders_of(m))
             for t in plan.test
         )
     return out

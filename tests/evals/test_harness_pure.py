@@ -410,3 +410,15 @@ def test_fit_from_eval_dirs_names_what_is_wrong(tmp_path: Path) -> None:
     res = runner.invoke(app, ["fit", "--from-eval", str(solved), "--pool", pool, "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "routed" in said(res) and json.loads(out.read_text())["source"].startswith("fitted")
+
+
+def test_methods_that_read_no_memory_run_one_order() -> None:
+    from scripts.evals.runner import Plan, reads_memory
+
+    assert reads_memory("sale") and reads_memory("sale+self_check_fallback=0")
+    assert not reads_memory("sale-nomem")
+    assert not reads_memory("sale-nomem+jury_debias=rotate")
+    assert reads_memory("sale-nomem+memory_shortcut=0.9")  # the shortcut reads the memory
+    assert reads_memory("sale-nomem+mechanism=paper")  # the paper refines, whatever is asked
+    plan = Plan([], [], ["sale", "sale-nomem"], 3, False)
+    assert (plan.orders_of("sale"), plan.orders_of("sale-nomem")) == (3, 1)
