@@ -100,10 +100,12 @@ class Settings(BaseSettings):
         "abstains for that round (recorded on its jury calls); keep: they count.",
     )
     jury_min_weight: float = Field(
-        default=0.0,
+        default=0.05,
         ge=0,
         description="Jurors whose weight in the weights file is below this are not called "
-        "(scored as abstaining); 0 calls every juror.",
+        "(scored as abstaining); 0 calls every juror. A juror weighing (almost) nothing cannot "
+        "change an award, so calling it only costs tokens; but memory records then carry no "
+        "scores from it, so a fit on them cannot raise its weight again (set 0 to collect them).",
     )
     memory_k: int = Field(default=8, ge=1, le=256)
     memory_label: Literal["auction", "verified"] = "verified"

@@ -31,7 +31,7 @@ from scripts.evals.runner import (
     live_segment,
     stream_name,
     task_order,
-    variant_env,
+    train_segment,
     variant_weights,
 )
 from scripts.evals.store import RunStore
@@ -272,7 +272,16 @@ def build_doc(
         t: {a: bool(r["passed"]) for a, r in per.items()}
         for t, per in single_outcomes(store, "test").items()
     }
-    sale_rows = [r for m in plan.live for r in live.get(m, [])]
+    # The signals are read from every auction with labels: the test split's live SALE runs and
+    # the train split's (where every juror is called whatever the weights say).
+    train_ids = {t.task_id for t in plan.train}
+    sale_rows = [r for m in plan.live for r in live.get(m, [])] + [
+        r for r in store.select(method="sale-train", split="train") if r["task_id"] in train_ids
+    ]
+    solved.update(
+        (t, {a: bool(r["passed"]) for a, r in per.items()})
+        for t, per in single_outcomes(store, "train").items()
+    )
     weight_map: dict[str, float | None] | None = None
     if weights is not None:
         weight_map = {"entropy": float(weights.get("w_h", 0.0))}
@@ -380,8 +389,7 @@ def evaluate(
             runner.run_direct(store, work, Segment("single"))
             doc(False)
             if plan.fit:
-                segment = Segment("sale-train", variant_env("sale"))
-                runner.run_stream(store, "sale-train", 0, plan.train, segment)
+                runner.run_stream(store, "sale-train", 0, plan.train, train_segment())
                 _, why = fit_from_train(store, pool, weights_path, bench)
                 notes.append(why)
             default = settings.weights_file

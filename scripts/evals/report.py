@@ -66,7 +66,8 @@ def markdown(doc: dict[str, Any]) -> str:
     if doc.get("signals"):
         lines += [
             "",
-            "Signals the scorer uses: correlation with success (r_alone: every bid, labelled by "
+            "Signals the scorer uses: correlation with success over the auctions of the test "
+            "split's SALE runs and of the train split's (r_alone: every bid, labelled by "
             "whether its agent solved the task alone; r_executed: awarded bids, by their verdict).",
             "",
             "| signal | r_alone (n) | r_executed (n) | fitted weight |",

@@ -315,6 +315,12 @@ def live_segment(
     return Segment(stream_name(method, order, n_tasks), variant_env(method), chosen)
 
 
+def train_segment() -> Segment:
+    """SALE on the train split, for the fit: every juror is called whatever the weights in use
+    say (``SALE_JURY_MIN_WEIGHT=0``), since the fit learns the jurors' weights from their scores."""
+    return Segment("sale-train", {**variant_env("sale"), "SALE_JURY_MIN_WEIGHT": "0"})
+
+
 @dataclass
 class LiveRunner:
     """An embedded stack whose workers are re-pointed at one segment's database at a time."""

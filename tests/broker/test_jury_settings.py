@@ -18,7 +18,7 @@ def test_jury_levers_default_off_and_read_their_variables(monkeypatch: pytest.Mo
     for name in JURY_LEVERS_ON:
         monkeypatch.delenv(name, raising=False)
     off = Settings(_env_file=None)
-    assert (off.jury_debias, off.jury_degenerate, off.jury_min_weight) == ("none", "keep", 0.0)
+    assert (off.jury_debias, off.jury_degenerate, off.jury_min_weight) == ("none", "keep", 0.05)
     for name, value in JURY_LEVERS_ON.items():
         monkeypatch.setenv(name, value)
     on = Settings(_env_file=None)

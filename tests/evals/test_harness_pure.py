@@ -422,3 +422,14 @@ def test_methods_that_read_no_memory_run_one_order() -> None:
     assert reads_memory("sale-nomem+mechanism=paper")  # the paper refines, whatever is asked
     plan = Plan([], [], ["sale", "sale-nomem"], 3, False)
     assert (plan.orders_of("sale"), plan.orders_of("sale-nomem")) == (3, 1)
+
+
+def test_the_train_split_calls_every_juror_whatever_the_default() -> None:
+    from broker.settings import Settings
+    from scripts.evals.runner import train_segment
+
+    segment = train_segment()
+    settings = Settings.model_validate({k[5:].lower(): v for k, v in segment.env.items()})
+    assert segment.name == "sale-train" and segment.weights_file is None
+    assert settings.jury_min_weight == 0.0 < Settings(_env_file=None).jury_min_weight
+    assert settings.refine

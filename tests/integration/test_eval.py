@@ -91,6 +91,12 @@ def test_eval_runs_every_method_and_a_rerun_runs_nothing(tmp_path: Path) -> None
     # single: 3 agents x (2 test + 2 train); SALE on train for the fit; two live SALE methods.
     assert len(records) == 12 + 2 + 2 + 2
     assert {r["split"] for r in records if r["method"] == "sale-train"} == {"train"}
+    # The signal table reads the train split's auctions too (every juror is called there).
+    train_bids = [
+        b for r in records if r["method"] == "sale-train" for b in r["bids"] if b["status"] == "ok"
+    ]
+    entropy = next(s for s in doc["signals"] if s["signal"] == "entropy")
+    assert len(train_bids) > 0 and entropy["n_alone"] >= len(train_bids)
     # Each live method wrote to its own database; SALE without memory never refined.
     work = tmp_path / "work"
     for db in ("single", "sale-train", "sale-nomem-o0", "sale-o0"):  # order 0: no -n suffix
