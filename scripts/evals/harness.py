@@ -230,6 +230,19 @@ def fit_from_eval_dirs(
     return result, "; ".join(parts)
 
 
+def carried_over_notes(store: RunStore) -> list[str]:
+    """One note per origin of run records copied in from another work directory (a record
+    says so in ``carried_over``), with how many and of which methods."""
+    origins: dict[str, list[str]] = {}
+    for r in store.select():
+        if r.get("carried_over"):
+            origins.setdefault(str(r["carried_over"]), []).append(str(r["method"]))
+    return [
+        f"{len(methods)} run records ({', '.join(sorted(set(methods)))}) were {why}"
+        for why, methods in origins.items()
+    ]
+
+
 def build_doc(
     bench: str,
     plan: Plan,
@@ -305,7 +318,7 @@ def build_doc(
         "win_share": {m: metrics.win_share_curve(live[m], largest) for m in plan.live if m in live},
         "signals": metrics.signal_table(sale_rows, solved, pool.names, weight_map),
         "weights": weights,
-        "notes": notes + replay_notes,
+        "notes": notes + replay_notes + carried_over_notes(store),
     }
 
 

@@ -433,3 +433,15 @@ def test_the_train_split_calls_every_juror_whatever_the_default() -> None:
     assert segment.name == "sale-train" and segment.weights_file is None
     assert settings.jury_min_weight == 0.0 < Settings(_env_file=None).jury_min_weight
     assert settings.refine
+
+
+def test_records_carried_over_from_another_run_are_noted(tmp_path: Path) -> None:
+    from scripts.evals.harness import carried_over_notes
+
+    store = RunStore(tmp_path / "runs.jsonl")
+    store.add(_single("humaneval", "t/1", "small", True))
+    assert carried_over_notes(store) == []
+    why = "carried over from /old/runs.jsonl (same decoding)"
+    for agent in ("small", "large"):
+        store.add({**_single("humaneval", "t/2", agent, False), "carried_over": why})
+    assert carried_over_notes(store) == [f"2 run records (single:large, single:small) were {why}"]
