@@ -4,10 +4,12 @@ A coding job whose prompt shows examples (:func:`workers.examples.docstring_exam
 checked on them; the hidden ``spec.tests`` never take part (they decide the verdict). The program
 is the answer followed by :func:`workers.examples.examples_program`, run in the sandbox with the
 agent tools' limits, so the self-check sees exactly what the agent's ``run_tests`` tool shows.
-A search job is checked for grounding: its answer (normalised) must occur in what the agent read
-(its tool observations) — the check the cascade baseline uses, FrugalGPT-style; the reference
-answer never takes part. A self-check failure hands the job to the next-best bid
-(``self_check_fallback``).
+A search job's answer (normalised) must occur in what the agent read (its tool observations), and
+must not be only words of the question (an answer that repeats the question's subject, e.g.
+"Othello" for "What is the nationality of the person who wrote Othello?", answers nothing;
+skipped when the question offers a choice with "or"). It is the check the cascade baseline
+uses, FrugalGPT-style; the reference answer never takes part. A self-check failure hands the job
+to the next-best bid (``self_check_fallback``).
 """
 
 from __future__ import annotations
@@ -57,6 +59,26 @@ def grounded(answer: str | None, observations: Sequence[str]) -> bool:
     return bool(said) and said in normalize_answer(" ".join(observations))
 
 
+def echoes_question(answer: str | None, question: str) -> bool:
+    """The answer, normalised, is a run of the question's own words (and the question offers no
+    choice: with " or " in it the answer may rightly be one of its words)."""
+    said = normalize_answer(answer or "")
+    asked = f" {normalize_answer(question)} "
+    return bool(said) and " or " not in asked and f" {said} " in asked
+
+
+def search_check(question: str, answer: str | None, observations: Sequence[str]) -> SelfCheck:
+    """A search answer's self-check: given, not the question's own words, and grounded."""
+    if not (answer or "").strip():
+        return SelfCheck("failed", "no answer was given")
+    if echoes_question(answer, question):
+        return SelfCheck("failed", "the answer only repeats words of the question")
+    if grounded(answer, observations):
+        return SelfCheck("passed", "the answer occurs in what the agent read")
+    read = sum(1 for o in observations if o)
+    return SelfCheck("failed", f"the answer occurs in none of the {read} observations")
+
+
 def self_check(
     spec: TaskSpec,
     answer: str | None,
@@ -64,16 +86,12 @@ def self_check(
     observations: Sequence[str] = (),
     smoke: bool = False,
 ) -> SelfCheck:
-    """Run ``answer`` on the prompt's examples, or for a search job check that it is grounded in
-    ``observations`` (what the agent's tools returned). A coding job without examples is run as
-    written with ``smoke`` (a crash fails it), else it is a ValueError."""
+    """Run ``answer`` on the prompt's examples, or for a search job check it with
+    :func:`search_check` against ``observations`` (what the agent's tools returned). A coding
+    job without examples is run as written with ``smoke`` (a crash fails it), else it is a
+    ValueError."""
     if spec.kind == "search":
-        if not (answer or "").strip():
-            return SelfCheck("failed", "no answer was given")
-        if grounded(answer, observations):
-            return SelfCheck("passed", "the answer occurs in what the agent read")
-        read = sum(1 for o in observations if o)
-        return SelfCheck("failed", f"the answer occurs in none of the {read} observations")
+        return search_check(spec.prompt, answer, observations)
     examples = docstring_examples(spec.prompt, spec.entry_point) if spec.kind == "coding" else []
     if not examples and not smoke:
         raise ValueError("the job shows no examples to self-check against")

@@ -189,11 +189,12 @@ def coding_self_check(task: BenchTask, answer: str | None) -> bool | None:
     return run_python(answer + "\n\n" + examples_program(examples)).ok
 
 
-def search_self_check(answer: str | None, observations: Sequence[str]) -> bool:
-    """The answer is grounded: its normalised text occurs in what the agent read."""
-    from workers.selfcheck import grounded
+def search_self_check(task: BenchTask, answer: str | None, observations: Sequence[str]) -> bool:
+    """The search job's own self-check (workers.selfcheck.search_check): the answer is not the
+    question's own words and occurs in what the agent read."""
+    from workers.selfcheck import search_check
 
-    return grounded(answer, observations)
+    return search_check(task.spec.prompt, answer, observations).value == "passed"
 
 
 # --- job views to run records ------------------------------------------------------------
@@ -245,7 +246,7 @@ def run_record(
     if task.spec.kind == "coding":
         check = coding_self_check(task, answer)
     else:
-        check = search_self_check(answer, [s.get("observation") or "" for s in steps])
+        check = search_self_check(task, answer, [s.get("observation") or "" for s in steps])
     usage = view.get("usage") or {}
     if usage:  # every execution attempt (self-check fallbacks) counts as execution, not auction
         exec_tokens = int(usage["execute"]["tokens"])

@@ -24,7 +24,7 @@ from workers import attempts, awarding, bidding, jobs, judging, memory_update
 from workers.context import AuctionContext
 from workers.pool import load_pool
 from workers.sandbox import SandboxResult
-from workers.selfcheck import has_visible_checks, self_check
+from workers.selfcheck import echoes_question, has_visible_checks, self_check
 from workers.views import job_view
 from workers.weights import load_weights
 
@@ -325,6 +325,21 @@ def test_search_self_check_is_grounding_in_the_agents_observations() -> None:
     )
     assert self_check(question, "1889", observations=[]).value == "failed"  # read nothing
     assert self_check(question, "  ", observations=read).detail == "no answer was given"
+
+
+def test_a_search_answer_that_only_repeats_the_question_fails() -> None:
+    # Seen live: the 0.5B answered "Othello" and "Eugene Onegin", words its pages contained.
+    asked = "What is the nationality of the person who wrote Othello?"
+    question = TaskSpec(kind="search", prompt=asked, answer="English")
+    read = ["1. Othello: a tragedy by William Shakespeare, the English playwright."]
+    echo = self_check(question, "Othello.", observations=read)
+    assert (echo.value, echo.detail) == ("failed", "the answer only repeats words of the question")
+    assert self_check(question, "English", observations=read).value == "passed"
+    assert echoes_question("the person who wrote", asked)  # any run of the question's words
+    assert not echoes_question("Othel", asked)  # whole words only
+    # A question that offers a choice may rightly be answered with one of its words.
+    which = "Which opened first, the Eiffel Tower or the Statue of Liberty?"
+    assert not echoes_question("Statue of Liberty", which)
 
 
 def test_an_ungrounded_search_answer_falls_back_to_the_next_best_bid(
