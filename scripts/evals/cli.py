@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +10,19 @@ import typer
 from rich.console import Console
 
 err = Console(stderr=True)
+
+
+def _hms(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def job_line(text: str, done: int, total: int, elapsed: float) -> str:
+    """A finished job as one log line: count, what it was, time so far and a rough ETA (the
+    mean time per job so far; single-agent and SALE jobs differ, so it is only a guide)."""
+    left = max(total - done, 0)
+    eta = _hms(elapsed / done * left) if done else "?"
+    return f"[{done}/{total}] {text} · elapsed {_hms(elapsed)} · ~{eta} left"
 
 
 def eval_command(
@@ -103,10 +117,15 @@ def eval_command(
         TimeRemainingColumn(),
         console=err,
     ) as progress:
-        bar = progress.add_task("jobs", total=sum(todo.values()))
+        total = sum(todo.values())
+        bar = progress.add_task("jobs", total=total)
+        started, finished = time.monotonic(), [0]
 
         def advance(text: str, done: int) -> None:
             progress.update(bar, advance=done, description=text[:60])
+            finished[0] += done
+            if not err.is_terminal:  # a log file: the bar is not drawn, so one line per job
+                err.print(job_line(text, finished[0], total, time.monotonic() - started))
             _stop_if_signalled()  # a Ctrl-C whose exception was lost stops at the next job
 
         try:

@@ -445,3 +445,12 @@ def test_records_carried_over_from_another_run_are_noted(tmp_path: Path) -> None
     for agent in ("small", "large"):
         store.add({**_single("humaneval", "t/2", agent, False), "carried_over": why})
     assert carried_over_notes(store) == [f"2 run records (single:large, single:small) were {why}"]
+
+
+def test_a_finished_job_is_one_log_line_with_a_rough_eta() -> None:
+    from scripts.evals.cli import job_line
+
+    line = job_line("sale o0 HumanEval/14 passed", 3, 12, 600.0)
+    assert line == "[3/12] sale o0 HumanEval/14 passed · elapsed 0:10:00 · ~0:30:00 left"
+    assert job_line("x", 0, 5, 0.0).endswith("~? left")
+    assert job_line("x", 7, 5, 3725.0) == "[7/5] x · elapsed 1:02:05 · ~0:00:00 left"

@@ -87,6 +87,9 @@ def test_eval_runs_every_method_and_a_rerun_runs_nothing(tmp_path: Path) -> None
     for suffix in (".md", "_pass_vs_cost.png", "_win_share.png"):
         assert (tmp_path / "out" / f"humaneval{suffix}").stat().st_size > 0
     assert "| sale |" in proc.stdout
+    # stderr is not a terminal here: every finished job is a log line with a rough ETA.
+    logged = " ".join(proc.stderr.split())
+    assert "[1/" in logged and "left" in logged
     records = _records(tmp_path)
     # single: 3 agents x (2 test + 2 train); SALE on train for the fit; two live SALE methods.
     assert len(records) == 12 + 2 + 2 + 2
