@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -264,6 +265,13 @@ def log_tail(log_path: Path | None, lines: int = _LOG_TAIL_LINES) -> str:
     return "\n".join(session[-lines:])
 
 
+def port_in_use(port: int) -> bool:
+    """True when something accepts connections on ``HOST:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex((HOST, port)) == 0
+
+
 def is_healthy(port: int, timeout: float = 1.0) -> bool:
     """True when ``GET /health`` on the port answers 200 (the model is loaded)."""
     try:
@@ -456,6 +464,18 @@ def launch(
                 return current
             # Alive but on another port or unhealthy: replace it rather than leak a process.
             stop_server(current.pid)
+        if port_in_use(port):
+            # Not ours: starting anyway would fail to bind, and the health check would be
+            # answered by the other process, whose model this agent would then be using.
+            raise ServerStartError(
+                alias,
+                port,
+                "cannot start: the port is already in use by another process (another sale "
+                "stack such as a running `sale eval`, `sale run` or `sale up`, or another "
+                "program); stop it, or give this agent another port in the pool file's api_base",
+                None,
+                "",
+            )
         log_path = run_dir / f"{alias}.log"
         process = start_server_process(
             alias, path, port, threads, log_path, n_ctx=n_ctx, n_parallel=n_parallel

@@ -277,6 +277,27 @@ def _free_port() -> int:
         return port
 
 
+def test_a_port_taken_by_another_process_is_a_clear_error_and_starts_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # E.g. a second `sale eval` while one runs: the other stack's server would answer the health
+    # check, and this stack would silently use it.
+    monkeypatch.setattr(ms.local_models, "verify_file", lambda *a, **k: None)
+
+    def start(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("no server may be started on a taken port")
+
+    monkeypatch.setattr(ms, "start_server_process", start)
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        assert ms.port_in_use(port)
+        with pytest.raises(ms.ServerStartError, match="already in use by another process"):
+            ms.launch("smollm2-135m", port, run_dir=tmp_path, cache_dir=tmp_path)
+    assert not ms.port_in_use(port)
+
+
 @pytest.fixture
 def served_smollm2(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     model = lm.get_model("smollm2-135m")
