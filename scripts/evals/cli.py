@@ -66,7 +66,7 @@ def eval_command(
     from scripts.cli import _interruptible, _settings, _stop_if_signalled
     from scripts.evals.benchmarks import BENCHMARKS
     from scripts.evals.harness import evaluate
-    from scripts.evals.runner import expand_methods, live_work, make_plan
+    from scripts.evals.runner import JobFailed, expand_methods, live_work, make_plan
     from scripts.evals.store import RunStore
     from workers.pool import load_pool
 
@@ -144,6 +144,9 @@ def eval_command(
         except KeyboardInterrupt:
             err.print(f"[yellow]stopped[/yellow]: finished jobs are kept in {wdir}; rerun to go on")
             raise typer.Exit(130) from None
+        except JobFailed as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from None
     from scripts.evals.report import markdown
 
     typer.echo(markdown(doc))

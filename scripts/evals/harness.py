@@ -7,7 +7,8 @@ import random
 import shlex
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -322,6 +323,16 @@ def build_doc(
     }
 
 
+@contextmanager
+def _partial_results_on(error: type[BaseException], write: Callable[[], Any]) -> Iterator[None]:
+    """On ``error``, write the partial results before it propagates."""
+    try:
+        yield
+    except error:
+        write()
+        raise
+
+
 def evaluate(
     bench: str,
     plan: Plan,
@@ -336,7 +347,7 @@ def evaluate(
     report_only: bool = False,
 ) -> dict[str, Any]:
     """Run what is not yet stored, then write the results; returns the document."""
-    from scripts.evals.runner import LiveRunner, live_work
+    from scripts.evals.runner import JobFailed, LiveRunner, live_work
     from workers.weights import load_weights
 
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -392,7 +403,7 @@ def evaluate(
         return doc(not sum(remaining.values()))
     if sum(remaining.values()):
         runner = LiveRunner(settings, pool, work_dir, on_progress=progress)
-        with runner.running():
+        with runner.running(), _partial_results_on(JobFailed, lambda: doc(False)):
             work = [
                 (t, a)
                 for t in plan.test + plan.train

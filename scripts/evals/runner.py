@@ -42,6 +42,12 @@ from workers.pool import Pool
 REPLAY_METHODS = ("random", "knn", "classifier", "cascade", "oracle")
 LIVE_METHODS = ("sale-nomem", "sale")
 TERMINAL = ("done", "failed", "cancelled")
+
+
+class JobFailed(RuntimeError):
+    """A job of the evaluation ended failed or cancelled. That is an error of the stack or of a
+    model server (e.g. one that died), not an outcome of the method, so it is never stored as a
+    result: the evaluation stops, and a rerun runs the job again."""
 #: A live SALE variant: ``sale`` or ``sale-nomem`` with setting overrides, e.g.
 #: ``sale+jury_debias=rotate+self_check_fallback=1`` or ``sale+mechanism=paper`` — one
 #: ablation row per variant, each with its own databases.
@@ -387,14 +393,15 @@ class LiveRunner:
         )
 
     def finished_job(self, ctx: Any, name: str, agent: str | None) -> str | None:
-        """A job of this name (and direct agent) already finished in the segment's database."""
-        from sqlmodel import col, select
+        """A job of this name (and direct agent) that finished in the segment's database with an
+        outcome (status done; a failed or cancelled one is run again, see JobFailed)."""
+        from sqlmodel import select
 
         from models.db import session_scope
         from models.tables import Award, Job
 
         with session_scope(ctx.db_url) as s:
-            jobs = s.exec(select(Job).where(Job.name == name, col(Job.status).in_(TERMINAL))).all()
+            jobs = s.exec(select(Job).where(Job.name == name, Job.status == "done")).all()
             for job in jobs:
                 award = s.exec(select(Award).where(Award.job_id == job.id)).first()
                 if agent is None or (award is not None and award.agent == agent):
@@ -402,11 +409,21 @@ class LiveRunner:
         return None
 
     def _finished(self, ctx: Any, job_id: str, since: float, what: str) -> dict[str, Any] | None:
-        """The job's full view once it is terminal; None while it runs; TimeoutError when it
-        has run longer than ``job_timeout_s`` (``since`` is when it was submitted)."""
+        """The job's full view once it is done; None while it runs; JobFailed when it ended
+        failed or cancelled; TimeoutError when it has run longer than ``job_timeout_s``
+        (``since`` is when it was submitted)."""
         from workers.views import job_view
 
-        if job_view(ctx, job_id, steps=False)["status"] in TERMINAL:
+        brief = job_view(ctx, job_id, steps=False)
+        if brief["status"] in ("failed", "cancelled"):
+            raise JobFailed(
+                f"job {job_id} ({what}) ended {brief['status']}: "
+                f"{brief.get('status_reason') or 'no reason recorded'}. It is not stored: an "
+                "error of the stack or of a model server is not an outcome of the method. Fix "
+                f"the cause (worker logs in {self.work_dir / 'runtime' / 'logs'}) and rerun the "
+                "same command: finished jobs are kept, and this one runs again"
+            )
+        if brief["status"] in TERMINAL:
             return job_view(ctx, job_id)
         if time.monotonic() - since > self.job_timeout_s:
             raise TimeoutError(

@@ -155,3 +155,37 @@ def test_eval_rejects_unknown_methods_and_benchmarks(tmp_path: Path) -> None:
     bad = _run(tmp_path, "--bench", "mmlu", timeout=120)
     assert bad.returncode == 2 and "unknown benchmark 'mmlu'" in bad.stderr
     assert not (tmp_path / "work").exists()  # nothing was started or written
+
+
+@pytest.mark.timeout(900)
+def test_a_job_that_fails_on_a_dead_model_server_is_not_stored_and_runs_again(
+    tmp_path: Path,
+) -> None:
+    # "small" talks to a port where nothing listens, like a model server that died: its direct
+    # job fails after the retries. That is not the method's outcome, so nothing is stored.
+    dead = "http://127.0.0.1:9/v1"
+    pool = tmp_path / "pool.toml"
+    pool.write_text(
+        POOL.read_text().replace(
+            'model = "scripted/small"', f'model = "openai/small"\napi_base = "{dead}"'
+        )
+    )
+    args = ["--bench", "humaneval", "--methods", "single:small", "--limit", "1", "--no-plots"]
+    cmd = [*_eval(tmp_path, *args), "--pool", str(pool)]  # the last --pool counts
+    env = {**_env(tmp_path), "SALE_MAX_RETRIES": "1", "SALE_RETRY_BACKOFF_S": "0.05"}
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+    for attempt in (1, 2):
+        proc = run()
+        said = " ".join(proc.stderr.split())
+        assert proc.returncode == 1, proc.stderr[-3000:]
+        assert "ended failed" in said and "It is not stored" in said, said[-2000:]
+        assert "rerun the same command" in said
+        runs = tmp_path / "work" / "runs.jsonl"
+        assert not runs.exists() or not runs.read_text().strip()
+        # The failed job is not adopted by the rerun: each attempt submitted its own.
+        with session_scope(f"sqlite:///{tmp_path / 'work' / 'single.db'}") as s:
+            jobs = s.exec(select(Job)).all()
+        assert [j.status for j in jobs] == ["failed"] * attempt
