@@ -66,6 +66,24 @@ class ServerStartError(ModelServerError):
         super().__init__(f"model server {alias!r} on port {port} {reason}{where}{tail}")
 
 
+class PortInUse(ServerStartError):
+    """The port already serves something this run directory did not record: ``served`` is the
+    model alias it serves (None: not a model server, or it does not say)."""
+
+    def __init__(self, alias: str, port: int, served: str | None) -> None:
+        self.served = served
+        what = f"a server of {served!r}" if served else "another process"
+        super().__init__(
+            alias,
+            port,
+            f"cannot start: the port is already in use by {what} (another sale stack such as "
+            "`sale models up`, `sale up` or a running `sale eval`, or another program); stop "
+            "it, or give this agent another port in the pool file's api_base",
+            None,
+            "",
+        )
+
+
 class ProbeError(ModelServerError):
     """A request to a running model server failed."""
 
@@ -272,6 +290,25 @@ def port_in_use(port: int) -> bool:
         return sock.connect_ex((HOST, port)) == 0
 
 
+def served_alias(port: int, timeout: float = 2.0) -> str | None:
+    """The model alias the server on ``port`` serves (``/v1/models``), or None."""
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{port}/v1/models", timeout=timeout) as r:
+            data = json.loads(r.read().decode("utf-8", "replace")).get("data") or []
+    except (urllib.error.URLError, OSError, ValueError, AttributeError):
+        return None
+    ids = [m.get("id") for m in data if isinstance(m, dict)]
+    return str(ids[0]) if len(ids) == 1 and ids[0] else None
+
+
+def healthy_record(alias: str, port: int, run_dir: Path) -> ServerRecord | None:
+    """The server of ``alias`` recorded in ``run_dir``, if it is alive and healthy on ``port``."""
+    current = read_state(run_dir).get(alias)
+    if current and current.port == port and is_model_server(current.pid) and is_healthy(port):
+        return current
+    return None
+
+
 def is_healthy(port: int, timeout: float = 1.0) -> bool:
     """True when ``GET /health`` on the port answers 200 (the model is loaded)."""
     try:
@@ -465,17 +502,9 @@ def launch(
             # Alive but on another port or unhealthy: replace it rather than leak a process.
             stop_server(current.pid)
         if port_in_use(port):
-            # Not ours: starting anyway would fail to bind, and the health check would be
-            # answered by the other process, whose model this agent would then be using.
-            raise ServerStartError(
-                alias,
-                port,
-                "cannot start: the port is already in use by another process (another sale "
-                "stack such as a running `sale eval`, `sale run` or `sale up`, or another "
-                "program); stop it, or give this agent another port in the pool file's api_base",
-                None,
-                "",
-            )
+            # Not recorded here: starting anyway would fail to bind, and the health check would
+            # be answered by the other process. The caller decides whether to use it.
+            raise PortInUse(alias, port, served_alias(port))
         log_path = run_dir / f"{alias}.log"
         process = start_server_process(
             alias, path, port, threads, log_path, n_ctx=n_ctx, n_parallel=n_parallel

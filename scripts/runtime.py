@@ -211,12 +211,25 @@ class EmbeddedStack:
             port = urlparse(agent.api_base or "").port
             if port is None:
                 raise RuntimeError(f"agent {agent.name}: api_base needs an explicit port")
-            record = model_server.launch(
-                agent.local_model,
-                port,
-                run_dir=self.settings.state_dir,
-                cache_dir=self.settings.effective_model_cache_dir,
-            )
+            run_dir = self.settings.state_dir
+            # A server already running for this model is used, and left running at the end:
+            # one recorded in this state directory (e.g. `sale models up`), or one another
+            # stack serves on the same port (e.g. a second `sale eval` beside a first). If it
+            # stops mid-run its jobs fail, and `sale eval` stores no failed job as a result.
+            if model_server.healthy_record(agent.local_model, port, run_dir) is not None:
+                continue
+            try:
+                record = model_server.launch(
+                    agent.local_model,
+                    port,
+                    run_dir=run_dir,
+                    cache_dir=self.settings.effective_model_cache_dir,
+                )
+            except model_server.PortInUse as exc:
+                if exc.served != agent.local_model:
+                    raise
+                log.info("using the %s server already on port %d", exc.served, port)
+                continue
             self.started_models.append(record.pid)
 
     def workers_ready(self, timeout: float = 120.0) -> None:

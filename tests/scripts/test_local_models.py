@@ -22,6 +22,7 @@ import pytest
 
 from scripts import local_models as lm
 from scripts import model_server as ms
+from tests.conftest import ROOT
 
 
 class _Usage(NamedTuple):
@@ -282,7 +283,7 @@ def test_a_port_taken_by_another_process_is_a_clear_error_and_starts_nothing(
 ) -> None:
     # E.g. a second `sale eval` while one runs: the other stack's server would answer the health
     # check, and this stack would silently use it.
-    monkeypatch.setattr(ms.local_models, "verify_file", lambda *a, **k: None)
+    monkeypatch.setattr(lm, "verify_file", lambda *a, **k: None)
 
     def start(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("no server may be started on a taken port")
@@ -296,6 +297,84 @@ def test_a_port_taken_by_another_process_is_a_clear_error_and_starts_nothing(
         with pytest.raises(ms.ServerStartError, match="already in use by another process"):
             ms.launch("smollm2-135m", port, run_dir=tmp_path, cache_dir=tmp_path)
     assert not ms.port_in_use(port)
+
+
+@pytest.fixture
+def fake_server() -> Iterator[int]:
+    """An HTTP server on a free port that says it serves smollm2-135m (``/v1/models``)."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"object": "list", "data": [{"id": "smollm2-135m"}]}'
+            self.send_response(200 if self.path in ("/v1/models", "/health") else 404)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_served_alias_is_read_from_the_server(fake_server: int) -> None:
+    assert ms.served_alias(fake_server) == "smollm2-135m"
+    assert ms.served_alias(_free_port()) is None  # nothing there
+
+
+def _stack_over(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, launch: Any) -> Any:
+    from broker.settings import Settings
+    from scripts.runtime import EmbeddedStack
+    from workers.pool import load_pool
+
+    pool = load_pool(ROOT / "examples" / "pools" / "local.toml")
+    monkeypatch.setattr(lm, "assemble", lambda *a, **k: tmp_path / "model.gguf")
+    monkeypatch.setattr(ms, "launch", launch)
+    return EmbeddedStack(Settings(_env_file=None, state_dir=tmp_path), pool)
+
+
+def test_a_stack_uses_a_server_of_the_same_model_on_its_port_and_leaves_it_running(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # E.g. a second `sale eval` beside a running one, or `sale run` after `sale models up`.
+    def launch(alias: str, port: int, **kwargs: Any) -> Any:
+        raise ms.PortInUse(alias, port, alias)
+
+    stack = _stack_over(monkeypatch, tmp_path, launch)
+    stack._start_models()
+    assert stack.started_models == []  # used, not owned: stop() leaves them running
+
+
+def test_a_stack_refuses_a_port_serving_another_model(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def launch(alias: str, port: int, **kwargs: Any) -> Any:
+        raise ms.PortInUse(alias, port, "some-other-model")
+
+    stack = _stack_over(monkeypatch, tmp_path, launch)
+    with pytest.raises(ms.PortInUse, match="in use by a server of 'some-other-model'"):
+        stack._start_models()
+
+
+def test_a_stack_does_not_own_a_server_recorded_by_sale_models_up(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def launch(alias: str, port: int, **kwargs: Any) -> Any:
+        raise AssertionError("a healthy recorded server is not started again")
+
+    stack = _stack_over(monkeypatch, tmp_path, launch)
+    record = ms.ServerRecord("x", 1, 8081, "m", "t", "l", 1)
+    monkeypatch.setattr(ms, "healthy_record", lambda *a: record)
+    stack._start_models()
+    assert stack.started_models == []
 
 
 @pytest.fixture
