@@ -106,6 +106,12 @@ class TransientModelError(ModelCallError):
     """A failure worth retrying: rate limit, timeout, server error, lost connection."""
 
 
+#: Starts the error recorded on a bid, jury call or execution whose transient model errors
+#: outlasted every retry (an unreachable or dead model server, not an answer of the model), so
+#: readers such as `sale eval` can tell infrastructure failures from the model's own.
+RETRIES_SPENT = "retries spent: "
+
+
 class PermanentModelError(ModelCallError):
     """A failure not worth retrying: bad request, authentication, unknown model."""
 

@@ -33,7 +33,7 @@ from workers.awarding import (
 )
 from workers.bidding import has_bids, record_failed_bid, run_bid
 from workers.context import AuctionContext, get_context
-from workers.errors import AuctionError, TransientModelError
+from workers.errors import RETRIES_SPENT, AuctionError, TransientModelError
 from workers.jobs import add_note, create_job, fail_job, set_status
 from workers.judging import jury_targets, record_abstention, run_jury
 from workers.memory_update import update_memory
@@ -50,16 +50,17 @@ def _publish(task: Task, state: str, job_id: str, **meta: Any) -> None:
 
 
 def _retry_or(
-    task: Task, ctx: AuctionContext, exc: TransientModelError, give_up: Callable[..., Any]
+    task: Task, ctx: AuctionContext, exc: TransientModelError, give_up: Callable[[str], Any]
 ) -> Any:
-    """Retry with exponential backoff and jitter, or run ``give_up`` when retries are spent."""
+    """Retry with exponential backoff and jitter, or, when retries are spent, run ``give_up``
+    with the error to record (``RETRIES_SPENT`` and the last error)."""
     n = task.request.retries
     if n < ctx.settings.max_retries:
         delay = min(ctx.settings.retry_backoff_max_s, ctx.settings.retry_backoff_s * 2**n)
         countdown = delay * random.uniform(0.5, 1.0)
         logger.warning("retry %d/%d in %.1fs: %s", n + 1, ctx.settings.max_retries, countdown, exc)
         raise task.retry(exc=exc, countdown=countdown, max_retries=ctx.settings.max_retries)
-    return give_up()
+    return give_up(RETRIES_SPENT + str(exc))
 
 
 @contextmanager
@@ -173,7 +174,7 @@ def collect_bid(
         bid_id = run_bid(ctx, job_id, agent, round_, memory_ids)
     except TransientModelError as exc:
         bid_id = _retry_or(
-            self, ctx, exc, lambda why=str(exc): record_failed_bid(ctx, job_id, agent, round_, why)
+            self, ctx, exc, lambda why: record_failed_bid(ctx, job_id, agent, round_, why)
         )
     return {"job_id": job_id, "bid_id": bid_id, "agent": agent, "round": round_}
 
@@ -223,7 +224,7 @@ def judge_bids(self: Task, job_id: str, juror: str, round_: str, target: str) ->
             self,
             ctx,
             exc,
-            lambda why=str(exc): record_abstention(ctx, job_id, juror, round_, target, why),
+            lambda why: record_abstention(ctx, job_id, juror, round_, target, why),
         )
         call_id = None
     return {"job_id": job_id, "juror": juror, "jury_call_id": call_id}
@@ -293,7 +294,7 @@ def execute_plan(self: Task, job_id: str, attempt: int = 0) -> Any:
             self,
             ctx,
             exc,
-            lambda why=str(exc): record_failed_execution(ctx, job_id, why, attempt),
+            lambda why: record_failed_execution(ctx, job_id, why, attempt),
         )
         execution_id = None
     fallback = plan_fallback(ctx, job_id, attempt)

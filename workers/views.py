@@ -51,6 +51,7 @@ def _execution_view(execution: Execution, trace: list[ExecutionStep]) -> dict[st
         "tokens": execution.tokens_in + execution.tokens_out,
         "cost_usd": execution.cost_usd,
         "stop_reason": execution.stop_reason,
+        "error": execution.error,
         "self_check": execution.self_check,
         "self_check_detail": execution.self_check_detail,
         "verdict": execution.verdict,

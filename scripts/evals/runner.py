@@ -48,6 +48,8 @@ class JobFailed(RuntimeError):
     """A job of the evaluation ended failed or cancelled. That is an error of the stack or of a
     model server (e.g. one that died), not an outcome of the method, so it is never stored as a
     result: the evaluation stops, and a rerun runs the job again."""
+
+
 #: A live SALE variant: ``sale`` or ``sale-nomem`` with setting overrides, e.g.
 #: ``sale+jury_debias=rotate+self_check_fallback=1`` or ``sale+mechanism=paper`` — one
 #: ablation row per variant, each with its own databases.
@@ -424,7 +426,16 @@ class LiveRunner:
                 "same command: finished jobs are kept, and this one runs again"
             )
         if brief["status"] in TERMINAL:
-            return job_view(ctx, job_id)
+            view = job_view(ctx, job_id)
+            spent = retries_spent(view)
+            if spent:
+                raise JobFailed(
+                    f"job {job_id} ({what}) ran without a model it needed: {spent}. It is not "
+                    "stored: an unreachable model server is not an outcome of the method. Check "
+                    f"the model servers (sale models status) and the worker logs in "
+                    f"{self.work_dir / 'runtime' / 'logs'}, then rerun the same command"
+                )
+            return view
         if time.monotonic() - since > self.job_timeout_s:
             raise TimeoutError(
                 f"job {job_id} ({what}) not finished after {self.job_timeout_s:.0f}s; "
@@ -497,6 +508,22 @@ class LiveRunner:
                 time.sleep(1.0)
             store.add({**run_record(task, view, method, order, position), "stream": segment.name})
             self.on_progress(f"{method} o{order} {task.task_id} {view['verdict']}", 1)
+
+
+def retries_spent(view: dict[str, Any]) -> str | None:
+    """The first bid, jury call or execution of a job view whose model stayed unreachable
+    through every retry (its error starts with ``RETRIES_SPENT``), as "<what>: <error>"."""
+    from workers.errors import RETRIES_SPENT
+
+    parts = [
+        *((f"bid of {b['agent']}", b.get("error")) for b in view.get("bids") or []),
+        *((f"jury call of {c['juror']}", c.get("error")) for c in view.get("jury_calls") or []),
+        *((f"execution by {e['agent']}", e.get("error")) for e in view.get("executions") or []),
+    ]
+    for what, error in parts:
+        if error and str(error).startswith(RETRIES_SPENT):
+            return f"{what}: {error}"
+    return None
 
 
 def _no_model_calls(*args: Any, **kwargs: Any) -> Any:

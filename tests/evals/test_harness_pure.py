@@ -454,3 +454,17 @@ def test_a_finished_job_is_one_log_line_with_a_rough_eta() -> None:
     assert line == "[3/12] sale o0 HumanEval/14 passed · elapsed 0:10:00 · ~0:30:00 left"
     assert job_line("x", 0, 5, 0.0).endswith("~? left")
     assert job_line("x", 7, 5, 3725.0) == "[7/5] x · elapsed 1:02:05 · ~0:00:00 left"
+
+
+def test_a_job_that_ran_without_a_model_is_found_by_its_marked_error() -> None:
+    from scripts.evals.runner import retries_spent
+    from workers.errors import RETRIES_SPENT
+
+    view: dict[str, Any] = {
+        "bids": [{"agent": "small", "error": None}, {"agent": "medium", "error": "bad request"}],
+        "jury_calls": [{"juror": "large", "error": "no JSON in the reply"}],
+        "executions": [{"agent": "small", "error": None}],
+    }
+    assert retries_spent(view) is None  # the model's own failures are outcomes
+    view["executions"].append({"agent": "large", "error": RETRIES_SPENT + "connection refused"})
+    assert retries_spent(view) == f"execution by large: {RETRIES_SPENT}connection refused"

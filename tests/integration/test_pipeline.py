@@ -100,6 +100,21 @@ def test_failing_agent_becomes_a_failed_bid_and_the_auction_goes_on(stack: Aucti
     assert view["verdict"] == "passed"
 
 
+def test_a_model_unreachable_through_every_retry_is_marked_as_such(stack: AuctionContext) -> None:
+    from scripts.evals.runner import retries_spent
+    from workers.errors import RETRIES_SPENT
+
+    job_id = submit(coding_spec("medium.fail=bid large.transient=bid:99"), stack)
+    assert wait(job_id)["status"] == "done"  # the auction goes on without the bid
+    view = job_view(stack, job_id)
+    bids = {b["agent"]: b for b in view["bids"] if b["round"] == "first"}
+    assert bids["large"]["status"] == "failed"
+    assert bids["large"]["error"].startswith(RETRIES_SPENT)  # infrastructure, not the model
+    assert not bids["medium"]["error"].startswith(RETRIES_SPENT)  # a permanent error
+    # `sale eval` stores no result of a job that ran without a model it needed.
+    assert (retries_spent(view) or "").startswith(f"bid of large: {RETRIES_SPENT}")
+
+
 def test_junk_juror_abstains_and_is_reported(stack: AuctionContext) -> None:
     job_id = submit(coding_spec("large.junk=jury"), stack)
     assert wait(job_id)["status"] == "done"
