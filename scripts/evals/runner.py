@@ -396,18 +396,24 @@ class LiveRunner:
 
     def finished_job(self, ctx: Any, name: str, agent: str | None) -> str | None:
         """A job of this name (and direct agent) that finished in the segment's database with an
-        outcome (status done; a failed or cancelled one is run again, see JobFailed)."""
+        outcome: status done and no model unreachable on the way (a failed job, or one that ran
+        without a model it needed, is run again; see JobFailed)."""
         from sqlmodel import select
 
         from models.db import session_scope
         from models.tables import Award, Job
+        from workers.views import job_view
 
         with session_scope(ctx.db_url) as s:
             jobs = s.exec(select(Job).where(Job.name == name, Job.status == "done")).all()
+            found = []
             for job in jobs:
                 award = s.exec(select(Award).where(Award.job_id == job.id)).first()
                 if agent is None or (award is not None and award.agent == agent):
-                    return job.id
+                    found.append(job.id)
+        for job_id in found:
+            if retries_spent(job_view(ctx, job_id, steps=False)) is None:
+                return job_id
         return None
 
     def _finished(self, ctx: Any, job_id: str, since: float, what: str) -> dict[str, Any] | None:

@@ -392,3 +392,25 @@ def test_smoke_check_hands_a_crashing_answer_to_the_next_bid(
     ]
     assert (runs[0].self_check_detail or "").startswith("no examples; the code fails as written")
     assert PAPER_MECHANISM["self_check_smoke"] is False
+
+
+def test_sale_eval_adopts_no_done_job_that_ran_without_a_model(ctx: AuctionContext) -> None:
+    # A job that finished after a model server died (its calls' retries spent) is done in the
+    # database, but a rerun of `sale eval` must run it again rather than adopt it.
+    from scripts.evals.runner import LiveRunner
+    from workers.errors import RETRIES_SPENT
+
+    task = spec("").model_copy(update={"name": "HumanEval/0"})
+    run_job(ctx, task)
+    with session_scope(ctx.db_url) as s:
+        job = s.get(Job, "job-1")
+        assert job is not None
+        job.status = "done"
+        s.add(job)
+    runner = LiveRunner(ctx.settings, ctx.pool, ctx.settings.state_dir)
+    assert runner.finished_job(ctx, "HumanEval/0", None) == "job-1"
+    with session_scope(ctx.db_url) as s:
+        bid = s.exec(select(Bid).where(Bid.job_id == "job-1", Bid.agent == "large")).one()
+        bid.status, bid.error = "failed", RETRIES_SPENT + "connection refused"
+        s.add(bid)
+    assert runner.finished_job(ctx, "HumanEval/0", None) is None
