@@ -65,7 +65,7 @@ def eval_command(
 
     from scripts.cli import _interruptible, _settings, _stop_if_signalled
     from scripts.evals.benchmarks import BENCHMARKS
-    from scripts.evals.harness import evaluate
+    from scripts.evals.harness import WorkDirBusy, evaluate
     from scripts.evals.runner import JobFailed, expand_methods, live_work, make_plan
     from scripts.evals.store import RunStore
     from workers.pool import load_pool
@@ -147,6 +147,9 @@ def eval_command(
         except JobFailed as exc:
             err.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(1) from None
+        except WorkDirBusy as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
     from scripts.evals.report import markdown
 
     typer.echo(markdown(doc))

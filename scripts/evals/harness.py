@@ -323,6 +323,35 @@ def build_doc(
     }
 
 
+class WorkDirBusy(RuntimeError):
+    """Another `sale eval` is running jobs in this work directory."""
+
+
+@contextmanager
+def work_dir_lock(work_dir: Path) -> Iterator[None]:
+    """Hold the work directory for one run: a second run there would clear the first's redis
+    files and interleave jobs in its databases. The lock is released when the process ends,
+    however it ends."""
+    import fcntl
+    import os
+
+    with open(work_dir / "eval.lock", "a+", encoding="utf-8") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            raise WorkDirBusy(
+                f"another `sale eval` (pid {holder}) is running jobs in {work_dir}; wait for it, "
+                "stop it (Ctrl-C keeps its finished jobs), or give this run another --work-dir. "
+                "Two runs on other work directories can run side by side"
+            ) from None
+        fh.truncate(0)
+        fh.write(str(os.getpid()))
+        fh.flush()
+        yield
+
+
 @contextmanager
 def _partial_results_on(error: type[BaseException], write: Callable[[], Any]) -> Iterator[None]:
     """On ``error``, write the partial results before it propagates."""
@@ -403,7 +432,11 @@ def evaluate(
         return doc(not sum(remaining.values()))
     if sum(remaining.values()):
         runner = LiveRunner(settings, pool, work_dir, on_progress=progress)
-        with runner.running(), _partial_results_on(JobFailed, lambda: doc(False)):
+        with (
+            work_dir_lock(work_dir),
+            runner.running(),
+            _partial_results_on(JobFailed, lambda: doc(False)),
+        ):
             work = [
                 (t, a)
                 for t in plan.test + plan.train

@@ -468,3 +468,15 @@ def test_a_job_that_ran_without_a_model_is_found_by_its_marked_error() -> None:
     assert retries_spent(view) is None  # the model's own failures are outcomes
     view["executions"].append({"agent": "large", "error": RETRIES_SPENT + "connection refused"})
     assert retries_spent(view) == f"execution by large: {RETRIES_SPENT}connection refused"
+
+
+def test_one_run_at_a_time_holds_a_work_directory(tmp_path: Path) -> None:
+    import os
+
+    from scripts.evals.harness import WorkDirBusy, work_dir_lock
+
+    busy = pytest.raises(WorkDirBusy, match=f"pid {os.getpid()}")
+    with work_dir_lock(tmp_path), busy, work_dir_lock(tmp_path):  # the second one is refused
+        pass
+    with work_dir_lock(tmp_path):  # released when the first run ends
+        pass
