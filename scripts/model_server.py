@@ -301,12 +301,20 @@ def served_alias(port: int, timeout: float = 2.0) -> str | None:
     return str(ids[0]) if len(ids) == 1 and ids[0] else None
 
 
+def _serving(record: ServerRecord | None, port: int) -> bool:
+    """The recorded server is alive, on ``port``, and healthy."""
+    return (
+        record is not None
+        and record.port == port
+        and is_model_server(record.pid)
+        and is_healthy(port)
+    )
+
+
 def healthy_record(alias: str, port: int, run_dir: Path) -> ServerRecord | None:
     """The server of ``alias`` recorded in ``run_dir``, if it is alive and healthy on ``port``."""
     current = read_state(run_dir).get(alias)
-    if current and current.port == port and is_model_server(current.pid) and is_healthy(port):
-        return current
-    return None
+    return current if _serving(current, port) else None
 
 
 def is_healthy(port: int, timeout: float = 1.0) -> bool:
@@ -496,9 +504,9 @@ def launch(
     local_models.verify_file(path, model.size, model.sha256)
     with locked_state(run_dir) as records:
         current = records.get(alias)
-        if current and is_model_server(current.pid):
-            if current.port == port and is_healthy(port):
-                return current
+        if current is not None and _serving(current, port):
+            return current
+        if current is not None and is_model_server(current.pid):
             # Alive but on another port or unhealthy: replace it rather than leak a process.
             stop_server(current.pid)
         if port_in_use(port):

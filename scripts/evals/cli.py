@@ -63,7 +63,7 @@ def eval_command(
         TimeRemainingColumn,
     )
 
-    from scripts.cli import _interruptible, _settings, _stop_if_signalled
+    from scripts.cli import _fail, _interruptible, _settings, _stop_if_signalled
     from scripts.evals.benchmarks import BENCHMARKS
     from scripts.evals.harness import WorkDirBusy, evaluate
     from scripts.evals.runner import JobFailed, expand_methods, live_work, make_plan
@@ -148,8 +148,7 @@ def eval_command(
             err.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(1) from None
         except WorkDirBusy as exc:
-            err.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from None
+            _fail(exc)
     from scripts.evals.report import markdown
 
     typer.echo(markdown(doc))

@@ -51,6 +51,14 @@ def single_outcomes(store: RunStore, split: str) -> dict[str, dict[str, dict[str
     return out
 
 
+def solved_alone(store: RunStore, split: str) -> dict[str, dict[str, bool]]:
+    """task_id -> agent -> whether the agent's single-agent run passed."""
+    return {
+        t: {a: bool(r["passed"]) for a, r in per.items()}
+        for t, per in single_outcomes(store, split).items()
+    }
+
+
 def replay_records(
     plan: Plan, store: RunStore, pool: Pool, embed: Embed | None
 ) -> tuple[list[dict[str, Any]], list[str]]:
@@ -134,10 +142,7 @@ def train_auctions(store: RunStore, pool: Pool) -> tuple[int, list[Any]]:
             f"pool {pool.path} ({', '.join(pool.names)}); fit with the pool that ran them (--pool)"
         )
     records = [{"job_id": r["task_id"], "bids": r["bids"], "verdict": r["verdict"]} for r in runs]
-    solved = {
-        t: {a: bool(r["passed"]) for a, r in per.items()}
-        for t, per in single_outcomes(store, "train").items()
-    }
+    solved = solved_alone(store, "train")
     features = auctions_from_memory(records, "auction", prices=prices)
     auctions = auctions_from_outcomes(features, solved)
     bench = {str(r["task_id"]): str(r.get("bench", "")) for r in runs}
@@ -282,20 +287,14 @@ def build_doc(
             continue
         row = {"method": method, **metrics.method_summary(records, largest, bins)}
         rows.append(row)
-    solved = {
-        t: {a: bool(r["passed"]) for a, r in per.items()}
-        for t, per in single_outcomes(store, "test").items()
-    }
+    solved = solved_alone(store, "test")
     # The signals are read from every auction with labels: the test split's live SALE runs and
     # the train split's (where every juror is called whatever the weights say).
     train_ids = {t.task_id for t in plan.train}
     sale_rows = [r for m in plan.live for r in live.get(m, [])] + [
         r for r in store.select(method="sale-train", split="train") if r["task_id"] in train_ids
     ]
-    solved.update(
-        (t, {a: bool(r["passed"]) for a, r in per.items()})
-        for t, per in single_outcomes(store, "train").items()
-    )
+    solved.update(solved_alone(store, "train"))
     weight_map: dict[str, float | None] | None = None
     if weights is not None:
         weight_map = {"entropy": float(weights.get("w_h", 0.0))}

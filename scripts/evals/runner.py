@@ -41,7 +41,6 @@ from workers.pool import Pool
 
 REPLAY_METHODS = ("random", "knn", "classifier", "cascade", "oracle")
 LIVE_METHODS = ("sale-nomem", "sale")
-TERMINAL = ("done", "failed", "cancelled")
 
 
 class JobFailed(RuntimeError):
@@ -94,8 +93,6 @@ def variant_weights(method: str) -> str:
 
 def variant_env(method: str) -> dict[str, str]:
     """The worker environment of a live method; unknown settings raise ValueError."""
-    from broker.settings import Settings
-
     variant_weights(method)  # a bad weights= choice fails here
     base, overrides = _variant(method)
     env = {"SALE_REFINE": "false" if base == "sale-nomem" else "true"}
@@ -108,10 +105,15 @@ def variant_env(method: str) -> dict[str, str]:
             )
         env[f"SALE_{key.upper()}"] = value
     try:
-        Settings.model_validate({k[5:].lower(): v for k, v in env.items()})
+        env_settings(env)
     except Exception as exc:  # pydantic's ValidationError names the field and the problem
         raise ValueError(f"{method!r}: {exc}") from exc
     return env
+
+
+def env_settings(env: dict[str, str]) -> Settings:
+    """The settings a worker with these ``SALE_*`` overrides runs with."""
+    return Settings.model_validate({k[5:].lower(): v for k, v in env.items()})
 
 
 def reads_memory(method: str) -> bool:
@@ -120,10 +122,7 @@ def reads_memory(method: str) -> bool:
     One that does not is independent of the task order (each job sees only its own task), so
     the harness runs it in one order: more orders would repeat the same jobs.
     """
-    from broker.settings import Settings
-
-    env = variant_env(method)
-    settings = Settings.model_validate({k[5:].lower(): v for k, v in env.items()})
+    settings = env_settings(variant_env(method))
     return settings.refine or settings.memory_shortcut > 0
 
 
@@ -431,7 +430,7 @@ class LiveRunner:
                 f"the cause (worker logs in {self.work_dir / 'runtime' / 'logs'}) and rerun the "
                 "same command: finished jobs are kept, and this one runs again"
             )
-        if brief["status"] in TERMINAL:
+        if brief["status"] == "done":
             view = job_view(ctx, job_id)
             spent = retries_spent(view)
             if spent:

@@ -426,10 +426,10 @@ def test_methods_that_read_no_memory_run_one_order() -> None:
 
 def test_the_train_split_calls_every_juror_whatever_the_default() -> None:
     from broker.settings import Settings
-    from scripts.evals.runner import train_segment
+    from scripts.evals.runner import env_settings, train_segment
 
     segment = train_segment()
-    settings = Settings.model_validate({k[5:].lower(): v for k, v in segment.env.items()})
+    settings = env_settings(segment.env)
     assert segment.name == "sale-train" and segment.weights_file is None
     assert settings.jury_min_weight == 0.0 < Settings(_env_file=None).jury_min_weight
     assert settings.refine
