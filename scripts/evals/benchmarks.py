@@ -34,19 +34,13 @@ SIZE_BINS = ("short", "medium", "long")
 
 @dataclass(frozen=True)
 class BenchTask:
-    """One task of a benchmark, ready to submit.
-
-    ``self_check`` (coding only) is a program that checks the prompt's visible docstring
-    examples, the same check the agent's ``run_tests`` tool runs: append it to a candidate
-    solution and run it; it exits 1 when an example fails. None when the prompt shows none.
-    """
+    """One task of a benchmark, ready to submit (its self-check: ``runner.run_self_check``)."""
 
     bench: str
     task_id: str
     split: str
     bin: str
     spec: TaskSpec
-    self_check: str | None = None
 
 
 def stratified_split(bins: Mapping[str, str], seed: int, test_share: float = 0.5) -> dict[str, Any]:
@@ -115,8 +109,6 @@ def make_humaneval_split(seed: int = HUMANEVAL_SEED) -> dict[str, Any]:
 
 
 def _humaneval_task(task_id: str, split: str, cut_points: list[int]) -> BenchTask:
-    from workers.examples import docstring_examples, examples_program
-
     p = humaneval_problems()[task_id]
     spec = TaskSpec(
         kind="coding",
@@ -125,10 +117,8 @@ def _humaneval_task(task_id: str, split: str, cut_points: list[int]) -> BenchTas
         tests=p["test"],
         entry_point=p["entry_point"],
     )
-    examples = docstring_examples(spec.prompt, spec.entry_point)
-    check = examples_program(examples) if examples else None
     bin_ = size_bin(solution_lines(p), cut_points)
-    return BenchTask("humaneval", task_id, split, bin_, spec, check)
+    return BenchTask("humaneval", task_id, split, bin_, spec)
 
 
 # --- search --------------------------------------------------------------------------------

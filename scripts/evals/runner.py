@@ -183,25 +183,18 @@ def task_order(tasks: Sequence[BenchTask], order: int) -> list[BenchTask]:
 # --- self-checks (what an agent may see; never the hidden tests) ----------------------------
 
 
-def coding_self_check(task: BenchTask, answer: str | None) -> bool | None:
-    """The answer on the prompt's own docstring examples, in the sandbox; None: no examples."""
-    from workers.examples import docstring_examples, examples_program
-    from workers.sandbox import run_python
+def run_self_check(task: BenchTask, answer: str | None, observations: Sequence[str]) -> bool | None:
+    """The job's own self-check (:func:`workers.selfcheck.self_check`, what the agent could see,
+    never the hidden tests): a coding answer on the prompt's docstring examples, in the sandbox,
+    or a search answer's grounding in what the agent read. None: a coding task without examples.
+    The cascade replays it."""
+    from workers.examples import docstring_examples
+    from workers.selfcheck import self_check
 
-    examples = docstring_examples(task.spec.prompt, task.spec.entry_point)
-    if not examples:
+    spec = task.spec
+    if spec.kind == "coding" and not docstring_examples(spec.prompt, spec.entry_point):
         return None
-    if not answer:
-        return False
-    return run_python(answer + "\n\n" + examples_program(examples)).ok
-
-
-def search_self_check(task: BenchTask, answer: str | None, observations: Sequence[str]) -> bool:
-    """The search job's own self-check (workers.selfcheck.search_check): the answer is not the
-    question's own words and occurs in what the agent read."""
-    from workers.selfcheck import search_check
-
-    return search_check(task.spec.prompt, answer, observations).value == "passed"
+    return self_check(spec, answer, observations=observations).value == "passed"
 
 
 # --- job views to run records ------------------------------------------------------------
@@ -250,10 +243,7 @@ def run_record(
     execution = view.get("execution") or {}
     steps = execution.get("steps") or []
     answer = execution.get("answer")
-    if task.spec.kind == "coding":
-        check = coding_self_check(task, answer)
-    else:
-        check = search_self_check(task, answer, [s.get("observation") or "" for s in steps])
+    check = run_self_check(task, answer, [s.get("observation") or "" for s in steps])
     usage = view.get("usage") or {}
     if usage:  # every execution attempt (self-check fallbacks) counts as execution, not auction
         exec_tokens = int(usage["execute"]["tokens"])

@@ -4,8 +4,6 @@ generator (deterministic, every answer in its evidence, the committed file repro
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections import Counter
 from importlib.util import find_spec
 from typing import Any
@@ -24,6 +22,8 @@ from scripts.evals.benchmarks import (
     solution_lines,
     stratified_split,
 )
+from scripts.evals.runner import run_self_check
+from workers.examples import docstring_examples
 from workers.search import Document, load_wiki_corpus
 
 # find_spec locates the data packages without importing them.
@@ -104,22 +104,33 @@ def test_specs_validate_and_fit_their_kind(name: str) -> None:
             assert task.spec.kind == "coding" and task.spec.tests and task.spec.entry_point
         else:
             record = search_questions()[task.task_id]
-            assert task.spec.kind == "search" and task.self_check is None
+            assert task.spec.kind == "search"
             assert (task.spec.prompt, task.spec.answer) == (record["question"], record["answer"])
 
 
 @needs_humaneval
 def test_self_check_passes_the_canonical_solution_and_fails_a_wrong_one() -> None:
-    task = next(t for t in load_benchmark("humaneval") if t.task_id == "HumanEval/0")
-    assert task.self_check is not None
+    """The run record's self-check (what the cascade replays) runs the prompt's own examples."""
+    tasks = {t.task_id: t for t in load_benchmark("humaneval")}
+    task = tasks["HumanEval/0"]
     problem = humaneval_problems()["HumanEval/0"]
+    assert run_self_check(task, task.spec.prompt + problem["canonical_solution"], []) is True
+    assert run_self_check(task, task.spec.prompt + "    return False\n", []) is False
+    assert run_self_check(task, None, []) is False
+    # a prompt without docstring examples has nothing to self-check against
+    bare = next(
+        t for t in tasks.values() if not docstring_examples(t.spec.prompt, t.spec.entry_point)
+    )
+    assert run_self_check(bare, bare.spec.prompt + "    pass\n", []) is None
 
-    def run(body: str) -> int:
-        program = task.spec.prompt + body + "\n\n" + task.self_check  # type: ignore[operator]
-        return subprocess.run([sys.executable, "-c", program], capture_output=True).returncode
 
-    assert run(problem["canonical_solution"]) == 0
-    assert run("    return False\n") == 1
+def test_search_self_check_is_grounding_not_the_reference_answer() -> None:
+    task = load_benchmark("search", "test")[0]
+    answer = task.spec.answer
+    assert answer
+    assert run_self_check(task, answer, [f"... {answer} ..."]) is True
+    assert run_self_check(task, answer, ["a page that says something else"]) is False
+    assert run_self_check(task, "", [f"... {answer} ..."]) is False
 
 
 def test_stratified_split_is_seeded_and_per_bin() -> None:
