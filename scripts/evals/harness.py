@@ -215,7 +215,7 @@ def fit_from_eval_dirs(
                 f"{d} holds no SALE auctions on the train split; run `sale eval` there without "
                 "--no-fit first"
             )
-        benches = sorted({str(r.get("bench", "?")) for r in store.select(method="sale-train")})
+        benches = sorted({a.task_id.partition(":")[0] if ":" in a.task_id else "?" for a in found})
         with_solver = sum(a.target is not None for a in found)
         parts.append(
             f"{'/'.join(benches)}: {n_records} train auctions ({with_solver} with a solver) in {d}"
