@@ -85,6 +85,12 @@ def parse_weights(text: str, path: str = "<weights>") -> Weights:
     )
 
 
+def handset_weights_path() -> Path:
+    """The packaged hand-set weights (each juror 1/3, ``w_c`` 0.01): the default before a fit
+    was shipped, kept so the jury levers can be measured where the jury has weight."""
+    return Path(str(resources.files("workers") / "weights" / "handset.json"))
+
+
 def load_weights(path: Path | None) -> Weights:
     """Load a weights file; ``None`` loads the packaged default weights."""
     if path is None:

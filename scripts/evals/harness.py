@@ -416,6 +416,12 @@ def evaluate(
             f"{', '.join(on_default)} scored with the default weights "
             f"({settings.weights_file or 'workers/weights/default.json'}), not the fitted ones"
         )
+    on_handset = [m for m in plan.live if variant_weights(m) == "handset"]
+    if on_handset:
+        notes.append(
+            f"{', '.join(on_handset)} scored with the packaged hand-set weights "
+            "(workers/weights/handset.json: each juror 1/3), not the fitted ones"
+        )
     one_order = [m for m in plan.live if plan.orders > 1 and plan.orders_of(m) == 1]
     if one_order:
         notes.append(

@@ -62,9 +62,10 @@ def is_live(method: str) -> bool:
 
 #: ``weights=`` is not a setting but picks the scoring weights of a live method's segment:
 #: ``fitted`` (the default: the work directory's weights fitted on the train split, when there
-#: are any) or ``default`` (the weights file ``sale run`` uses — ``SALE_WEIGHTS_FILE``, else the
-#: packaged ``workers/weights/default.json``).
-WEIGHTS_CHOICES = ("fitted", "default")
+#: are any), ``default`` (the weights file ``sale run`` uses — ``SALE_WEIGHTS_FILE``, else the
+#: packaged ``workers/weights/default.json``) or ``handset`` (the packaged hand-set weights,
+#: every juror 1/3: the setting where the jury levers have a jury to act on).
+WEIGHTS_CHOICES = ("fitted", "default", "handset")
 
 
 def _variant(method: str) -> tuple[str, list[tuple[str, str]]]:
@@ -85,7 +86,8 @@ def variant_weights(method: str) -> str:
             if value not in WEIGHTS_CHOICES:
                 raise ValueError(
                     f"{method!r}: weights={value!r} is not one of {', '.join(WEIGHTS_CHOICES)} "
-                    "(fitted: the train split's fit; default: the weights `sale run` uses)"
+                    "(fitted: the train split's fit; default: the weights `sale run` uses; "
+                    "handset: the packaged hand-set weights)"
                 )
             choice = value
     return choice
@@ -308,8 +310,14 @@ def live_segment(
     method: str, order: int, n_tasks: int, fitted: Path | None, default: Path | None
 ) -> Segment:
     """The segment one live method's stream runs in: its database, its workers' settings and
-    the weights it scores with (``weights=fitted``, the default, or ``weights=default``)."""
-    chosen = fitted if variant_weights(method) == "fitted" else default
+    the weights it scores with (``weights=fitted``, the default, ``default`` or ``handset``)."""
+    from workers.weights import handset_weights_path
+
+    choice = variant_weights(method)
+    if choice == "handset":
+        chosen = handset_weights_path()
+    else:
+        chosen = fitted if choice == "fitted" else default
     return Segment(stream_name(method, order, n_tasks), variant_env(method), chosen)
 
 

@@ -286,6 +286,7 @@ def test_weights_choice_picks_the_segments_weights_file_and_is_not_a_worker_sett
     from pathlib import Path as P
 
     from scripts.evals.runner import live_segment, variant_env, variant_weights
+    from workers.weights import load_weights
 
     fitted, default = P("/w/weights.json"), P("/pkg/default.json")
     assert variant_weights("sale") == "fitted"
@@ -299,7 +300,11 @@ def test_weights_choice_picks_the_segments_weights_file_and_is_not_a_worker_sett
     chosen = live_segment("sale+weights=default", 0, 30, fitted, default)
     assert chosen.weights_file == default and chosen.name == "sale_weights_default-o0"
     assert chosen.env == {"SALE_REFINE": "true"}
-    with pytest.raises(ValueError, match="weights='mine' is not one of fitted, default"):
+    hand = live_segment("sale+weights=handset+jury_debias=rotate", 1, 10, fitted, default)
+    assert hand.weights_file is not None and hand.weights_file.name == "handset.json"
+    assert hand.name == "sale_weights_handset_jury_debias_rotate-o1-n10"
+    assert load_weights(hand.weights_file).default_juror_weight == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="weights='mine' is not one of fitted, default, handset"):
         variant_env("sale+weights=mine")
 
 
