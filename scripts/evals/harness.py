@@ -317,6 +317,13 @@ def build_doc(
         "methods": rows,
         "win_share": {m: metrics.win_share_curve(live[m], largest) for m in plan.live if m in live},
         "signals": metrics.signal_table(sale_rows, solved, pool.names, weight_map),
+        "goals": metrics.goals(
+            rows,
+            plan.live,
+            f"single:{largest}",
+            len(plan.test),
+            coding=bool(plan.test) and plan.test[0].spec.kind == "coding",
+        ),
         "weights": weights,
         "notes": notes + replay_notes + carried_over_notes(store),
     }

@@ -60,6 +60,7 @@ def method_summary(
     out: dict[str, Any] = {
         "orders": len(per_order),
         "n_tasks": per_order[0]["n"] if per_order else 0,
+        "n_per_order": [int(f["n"]) for f in per_order],
     }
     for key in (
         "pass_at_1",
@@ -92,6 +93,64 @@ def method_summary(
             "cost_usd": fig["cost_usd"] / max(1, len(per_order)),
             "largest_share": fig["largest_share"],
         }
+    return out
+
+
+#: The goals of the efficiency issue (#6), per SALE row, against the largest agent alone and
+#: the cascade on the same test tasks.
+COST_GOAL = 0.6  # total cost at most this share of the largest agent's
+OVERHEAD_GOAL = 0.25  # auction tokens at most this share of a coding job's tokens
+
+
+def goals(
+    rows: Sequence[dict[str, Any]],
+    live: Sequence[str],
+    largest_method: str,
+    n_tasks: int,
+    coding: bool,
+) -> list[dict[str, Any]]:
+    """For each live method's row: pass@1 at least the largest agent's; total cost at most
+    ``COST_GOAL`` × its; better than the cascade on pass@1 or cost and worse on neither; and
+    (coding) the auction at most ``OVERHEAD_GOAL`` of the tokens. ``complete`` is False while
+    the row or a reference row lacks a task of an order: its verdicts are provisional."""
+    by_name = {r["method"]: r for r in rows}
+    ref, cascade = by_name.get(largest_method), by_name.get("cascade")
+    if ref is None:
+        return []
+
+    def full(row: dict[str, Any]) -> bool:
+        counts = row.get("n_per_order") or [row["n_tasks"]]
+        return all(n == n_tasks for n in counts)
+
+    out = []
+    for method in live:
+        row = by_name.get(method)
+        if row is None:
+            continue
+        p, c = float(row["pass_at_1"]), float(row["cost_usd"])
+        ratio = c / float(ref["cost_usd"]) if ref["cost_usd"] else math.nan
+        beats = None
+        if cascade is not None:
+            pc, cc = float(cascade["pass_at_1"]), float(cascade["cost_usd"])
+            beats = p >= pc and c <= cc and (p > pc or c < cc)
+        out.append(
+            {
+                "method": method,
+                "complete": full(row) and full(ref) and (cascade is None or full(cascade)),
+                "pass_at_1": p,
+                "largest_pass_at_1": float(ref["pass_at_1"]),
+                "pass_goal": p >= float(ref["pass_at_1"]),
+                "cost_ratio": ratio,
+                "cost_goal": ratio <= COST_GOAL,
+                "cascade_pass_at_1": None if cascade is None else float(cascade["pass_at_1"]),
+                "cascade_cost_usd": None if cascade is None else float(cascade["cost_usd"]),
+                "cascade_goal": beats,
+                "overhead_token_share": float(row["overhead_token_share"]),
+                "overhead_goal": (
+                    float(row["overhead_token_share"]) <= OVERHEAD_GOAL if coding else None
+                ),
+            }
+        )
     return out
 
 

@@ -78,6 +78,8 @@ def markdown(doc: dict[str, Any]) -> str:
                 f"| {s['signal']} | {_fmt(s['r_alone'], 2)} ({s['n_alone']}) | "
                 f"{_fmt(s['r_executed'], 2)} ({s['n_executed']}) | {_fmt(s['fitted_weight'], 4)} |"
             )
+    if doc.get("goals"):
+        lines += ["", *goals_markdown(doc["goals"])]
     if doc.get("notes"):
         lines += ["", "Notes:", ""] + [f"- {n}" for n in doc["notes"]]
     versions = {row["method"]: row.get("code") or [] for row in doc["methods"]}
@@ -89,6 +91,39 @@ def markdown(doc: dict[str, Any]) -> str:
         ]
         lines += [f"- {m}: {', '.join(v) or '–'}" for m, v in versions.items()]
     return "\n".join(lines) + "\n"
+
+
+def _yes(value: bool | None) -> str:
+    return "–" if value is None else ("**yes**" if value else "no")
+
+
+def goals_markdown(goals: list[dict[str, Any]]) -> list[str]:
+    """The efficiency goals per SALE row (metrics.goals) as a Markdown table."""
+    lines = [
+        "Goals per SALE row, against the largest agent alone and the cascade on the same test "
+        "tasks: pass@1 at least the largest's; total cost at most 0.6× its; better than the "
+        "cascade on pass@1 or cost and worse on neither; the auction at most 25 % of the tokens "
+        "(coding). Rows marked provisional lack some task of an order.",
+        "",
+        "| method | pass@1 vs largest | cost × largest | vs cascade (pass@1, US$) | "
+        "auction tokens | complete |",
+        "|---|---|---|---|---|---|",
+    ]
+    for g in goals:
+        cascade = (
+            "–"
+            if g["cascade_goal"] is None
+            else f"{_yes(g['cascade_goal'])} ({_fmt(g['cascade_pass_at_1'])}, "
+            f"${g['cascade_cost_usd']:.5f})"
+        )
+        lines.append(
+            f"| {g['method']} | {_yes(g['pass_goal'])}: {_fmt(g['pass_at_1'])} vs "
+            f"{_fmt(g['largest_pass_at_1'])} | {_yes(g['cost_goal'])}: "
+            f"{_fmt(g['cost_ratio'], 2)}× | {cascade} | {_yes(g['overhead_goal'])}: "
+            f"{_fmt(g['overhead_token_share'], 2)} | "
+            f"{'yes' if g['complete'] else 'provisional'} |"
+        )
+    return lines
 
 
 def plots(doc: dict[str, Any], out_dir: Path) -> list[Path]:

@@ -171,6 +171,42 @@ def test_method_summary_figures_and_std_over_orders() -> None:
     assert metrics.method_summary(mixed, "large")["code"] == ["abc", "def-dirty"]
 
 
+def test_goals_compare_each_sale_row_with_the_largest_agent_and_the_cascade() -> None:
+    def row(method: str, agents_passed: list[tuple[str, bool]], cost: float, orders: int = 1):
+        recs = [
+            record(
+                method, o, i, a, ok, cost_usd=cost, auction_tokens=0 if "single" in method else 200
+            )
+            for o in range(orders)
+            for i, (a, ok) in enumerate(agents_passed)
+        ]
+        return {"method": method, **metrics.method_summary(recs, "large")}
+
+    largest = row("single:large", [("large", True), ("large", True), ("large", False)], 1.0)
+    cascade = row("cascade", [("large", True), ("small", True), ("large", False)], 0.8)
+    cheap = row("sale", [("small", True), ("small", True), ("large", False)], 0.2, orders=2)
+    worse = row("sale+x=1", [("small", True), ("small", False), ("small", False)], 0.1)
+    partial = row("sale-nomem", [("small", True), ("small", True)], 0.1)
+    rows = [largest, cascade, cheap, worse, partial]
+    got = {
+        g["method"]: g
+        for g in metrics.goals(rows, ["sale", "sale+x=1", "sale-nomem"], "single:large", 3, True)
+    }
+    sale = got["sale"]
+    assert (sale["pass_goal"], sale["cost_goal"], sale["cascade_goal"]) == (True, True, True)
+    assert sale["cost_ratio"] == pytest.approx(0.2) and sale["complete"]
+    assert sale["overhead_goal"] is True  # 200 of 1000 tokens
+    # cheaper than the cascade but worse on pass@1: not better without losing
+    assert (got["sale+x=1"]["pass_goal"], got["sale+x=1"]["cascade_goal"]) == (False, False)
+    assert got["sale-nomem"]["complete"] is False  # 2 of the 3 test tasks
+    search = metrics.goals(rows, ["sale"], "single:large", 3, coding=False)
+    assert search[0]["overhead_goal"] is None
+    assert metrics.goals([cheap], ["sale"], "single:large", 3, True) == []  # no reference
+    md = "\n".join(report.goals_markdown(list(got.values())))
+    assert "| sale | **yes**: 0.667 vs 0.667 | **yes**: 0.20× |" in md
+    assert "| sale-nomem |" in md and "provisional" in md
+
+
 def test_win_share_curve_is_cumulative_per_order() -> None:
     rows = [
         record("sale", 0, i, a, True) for i, a in enumerate(["large", "small", "medium", "large"])
