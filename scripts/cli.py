@@ -391,6 +391,21 @@ def fit(
             "memory (repeat for several benchmarks); targets come from its single-agent runs",
         ),
     ] = None,
+    per_kind: Annotated[
+        bool,
+        typer.Option(
+            "--per-kind",
+            help="with --from-eval: fit each job kind (HumanEval: coding, search) on its own "
+            "auctions and write them as the file's per-kind sections over --base",
+        ),
+    ] = False,
+    base: Annotated[
+        Path | None,
+        typer.Option(
+            help="with --per-kind: the weights file whose top level scores the other kinds and "
+            "whose other kinds' sections are kept (default: the packaged hand-set weights)"
+        ),
+    ] = None,
     pool: PoolOpt = None,
 ) -> None:
     """Fit the scoring weights (MILP, HiGHS) on the auction memory and write a weights file."""
@@ -405,6 +420,20 @@ def fit(
         _fail(ValueError("--label must be 'auction' or 'verified'"))
     settings = _settings(pool)
     pool_obj = load_pool(settings.effective_pool_file)
+    if (per_kind or base) and not from_eval:
+        _fail(ValueError("--per-kind and --base go with --from-eval (the eval work directories)"))
+    if from_eval and (per_kind or base):
+        from scripts.evals.harness import fit_kinds_from_eval_dirs
+        from workers.errors import WeightsError
+
+        try:
+            fits = fit_kinds_from_eval_dirs(list(from_eval), pool_obj, out, base, version)
+        except (ValueError, WeightsError) as exc:
+            _fail(exc)
+        for kind, result in fits.items():
+            err.print(f"{kind}: routed {result.routed}/{result.total}")
+        err.print(f"wrote {out} (use SALE_WEIGHTS_FILE={out})")
+        return
     if from_eval:
         from scripts.evals.harness import fit_from_eval_dirs
 

@@ -50,9 +50,10 @@ class FirstRoundOutcome:
 def _score_bids(ctx: AuctionContext, s: Session, job_id: str, bids: list[Bid]) -> bool:
     """Compute and store C, V and score for ``bids``; returns whether entropy was used."""
     use_entropy = all(b.entropy is not None for b in bids)
+    w = ctx.weights.for_kind(load_job(s, job_id, ctx.db_url).kind)
     # Every pool juror counts; one not called (jury_min_weight) or abstaining is imputed.
     jurors = ctx.pool.names
-    weights = ctx.weights.juror_weights(jurors)
+    weights = w.juror_weights(jurors)
     gammas = jury_gammas(s, bids, jurors, ctx.settings)
     for round_, juror, why in mark_degenerate(s, job_id, gammas.degenerate):
         log.warning("job %s: juror %s abstains in %s round: %s", job_id, juror, round_, why)
@@ -60,8 +61,8 @@ def _score_bids(ctx: AuctionContext, s: Session, job_id: str, bids: list[Bid]) -
         assert bid.id is not None
         jv = auction.jury_value(gammas.by_bid[bid.id], weights)
         agent = ctx.pool.get(bid.agent)
-        bid.cost_term = auction.cost_term(ctx.weights.w_c, agent.output_price, bid.tokens_out)
-        bid.value = auction.bid_value(bid.entropy, ctx.weights.w_h, jv, use_entropy)
+        bid.cost_term = auction.cost_term(w.w_c, agent.output_price, bid.tokens_out)
+        bid.value = auction.bid_value(bid.entropy, w.w_h, jv, use_entropy)
         bid.score = bid.cost_term - bid.value
         s.add(bid)
     return use_entropy
@@ -73,9 +74,9 @@ def candidate(ctx: AuctionContext, bid: Bid) -> auction.Candidate:
     return auction.Candidate(bid.id, bid.agent, ctx.pool.get(bid.agent).output_price, bid.score)
 
 
-def _note_jury_panel(ctx: AuctionContext, job_id: str) -> None:
+def _note_jury_panel(ctx: AuctionContext, job_id: str, kind: str) -> None:
     """Say on the job which jurors ``jury_min_weight`` left uncalled, or that none was called."""
-    panel = jury_panel(ctx)
+    panel = jury_panel(ctx, kind)
     left_out = [j for j in ctx.pool.names if j not in panel]
     if not left_out:
         return
@@ -102,7 +103,7 @@ def score_first_round(ctx: AuctionContext, job_id: str) -> FirstRoundOutcome:
     if not use_entropy:
         add_note(ctx, job_id, "entropy term dropped: a bid came without log-probabilities")
         log.warning("job %s: entropy term dropped (missing log-probabilities)", job_id)
-    _note_jury_panel(ctx, job_id)
+    _note_jury_panel(ctx, job_id, kind)
     if not ctx.settings.refine:
         add_note(ctx, job_id, "refinement off (SALE_REFINE=false)")
         return FirstRoundOutcome(winner.agent, {})

@@ -33,9 +33,11 @@ from workers.prompts import render
 log = logging.getLogger(__name__)
 
 
-def jury_panel(ctx: AuctionContext) -> list[str]:
-    """The jurors called: the pool, less those weighing below ``jury_min_weight`` (if set)."""
-    return called_jurors(ctx.pool.names, ctx.weights, ctx.settings.jury_min_weight)
+def jury_panel(ctx: AuctionContext, kind: str) -> list[str]:
+    """The jurors called for a job of this kind: the pool, less those whose weight for the kind
+    is below ``jury_min_weight`` (if set)."""
+    weights = ctx.weights.for_kind(kind)
+    return called_jurors(ctx.pool.names, weights, ctx.settings.jury_min_weight)
 
 
 def jury_targets(ctx: AuctionContext, job_id: str, round_: str) -> list[tuple[str, str]]:
@@ -46,11 +48,13 @@ def jury_targets(ctx: AuctionContext, job_id: str, round_: str) -> list[tuple[st
     """
     with session_scope(ctx.db_url) as s:
         bids = ok_bids(s, job_id, round_)
+        kind = load_job(s, job_id, ctx.db_url).kind
     if not bids:
         return []
+    panel = jury_panel(ctx, kind)
     if ctx.settings.jury_mode == "batched":
-        return [(j, "all") for j in jury_panel(ctx)]
-    return [(j, str(b.id)) for j in jury_panel(ctx) for b in bids]
+        return [(j, "all") for j in panel]
+    return [(j, str(b.id)) for j in panel for b in bids]
 
 
 def _jury_call_row(
@@ -85,7 +89,7 @@ def run_jury(ctx: AuctionContext, job_id: str, juror: str, round_: str, target: 
     shown = [(b.id or 0, b.agent, b.plan or "") for b in bids]
     seed = ctx.settings.shuffle_seed
     if ctx.settings.jury_debias == "rotate":
-        panel = jury_panel(ctx)
+        panel = jury_panel(ctx, spec.kind)
         index = panel.index(juror) if juror in panel else ctx.pool.names.index(juror)
         presented = rotated_order(shown, seed=seed, job_id=job_id, round_=round_, index=index)
     else:

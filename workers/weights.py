@@ -5,7 +5,10 @@ The file is JSON::
     {"version": "...", "w_c": 0.01, "w_h": 1.0, "jurors": {"name": 0.33, ...},
      "default_juror_weight": 0.33, "source": "what data it was fitted on, or 'hand-set'"}
 
-A juror not named in ``jurors`` gets ``default_juror_weight``.
+A juror not named in ``jurors`` gets ``default_juror_weight``. An optional ``"kinds"`` object
+holds weights per job kind (``{"coding": {"w_c": ..., "w_h": ..., "jurors": ...}, ...}``, each
+with the same keys and its own ``source``), fitted on that kind's auctions; a job of a kind
+listed there is scored with them, any other with the top-level weights (:meth:`Weights.for_kind`).
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
+from models.schemas import Kind
 from workers.errors import WeightsError
 
-_KEYS = {"version", "w_c", "w_h", "jurors", "default_juror_weight", "source", "fitted_on"}
+_KEYS = {"version", "w_c", "w_h", "jurors", "default_juror_weight", "source", "fitted_on", "kinds"}
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,11 @@ class Weights:
     default_juror_weight: float = 1.0
     source: str = ""
     path: str = ""
+    kinds: dict[str, Weights] = field(default_factory=dict)
+
+    def for_kind(self, kind: str) -> Weights:
+        """The weights a job of this kind is scored with: its own section, else these."""
+        return self.kinds.get(kind, self)
 
     def juror(self, name: str) -> float:
         """The weight of juror ``name``."""
@@ -57,10 +66,17 @@ def parse_weights(text: str, path: str = "<weights>") -> Weights:
         raise WeightsError(path, f"not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise WeightsError(path, "must be a JSON object")
-    unknown = set(data) - _KEYS
+    return _parse(data, path)
+
+
+def _parse(data: dict[str, Any], path: str, parent: str | None = None) -> Weights:
+    """One weights object: the file's top level, or (``parent`` = its version) a kind's section,
+    which may not nest kinds and takes the top level's version unless it names its own."""
+    allowed = _KEYS if parent is None else _KEYS - {"kinds"}
+    unknown = set(data) - allowed
     if unknown:
-        raise WeightsError(path, f"unknown key(s) {sorted(unknown)}; allowed {sorted(_KEYS)}")
-    version = data.get("version")
+        raise WeightsError(path, f"unknown key(s) {sorted(unknown)}; allowed {sorted(allowed)}")
+    version = data.get("version", parent)
     if not isinstance(version, str) or not version:
         raise WeightsError(path, "'version' must be a non-empty string")
     jurors = data.get("jurors", {})
@@ -74,6 +90,14 @@ def parse_weights(text: str, path: str = "<weights>") -> Weights:
     default = data.get("default_juror_weight", 1.0)
     if isinstance(default, bool) or not isinstance(default, (int, float)):
         raise WeightsError(path, "'default_juror_weight' must be a number")
+    kinds = data.get("kinds", {})
+    if not isinstance(kinds, dict) or not all(isinstance(v, dict) for v in kinds.values()):
+        raise WeightsError(path, "'kinds' must be an object of job kind -> weights object")
+    known = get_args(Kind)
+    if set(kinds) - set(known):
+        raise WeightsError(
+            path, f"'kinds' names {sorted(set(kinds) - set(known))}; job kinds are {list(known)}"
+        )
     return Weights(
         version=version,
         w_c=_number(path, data, "w_c"),
@@ -82,6 +106,7 @@ def parse_weights(text: str, path: str = "<weights>") -> Weights:
         default_juror_weight=float(default),
         source=str(data.get("source", "")),
         path=path,
+        kinds={k: _parse(v, f"{path} (kinds.{k})", version) for k, v in kinds.items()},
     )
 
 

@@ -26,6 +26,8 @@ from models.schemas import TaskSpec
 
 DATA = Path(__file__).resolve().parent / "data"
 BENCHMARKS = ("humaneval", "search")
+#: The job kind of each benchmark's tasks (what a per-kind weights section is fitted for).
+BENCH_KIND = {"humaneval": "coding", "search": "search"}
 SPLITS = ("train", "test")
 HUMANEVAL_SIZE = 164
 HUMANEVAL_SEED = 20240604

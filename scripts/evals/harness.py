@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 import shlex
 import sys
@@ -188,6 +189,35 @@ def fit_from_train(store: RunStore, pool: Pool, out: Path, bench: str) -> tuple[
     )
 
 
+def _eval_dir_auctions(d: Path, pool: Pool) -> tuple[list[str], list[Any], str]:
+    """One `sale eval` work directory's train auctions: (its benchmarks, the auctions, a line
+    saying how many and how many have a solver). ValueError naming the directory when it holds
+    no run store or no train auctions."""
+    path = d / "runs.jsonl"
+    if not path.is_file():
+        raise ValueError(
+            f"{d} is not a `sale eval` work directory (no runs.jsonl); pass the --work-dir "
+            "of a run (default ~/.local/state/sale/eval/<bench>-<pool>)"
+        )
+    n_records, found = train_auctions(RunStore(path), pool)
+    if not n_records:
+        raise ValueError(
+            f"{d} holds no SALE auctions on the train split; run `sale eval` there without "
+            "--no-fit first"
+        )
+    benches = sorted({a.task_id.partition(":")[0] if ":" in a.task_id else "?" for a in found})
+    with_solver = sum(a.target is not None for a in found)
+    what = f"{'/'.join(benches)}: {n_records} train auctions ({with_solver} with a solver) in {d}"
+    return benches, found, what
+
+
+def _no_solver(work_dirs: list[Path], kind: str = "") -> ValueError:
+    return ValueError(
+        f"no {kind + ' ' if kind else ''}train task in {', '.join(map(str, work_dirs))} was "
+        "solved by any agent alone: nothing to fit"
+    )
+
+
 def fit_from_eval_dirs(
     work_dirs: list[Path], pool: Pool, out: Path, version: str | None = None
 ) -> tuple[Any, str]:
@@ -202,30 +232,11 @@ def fit_from_eval_dirs(
     auctions: list[Any] = []
     parts: list[str] = []
     for d in work_dirs:
-        path = d / "runs.jsonl"
-        if not path.is_file():
-            raise ValueError(
-                f"{d} is not a `sale eval` work directory (no runs.jsonl); pass the --work-dir "
-                "of a run (default ~/.local/state/sale/eval/<bench>-<pool>)"
-            )
-        store = RunStore(path)
-        n_records, found = train_auctions(store, pool)
-        if not n_records:
-            raise ValueError(
-                f"{d} holds no SALE auctions on the train split; run `sale eval` there without "
-                "--no-fit first"
-            )
-        benches = sorted({a.task_id.partition(":")[0] if ":" in a.task_id else "?" for a in found})
-        with_solver = sum(a.target is not None for a in found)
-        parts.append(
-            f"{'/'.join(benches)}: {n_records} train auctions ({with_solver} with a solver) in {d}"
-        )
+        _, found, what = _eval_dir_auctions(d, pool)
+        parts.append(what)
         auctions.extend(found)
     if not any(a.target is not None for a in auctions):
-        raise ValueError(
-            f"no train task in {', '.join(map(str, work_dirs))} was solved by any agent alone: "
-            "nothing to fit"
-        )
+        raise _no_solver(work_dirs)
     result = fit_weights(auctions, pool.names)
     doc = weights_document(
         result,
@@ -234,6 +245,55 @@ def fit_from_eval_dirs(
     )
     write_weights(out, doc)
     return result, "; ".join(parts)
+
+
+def fit_kinds_from_eval_dirs(
+    work_dirs: list[Path],
+    pool: Pool,
+    out: Path,
+    base: Path | None = None,
+    version: str | None = None,
+) -> dict[str, Any]:
+    """Fit one weights section per job kind (HumanEval: coding, search: search) on the train
+    auctions of `sale eval` work directories, and write ``base`` (a weights file; default the
+    packaged hand-set weights) with those sections to ``out``: jobs of a fitted kind are scored
+    with its section, others with ``base``'s top level; ``base``'s sections for other kinds
+    stay. Returns {kind: the fit}. ValueError as :func:`fit_from_eval_dirs`, per kind.
+    """
+    from scripts.evals.benchmarks import BENCH_KIND
+    from workers.fit import fit_weights, weights_document, write_weights
+    from workers.weights import handset_weights_path, load_weights
+
+    base_path = base or handset_weights_path()
+    load_weights(base_path)  # a broken base fails here, naming the file
+    doc = json.loads(base_path.read_text(encoding="utf-8"))
+    by_kind: dict[str, tuple[list[Any], list[str]]] = {}
+    for d in work_dirs:
+        benches, found, what = _eval_dir_auctions(d, pool)
+        for bench in benches:
+            if bench not in BENCH_KIND:
+                raise ValueError(f"{d}: benchmark {bench!r} has no known job kind")
+            auctions, parts = by_kind.setdefault(BENCH_KIND[bench], ([], []))
+            auctions.extend(a for a in found if a.task_id.startswith(f"{bench}:"))
+            parts.append(what)
+    day = datetime.now(UTC).strftime("%Y%m%d")
+    kinds = dict(doc.get("kinds") or {})
+    results = {}
+    for kind, (auctions, parts) in sorted(by_kind.items()):
+        if not any(a.target is not None for a in auctions):
+            raise _no_solver(work_dirs, kind)
+        results[kind] = fit_weights(auctions, pool.names)
+        section = weights_document(
+            results[kind],
+            f"fit-{kind}-{day}",
+            f"the {kind} jobs of the train splits of sale eval ({'; '.join(parts)}), "
+            f"{TARGET_RULE}; pool {pool.path}",
+        )
+        kinds[kind] = section
+    doc["kinds"] = kinds
+    doc["version"] = version or f"fit-kinds-{day}"
+    write_weights(out, doc)
+    return results
 
 
 def carried_over_notes(store: RunStore) -> list[str]:

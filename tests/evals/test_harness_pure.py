@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -419,6 +420,39 @@ def test_fit_from_eval_dirs_pools_the_benchmarks_train_auctions(tmp_path: Path) 
     assert f"search: 3 train auctions (2 with a solver) in {search}" in weights.source
     assert "cheapest bid whose agent solved the task alone" in weights.source
     assert what.count("train auctions") == 2
+
+
+def test_per_kind_fit_writes_one_section_per_benchmark_kind_over_the_base(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from scripts.cli import app
+    from workers.weights import load_weights
+
+    pool = "examples/pools/scripted.toml"
+    coding = _eval_dir(tmp_path, "humaneval", {"t/1": ["small", "large"], "t/2": ["large"]})
+    search = _eval_dir(tmp_path, "search", {"t/1": ["small"], "t/2": [], "t/3": ["medium"]})
+    out = tmp_path / "w.json"
+    args = ["fit", "--pool", pool, "--out", str(out), "--per-kind", "--version", "v9"]
+    res = CliRunner().invoke(app, [*args, "--from-eval", str(coding)])
+    assert res.exit_code == 0, res.output
+    first = load_weights(out)
+    assert first.version == "v9" and set(first.kinds) == {"coding"}
+    assert "hand-set" in first.source  # the top level is the packaged hand-set weights
+    assert first.for_kind("search") is first
+    assert (
+        f"humaneval: 2 train auctions (2 with a solver) in {coding}" in first.kinds["coding"].source
+    )
+    # A second fit over the first file adds the search section and keeps the coding one.
+    res = CliRunner().invoke(app, [*args, "--base", str(out), "--from-eval", str(search)])
+    assert res.exit_code == 0, res.output
+    both = load_weights(out)
+    assert set(both.kinds) == {"coding", "search"}
+    assert both.kinds["coding"] == dataclasses.replace(
+        first.kinds["coding"], path=both.kinds["coding"].path
+    )
+    assert "search: 3 train auctions (2 with a solver)" in both.kinds["search"].source
+    res = CliRunner().invoke(app, ["fit", "--pool", pool, "--per-kind"])
+    assert res.exit_code == 2 and "go with --from-eval" in " ".join(res.output.split())
 
 
 def test_fit_from_eval_dirs_names_what_is_wrong(tmp_path: Path) -> None:

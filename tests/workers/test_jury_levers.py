@@ -240,6 +240,26 @@ def test_a_zero_weight_juror_is_called_only_without_a_minimum(
     )
 
 
+def test_a_kinds_weights_decide_its_jury_and_scores(ctx: AuctionContext, llm: FlatJuror) -> None:
+    """A coding job is scored with the coding section of the weights file (here: no jury, a
+    larger cost weight); a search job would keep the top-level weights."""
+    configure(ctx, jury_min_weight=0.05)
+    coding = dataclasses.replace(
+        ctx.weights, w_c=0.02, jurors={}, default_juror_weight=0.0, kinds={}
+    )
+    ctx.weights = dataclasses.replace(ctx.weights, kinds={"coding": coding})
+    assert judging.jury_panel(ctx, "search") == list(AGENTS)
+    assert judging.jury_panel(ctx, "coding") == []
+    job = new_job(ctx)
+    collect_bids(ctx, job)
+    assert judging.jury_targets(ctx, job, "first") == []
+    awarding.score_first_round(ctx, job)
+    assert sum(n for (_, stage), n in llm.calls.items() if stage == "jury") == 0
+    for agent, bid in bids_of(ctx, job).items():
+        assert bid.value == pytest.approx(coding.w_h * bid.entropy), agent
+        assert bid.cost_term == pytest.approx(0.02 * PRICES[agent] * bid.tokens_out), agent
+
+
 def test_no_juror_left_drops_the_jury_term_with_a_note(ctx: AuctionContext, llm: FlatJuror) -> None:
     configure(ctx, jury_min_weight=0.5)  # every juror weighs 1/3 by default
     job = new_job(ctx)

@@ -79,6 +79,31 @@ def test_parse_weights_errors_name_the_path(changes: dict[str, Any], needle: str
     assert needle in str(info.value)
 
 
+def test_weights_per_job_kind_override_the_top_level_for_that_kind_only() -> None:
+    coding = {"w_c": 0.5, "w_h": 1.0, "jurors": {"small": 0.0}, "source": "fit on 15 coding"}
+    w = parse_weights(weights_text(kinds={"coding": coding}), "w.json")
+    assert w.for_kind("search") is w
+    c = w.for_kind("coding")
+    assert (c.w_c, c.w_h, c.juror("small"), c.juror("large")) == (0.5, 1.0, 0.0, 1.0)
+    assert c.version == "v1" and c.source == "fit on 15 coding" and c.kinds == {}
+    assert "kinds.coding" in c.path
+
+
+@pytest.mark.parametrize(
+    ("kinds", "needle"),
+    [
+        ({"code": {"w_c": 1, "w_h": 1}}, "job kinds are ['coding', 'search']"),
+        ({"coding": {"w_c": 1}}, "(kinds.coding): 'w_h' must be a number"),
+        ({"coding": {"w_c": 1, "w_h": 1, "kinds": {}}}, "unknown key(s) ['kinds']"),
+        ({"coding": 3}, "'kinds' must be an object of job kind -> weights object"),
+    ],
+)
+def test_weights_per_kind_errors_say_what_is_wrong(kinds: Any, needle: str) -> None:
+    with pytest.raises(WeightsError) as info:
+        parse_weights(weights_text(kinds=kinds), "w.json")
+    assert needle in str(info.value)
+
+
 def test_parse_weights_rejects_invalid_json_and_non_objects() -> None:
     with pytest.raises(WeightsError, match="not valid JSON"):
         parse_weights("{", "w.json")
