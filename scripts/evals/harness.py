@@ -265,6 +265,11 @@ def fit_kinds_from_eval_dirs(
     from workers.weights import handset_weights_path, load_weights
 
     base_path = base or handset_weights_path()
+    if not base_path.is_file():
+        raise ValueError(
+            f"--base {base_path}: no such file; give a weights file to add the kinds to, e.g. "
+            "workers/weights/default.json, or leave --base out for the hand-set weights"
+        )
     load_weights(base_path)  # a broken base fails here, naming the file
     doc = json.loads(base_path.read_text(encoding="utf-8"))
     by_kind: dict[str, tuple[list[Any], list[str]]] = {}

@@ -453,6 +453,10 @@ def test_per_kind_fit_writes_one_section_per_benchmark_kind_over_the_base(tmp_pa
     assert "search: 3 train auctions (2 with a solver)" in both.kinds["search"].source
     res = CliRunner().invoke(app, ["fit", "--pool", pool, "--per-kind"])
     assert res.exit_code == 2 and "go with --from-eval" in " ".join(res.output.split())
+    res = CliRunner().invoke(
+        app, [*args, "--base", str(tmp_path / "no.json"), "--from-eval", str(search)]
+    )
+    assert res.exit_code == 2 and "no.json: no such file" in " ".join(res.output.split())
 
 
 def test_fit_from_eval_dirs_names_what_is_wrong(tmp_path: Path) -> None:
