@@ -17,7 +17,7 @@ import logging
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from models.db import session_scope
 from models.schemas import TaskSpec
@@ -99,6 +99,22 @@ def set_status(ctx: AuctionContext, job_id: str, status: str, detail: str | None
 def fail_job(ctx: AuctionContext, job_id: str, reason: str) -> None:
     """Mark a job failed with a reason (idempotent; a finished job stays finished)."""
     set_status(ctx, job_id, "failed", reason)
+
+
+def cancel_unfinished(db_url: str, reason: str) -> list[str]:
+    """Mark every job of the database that is not in a terminal state cancelled, with
+    ``reason``; returns their ids. For a runner that knows nothing can still finish them (its
+    queues were cleared), so they do not stay "executing" forever."""
+    with session_scope(db_url) as s:
+        jobs = s.exec(select(Job).where(col(Job.status).not_in(TERMINAL))).all()
+        for job in jobs:
+            job.status, job.status_reason, job.updated_at = "cancelled", reason, utcnow()
+            s.add(job)
+            s.add(StatusEvent(job_id=job.id, status="cancelled", detail=reason))
+        ids = [job.id for job in jobs]
+    for job_id in ids:
+        log.info("job %s: cancelled (%s)", job_id, reason)
+    return ids
 
 
 def job_spec(job: Job) -> TaskSpec:

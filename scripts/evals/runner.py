@@ -327,6 +327,13 @@ def train_segment() -> Segment:
     return Segment("sale-train", {**variant_env("sale"), "SALE_JURY_MIN_WEIGHT": "0"})
 
 
+#: Why a job a stopped evaluation left unfinished is cancelled when the next run starts.
+ORPHANED = (
+    "orphaned: the evaluation stopped while this job ran and its queues were cleared on resume; "
+    "the rerun submits the task again as a new job"
+)
+
+
 @dataclass
 class LiveRunner:
     """An embedded stack whose workers are re-pointed at one segment's database at a time."""
@@ -347,10 +354,18 @@ class LiveRunner:
         """Start redis and the model servers (workers come per segment); stop all on exit."""
         import os
 
+        from models.db import init_db
         from scripts.runtime import EmbeddedStack
+        from workers.jobs import cancel_unfinished
 
         runtime_dir = self.work_dir / "runtime"
         shutil.rmtree(runtime_dir / "redis", ignore_errors=True)  # no stale queues on resume
+        # With the queues gone, a job a stopped run left unfinished can never finish: say so in
+        # its database (its task runs again as a new job unless its result was stored).
+        for db in sorted(self.work_dir.glob("*.db")):
+            url = f"sqlite:///{db.resolve()}"
+            init_db(url)
+            cancel_unfinished(url, ORPHANED)
         settings = self.settings.model_copy(update={"state_dir": runtime_dir})
         self.stack = EmbeddedStack(settings, self.pool)
         with self.stack:

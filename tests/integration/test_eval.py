@@ -145,8 +145,13 @@ def test_eval_interrupted_then_resumed_loses_and_repeats_nothing(tmp_path: Path)
     kept_ids = {r["job_id"] for r in kept}
     assert kept_ids <= {r["job_id"] for r in records}  # finished jobs were not run again
     with session_scope(f"sqlite:///{tmp_path / 'work' / 'single.db'}") as s:
-        finished = s.exec(select(Job).where(Job.status == "done")).all()
-    assert len(finished) == 9
+        jobs = s.exec(select(Job)).all()
+    assert len([j for j in jobs if j.status == "done"]) == 9
+    # A job the interrupted run left in flight is cancelled, with why, not left "executing".
+    from scripts.evals.runner import ORPHANED
+
+    left = [(j.status, j.status_reason) for j in jobs if j.status != "done"]
+    assert left == [("cancelled", ORPHANED)] * len(left)
 
 
 def test_eval_rejects_unknown_methods_and_benchmarks(tmp_path: Path) -> None:

@@ -126,6 +126,24 @@ def bids_of(ctx: AuctionContext, job_id: str) -> dict[str, Bid]:
 # --- jobs and bids ------------------------------------------------------------------------
 
 
+def test_cancel_unfinished_closes_only_jobs_that_can_no_longer_finish(ctx: AuctionContext) -> None:
+    for job_id in ("a", "b", "c"):
+        new_job(ctx, job_id)
+    jobs.set_status(ctx, "a", "executing")
+    jobs.set_status(ctx, "b", "done")
+    assert sorted(jobs.cancel_unfinished(ctx.db_url, "orphaned")) == ["a", "c"]
+    with session_scope(ctx.db_url) as s:
+        got = {j.id: (j.status, j.status_reason) for j in s.exec(select(Job))}
+        events = [e.status for e in s.exec(select(StatusEvent).where(StatusEvent.job_id == "a"))]
+    assert got == {
+        "a": ("cancelled", "orphaned"),
+        "b": ("done", None),
+        "c": ("cancelled", "orphaned"),
+    }
+    assert events == ["queued", "executing", "cancelled"]
+    assert jobs.cancel_unfinished(ctx.db_url, "orphaned") == []  # nothing left to cancel
+
+
 def test_create_job_is_idempotent(ctx: AuctionContext) -> None:
     new_job(ctx)
     new_job(ctx)
