@@ -38,6 +38,7 @@ PAPER_MECHANISM: dict[str, object] = {
     "self_check_fallback": 0,  # the paper: the awarded agent's execution is the answer
     "self_check_escalation": "ranking",  # (only matters with a fallback)
     "self_check_smoke": False,  # (only matters with a fallback)
+    "search_answer_types": False,  # (only matters with a fallback)
     "jury_debias": "none",  # the paper: each juror's own shuffle, raw 0-5 scores
     "jury_degenerate": "keep",  # the paper: a parsed score vector counts, constant or not
     "jury_min_weight": 0.0,  # the paper: every agent sits on the jury
@@ -135,6 +136,14 @@ class Settings(BaseSettings):
         "the checker can read is self-checked by running the answer as written (its own "
         "example calls included): a crash, a time-out or a missing entry point fails it. "
         "False: such a job is not self-checked.",
+    )
+    search_answer_types: bool = Field(
+        default=False,
+        description="With a self-check fallback: a search answer must also fit the kind of "
+        "answer its question asks for (a year holds a year; a nationality is one or two "
+        "capitalised words ending like a nationality; a capital is called a capital near the "
+        "answer in what the agent read; a 'who' answer is a short name; never a placeholder "
+        "such as 'answer').",
     )
     task_first_prompts: bool = Field(
         default=False,

@@ -146,7 +146,11 @@ def run_execution(
     observations = [st.observation or "" for st in outcome.steps]
     check = (
         self_check(
-            spec, outcome.answer, observations=observations, smoke=ctx.settings.self_check_smoke
+            spec,
+            outcome.answer,
+            observations=observations,
+            smoke=ctx.settings.self_check_smoke,
+            answer_types=ctx.settings.search_answer_types,
         )
         if self_checked(ctx, spec)
         else None

@@ -7,13 +7,15 @@ agent tools' limits, so the self-check sees exactly what the agent's ``run_tests
 A search job's answer (normalised) must occur in what the agent read (its tool observations), and
 must not be only words of the question (an answer that repeats the question's subject, e.g.
 "Othello" for "What is the nationality of the person who wrote Othello?", answers nothing;
-skipped when the question offers a choice with "or"). It is the check the cascade baseline
-uses, FrugalGPT-style; the reference answer never takes part. A self-check failure hands the job
-to the next-best bid (``self_check_fallback``).
+skipped when the question offers a choice with "or"). With ``answer_types`` it must also fit the
+kind of answer the question asks for (:func:`answer_type_problem`). It is the check the cascade
+baseline uses, FrugalGPT-style; the reference answer never takes part. A self-check failure
+hands the job to the next-best bid (``self_check_fallback``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -67,12 +69,67 @@ def echoes_question(answer: str | None, question: str) -> bool:
     return bool(said) and " or " not in asked and f" {said} " in asked
 
 
-def search_check(question: str, answer: str | None, observations: Sequence[str]) -> SelfCheck:
-    """A search answer's self-check: given, not the question's own words, and grounded."""
+_YEAR_Q = re.compile(r"\b(which|what) year\b|\bwhen (was|were|did|is)\b", re.IGNORECASE)
+_NATIONALITY_Q = re.compile(r"\bnationality\b", re.IGNORECASE)
+_CAPITAL_Q = re.compile(r"\bcapital\b", re.IGNORECASE)
+_WHO_Q = re.compile(r"^\s*who\b", re.IGNORECASE)
+#: How nationality words end: German, Chinese, English, Israeli, Dutch, Greek, Swiss, Icelandic,
+#: Soviet (and Persian, Spanish, Thai, ...).
+_NATIONALITY_END = re.compile(r"(an|ese|ish|i|ch|ek|ss|ic|et)$")
+_PLACEHOLDERS = {"answer", "final answer", "unknown", "none", "n a", "not found"}
+#: How far (characters of normalised text) "capital" may be from a capital answer.
+CAPITAL_WINDOW = 150
+
+
+def answer_type_problem(
+    question: str, answer: str | None, observations: Sequence[str]
+) -> str | None:
+    """What is wrong with the *kind* of a search answer, from the question's form alone (no
+    reference answer), or None: a placeholder; a year question whose answer holds no year; a
+    nationality that is not one or two capitalised words ending like a nationality; a capital
+    that no line the agent read calls a capital within ``CAPITAL_WINDOW`` characters; a "who"
+    answer that is not a short name."""
+    text = (answer or "").strip().rstrip(".")
+    said = normalize_answer(text)
+    if said in _PLACEHOLDERS:
+        return f"{text!r} is a placeholder, not an answer"
+    if _YEAR_Q.search(question) and not re.search(r"\b\d{3,4}\b", text):
+        return f"the question asks for a year and {text!r} holds none"
+    words = text.split()
+    if _NATIONALITY_Q.search(question) and not (
+        1 <= len(words) <= 2
+        and all(w[:1].isupper() for w in words)
+        and _NATIONALITY_END.search(words[-1])
+    ):
+        return f"the question asks for a nationality and {text!r} is not one"
+    if _CAPITAL_Q.search(question):
+        # Per line: the tools show one page (or one search hit) per line.
+        lines = (normalize_answer(line) for o in observations for line in o.splitlines())
+        near = (
+            line[max(0, m.start() - CAPITAL_WINDOW) : m.end() + CAPITAL_WINDOW]
+            for line in lines
+            for m in re.finditer(rf"\b{re.escape(said)}\b", line)
+        )
+        if not said or not any("capital" in window for window in near):
+            return f"the question asks for a capital and nothing read calls {text!r} one"
+    if _WHO_Q.search(question) and not (
+        1 <= len(words) <= 6 and words[0][:1].isupper() and not re.search(r"\d", text)
+    ):
+        return f"the question asks who and {text!r} is not a name"
+    return None
+
+
+def search_check(
+    question: str, answer: str | None, observations: Sequence[str], answer_types: bool = False
+) -> SelfCheck:
+    """A search answer's self-check: given, not the question's own words, of the kind asked
+    (with ``answer_types``), and grounded."""
     if not (answer or "").strip():
         return SelfCheck("failed", "no answer was given")
     if echoes_question(answer, question):
         return SelfCheck("failed", "the answer only repeats words of the question")
+    if answer_types and (problem := answer_type_problem(question, answer, observations)):
+        return SelfCheck("failed", problem)
     if grounded(answer, observations):
         return SelfCheck("passed", "the answer occurs in what the agent read")
     read = sum(1 for o in observations if o)
@@ -85,13 +142,14 @@ def self_check(
     runner: PythonRunner = run_python,
     observations: Sequence[str] = (),
     smoke: bool = False,
+    answer_types: bool = False,
 ) -> SelfCheck:
     """Run ``answer`` on the prompt's examples, or for a search job check it with
     :func:`search_check` against ``observations`` (what the agent's tools returned). A coding
     job without examples is run as written with ``smoke`` (a crash fails it), else it is a
     ValueError."""
     if spec.kind == "search":
-        return search_check(spec.prompt, answer, observations)
+        return search_check(spec.prompt, answer, observations, answer_types)
     examples = docstring_examples(spec.prompt, spec.entry_point) if spec.kind == "coding" else []
     if not examples and not smoke:
         raise ValueError("the job shows no examples to self-check against")

@@ -24,7 +24,12 @@ from workers import attempts, awarding, bidding, jobs, judging, memory_update
 from workers.context import AuctionContext
 from workers.pool import load_pool
 from workers.sandbox import SandboxResult
-from workers.selfcheck import echoes_question, has_visible_checks, self_check
+from workers.selfcheck import (
+    answer_type_problem,
+    echoes_question,
+    has_visible_checks,
+    self_check,
+)
 from workers.views import job_view
 from workers.weights import load_weights
 
@@ -360,6 +365,88 @@ def test_an_ungrounded_search_answer_falls_back_to_the_next_best_bid(
     assert runs[0].self_check_detail == "the answer occurs in none of the 0 observations"
     assert [e.verdict for e in runs] == ["failed", "passed"]  # the verdict is not the check
     assert executes(llm) == Counter({"large": 1, "medium": 1})
+
+
+# Wrong answers the 0.5B gave in the search benchmark's single-agent runs, each grounded in a page
+# it read (so the grounding check passed them), with the kind of answer its question asked for.
+TYPE_WRONG = [
+    ("In which year was the painting Las Meninas painted?", "Diego Velázquez", "a year"),
+    ("In which year was the novel Frankenstein published?", "The Modern Prometheus", "a year"),
+    ("What is the nationality of the person who wrote To the Lighthouse?", "Virginia Woolf", ""),
+    (
+        "What is the nationality of Johann Sebastian Bach?",
+        "Stephen Edwin King is an American author.",
+        "",
+    ),
+    ("What is the nationality of Abu Bakr al-Razi?", "Muslim", "a nationality"),
+    ("What is the nationality of Johnny Weissmuller?", "answer", "placeholder"),
+    ("What is the capital of Jordan?", "Dead Sea Scrolls", "a capital"),
+    ("Who wrote Eugene Onegin?", "the poem was written in 1833 by a famous poet", "who"),
+]
+RIGHT = [
+    ("In which year was the novel Frankenstein published?", "1818"),
+    ("What is the nationality of Johann Sebastian Bach?", "German"),
+    ("What is the nationality of the person who wrote Der Process?", "Czech"),
+    ("What is the nationality of Hokusai?", "Japanese"),
+    ("What is the nationality of Sergei Eisenstein?", "Soviet"),
+    ("What is the capital of Jordan?", "Amman"),
+    (
+        "Which city is the capital of the country where Princeton University is located?",
+        "Washington, D.C.",
+    ),
+    ("Who wrote Eugene Onegin?", "Alexander Pushkin"),
+    ("Who established Baháʼí Faith?", "Baháʼu'lláh"),
+]
+PAGES = [
+    "Jordan: a country in Western Asia; its capital and largest city is Amman.",
+    "Dead Sea Scrolls: ancient Jewish manuscripts found in the Qumran caves in the 1940s and "
+    "1950s, near the northern shore of the Dead Sea.",
+    "United States: a country of 50 states ... Its capital is Washington, D.C., and its most "
+    "populous city is New York City.",
+]
+
+
+@pytest.mark.parametrize(("question", "answer", "kind"), TYPE_WRONG)
+def test_answer_type_check_fails_answers_of_the_wrong_kind(
+    question: str, answer: str, kind: str
+) -> None:
+    problem = answer_type_problem(question, answer, PAGES)
+    assert problem is not None and answer.rstrip(".") in problem
+    assert kind in problem
+
+
+@pytest.mark.parametrize(("question", "answer"), RIGHT)
+def test_answer_type_check_passes_answers_of_the_kind_asked(question: str, answer: str) -> None:
+    assert answer_type_problem(question, answer, PAGES) is None
+
+
+def test_a_capital_must_be_called_one_near_the_answer() -> None:
+    question = "What is the capital of Jordan?"
+    far = ["Amman is a city. " + "x " * 200 + "The capital of Peru is Lima."]
+    assert answer_type_problem(question, "Lima", ["Lima", "the capital of Peru"]) is not None
+    assert answer_type_problem(question, "Amman", far) is not None
+    assert answer_type_problem(question, "Lima", far) is None
+
+
+def test_answer_types_is_a_lever_of_the_search_self_check(
+    ctx: AuctionContext, llm: CountingLLM
+) -> None:
+    # large answers "I do not know": off, it fails only as ungrounded; on, as holding no year.
+    question = TaskSpec(
+        kind="search",
+        prompt="In which year was Frankenstein published?\n[[scripted large.solve=fail]]\n"
+        "[[solution]]\n1818\n[[/solution]]\n",
+        answer="1818",
+    )
+    assert not Settings(_env_file=None).search_answer_types
+    assert PAPER_MECHANISM["search_answer_types"] is False
+    ctx.settings = ctx.settings.model_copy(update={"search_answer_types": True})
+    run_job(ctx, question)
+    runs = executions(ctx)
+    assert [(e.agent, e.self_check) for e in runs] == [("large", "failed"), ("medium", "failed")]
+    assert "asks for a year" in (runs[0].self_check_detail or "")
+    # medium's answer holds the year, so its check fails for another reason
+    assert "year" not in (runs[1].self_check_detail or "")
 
 
 # --- smoke checks: a coding job without examples, run as written ----------------------------
