@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -17,12 +18,46 @@ def _hms(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
-def job_line(text: str, done: int, total: int, elapsed: float) -> str:
-    """A finished job as one log line: count, what it was, time so far and a rough ETA (the
-    mean time per job so far; single-agent and SALE jobs differ, so it is only a guide)."""
-    left = max(total - done, 0)
-    eta = _hms(elapsed / done * left) if done else "?"
-    return f"[{done}/{total}] {text} · elapsed {_hms(elapsed)} · ~{eta} left"
+def job_line(text: str, done: int, total: int, elapsed: float, left: str) -> str:
+    """A finished job as one log line: count, what it was, time so far and the estimate left."""
+    return f"[{done}/{total}] {text} · elapsed {_hms(elapsed)} · {left}"
+
+
+@dataclass
+class Eta:
+    """Time left from each stage's own pace so far: a SALE job takes many times a single-agent
+    job, so one mean over all jobs misleads. A stage not yet timed borrows the pace of the SALE
+    stages that are (a SALE variant runs like SALE); with none timed, it is named as untimed."""
+
+    todo: dict[str, int]  # stage (single, sale-train, sale, sale+...) -> jobs left
+    last: float  # when the previous job finished (or the run started)
+    gaps: dict[str, list[float]] = field(default_factory=dict)
+
+    @staticmethod
+    def stage(text: str) -> str:
+        head = text.split(" ", 1)[0]
+        return "single" if head.startswith("single:") else head
+
+    def finished(self, text: str, now: float) -> None:
+        stage = self.stage(text)
+        self.gaps.setdefault(stage, []).append(now - self.last)
+        self.last = now
+        if self.todo.get(stage, 0) > 0:
+            self.todo[stage] -= 1
+
+    def left(self) -> str:
+        sale = [g for k, v in self.gaps.items() if k != "single" for g in v]
+        seconds, untimed = 0.0, 0
+        for stage, n in self.todo.items():
+            pace = self.gaps.get(stage) or (sale if stage != "single" else [])
+            if n <= 0:
+                continue
+            if pace:
+                seconds += n * sum(pace) / len(pace)
+            else:
+                untimed += n
+        text = f"~{_hms(seconds)} left"
+        return text + (f" (+ {untimed} jobs not yet timed)" if untimed else "")
 
 
 def eval_command(
@@ -120,12 +155,15 @@ def eval_command(
         total = sum(todo.values())
         bar = progress.add_task("jobs", total=total)
         started, finished = time.monotonic(), [0]
+        eta = Eta(dict(todo), started)
 
         def advance(text: str, done: int) -> None:
             progress.update(bar, advance=done, description=text[:60])
             finished[0] += done
+            now = time.monotonic()
+            eta.finished(text, now)
             if not err.is_terminal:  # a log file: the bar is not drawn, so one line per job
-                err.print(job_line(text, finished[0], total, time.monotonic() - started))
+                err.print(job_line(text, finished[0], total, now - started, eta.left()))
             _stop_if_signalled()  # a Ctrl-C whose exception was lost stops at the next job
 
         try:

@@ -526,13 +526,20 @@ def test_records_carried_over_from_another_run_are_noted(tmp_path: Path) -> None
     assert carried_over_notes(store) == [f"2 run records (single:large, single:small) were {why}"]
 
 
-def test_a_finished_job_is_one_log_line_with_a_rough_eta() -> None:
-    from scripts.evals.cli import job_line
+def test_a_finished_job_is_one_log_line_with_an_eta_from_each_stages_pace() -> None:
+    from scripts.evals.cli import Eta, job_line
 
-    line = job_line("sale o0 HumanEval/14 passed", 3, 12, 600.0)
-    assert line == "[3/12] sale o0 HumanEval/14 passed · elapsed 0:10:00 · ~0:30:00 left"
-    assert job_line("x", 0, 5, 0.0).endswith("~? left")
-    assert job_line("x", 7, 5, 3725.0) == "[7/5] x · elapsed 1:02:05 · ~0:00:00 left"
+    eta = Eta({"single": 4, "sale-train": 2, "sale": 3, "sale+x=1": 2}, 0.0)
+    assert eta.left() == "~0:00:00 left (+ 11 jobs not yet timed)"
+    eta.finished("single:small HumanEval/1 passed", 60.0)
+    eta.finished("single:large HumanEval/1 failed", 100.0)  # singles pace: 50 s
+    assert eta.left() == "~0:01:40 left (+ 7 jobs not yet timed)"
+    eta.finished("sale-train o0 HumanEval/7 passed", 400.0)  # 300 s: every SALE stage's pace
+    assert eta.left() == "~0:31:40 left"  # 2×50 + (1 + 3 + 2)×300
+    eta.finished("sale o0 HumanEval/3 passed", 600.0)  # sale's own pace: 200 s
+    assert eta.left() == "~0:21:40 left"  # 2×50 + 1×300 + 2×200 + 2×250
+    line = job_line("sale o0 HumanEval/3 passed", 4, 11, 600.0, eta.left())
+    assert line == "[4/11] sale o0 HumanEval/3 passed · elapsed 0:10:00 · ~0:21:40 left"
 
 
 def test_a_job_that_ran_without_a_model_is_found_by_its_marked_error() -> None:
