@@ -50,7 +50,7 @@ class FirstRoundOutcome:
 def _score_bids(ctx: AuctionContext, s: Session, job_id: str, bids: list[Bid]) -> bool:
     """Compute and store C, V and score for ``bids``; returns whether entropy was used."""
     use_entropy = all(b.entropy is not None for b in bids)
-    w = ctx.weights.for_kind(load_job(s, job_id, ctx.db_url).kind)
+    w = ctx.weights.for_kind(load_job(s, job_id, ctx.db_url).kind, ctx.pool.names)
     # Every pool juror counts; one not called (jury_min_weight) or abstaining is imputed.
     jurors = ctx.pool.names
     weights = w.juror_weights(jurors)

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 def jury_panel(ctx: AuctionContext, kind: str) -> list[str]:
     """The jurors called for a job of this kind: the pool, less those whose weight for the kind
     is below ``jury_min_weight`` (if set)."""
-    weights = ctx.weights.for_kind(kind)
+    weights = ctx.weights.for_kind(kind, ctx.pool.names)
     return called_jurors(ctx.pool.names, weights, ctx.settings.jury_min_weight)
 
 

@@ -8,12 +8,14 @@ The file is JSON::
 A juror not named in ``jurors`` gets ``default_juror_weight``. An optional ``"kinds"`` object
 holds weights per job kind (``{"coding": {"w_c": ..., "w_h": ..., "jurors": ...}, ...}``, each
 with the same keys and its own ``source``), fitted on that kind's auctions; a job of a kind
-listed there is scored with them, any other with the top-level weights (:meth:`Weights.for_kind`).
+listed there is scored with them when they name every agent of the pool, any other with the
+top-level weights (:meth:`Weights.for_kind`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -38,9 +40,15 @@ class Weights:
     path: str = ""
     kinds: dict[str, Weights] = field(default_factory=dict)
 
-    def for_kind(self, kind: str) -> Weights:
-        """The weights a job of this kind is scored with: its own section, else these."""
-        return self.kinds.get(kind, self)
+    def for_kind(self, kind: str, jurors: Sequence[str] | None = None) -> Weights:
+        """The weights a job of this kind is scored with: its own section, else these. A section
+        is fitted on one pool: it applies only when it names every juror in ``jurors`` (the
+        pool's agents), so weights fitted for another pool never silently weigh a juror by its
+        default."""
+        section = self.kinds.get(kind)
+        if section is None or (jurors is not None and not set(jurors) <= set(section.jurors)):
+            return self
+        return section
 
     def juror(self, name: str) -> float:
         """The weight of juror ``name``."""

@@ -245,9 +245,15 @@ def test_a_kinds_weights_decide_its_jury_and_scores(ctx: AuctionContext, llm: Fl
     larger cost weight); a search job would keep the top-level weights."""
     configure(ctx, jury_min_weight=0.05)
     coding = dataclasses.replace(
-        ctx.weights, w_c=0.02, jurors={}, default_juror_weight=0.0, kinds={}
+        ctx.weights, w_c=0.02, jurors=dict.fromkeys(AGENTS, 0.0), default_juror_weight=0.0
     )
     ctx.weights = dataclasses.replace(ctx.weights, kinds={"coding": coding})
+    # A section fitted on another pool (it does not name every agent) does not apply.
+    other = dataclasses.replace(coding, jurors={"qwen2.5-coder-0.5b": 0.1})
+    assert (
+        dataclasses.replace(ctx.weights, kinds={"coding": other}).for_kind("coding", list(AGENTS))
+        is not other
+    )
     assert judging.jury_panel(ctx, "search") == list(AGENTS)
     assert judging.jury_panel(ctx, "coding") == []
     job = new_job(ctx)

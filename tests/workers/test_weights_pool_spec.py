@@ -87,6 +87,8 @@ def test_weights_per_job_kind_override_the_top_level_for_that_kind_only() -> Non
     assert (c.w_c, c.w_h, c.juror("small"), c.juror("large")) == (0.5, 1.0, 0.0, 1.0)
     assert c.version == "v1" and c.source == "fit on 15 coding" and c.kinds == {}
     assert "kinds.coding" in c.path
+    # fitted on another pool: a section that does not name every juror of this pool is not used
+    assert w.for_kind("coding", ["small"]) is c and w.for_kind("coding", ["small", "large"]) is w
 
 
 @pytest.mark.parametrize(
@@ -111,7 +113,7 @@ def test_parse_weights_rejects_invalid_json_and_non_objects() -> None:
         parse_weights("[1]", "w.json")
 
 
-def test_load_weights_default_is_packaged_and_hand_set() -> None:
+def test_load_weights_default_is_packaged_hand_set_with_a_fitted_coding_section() -> None:
     w = load_weights(None)
     assert w.path == "workers/weights/default.json"
     assert "hand-set" in w.source
@@ -121,6 +123,15 @@ def test_load_weights_default_is_packaged_and_hand_set() -> None:
     assert w.jurors == {}
     assert w.juror("small") == pytest.approx(1 / 3)
     assert sum(w.juror_weights(["a", "b", "c"]).values()) == pytest.approx(1.0)
+    # Coding jobs are scored with weights fitted on HumanEval's train split (issue #5); the
+    # top level stays for the kinds without a fit yet (search).
+    coding = w.for_kind("coding")
+    assert coding is not w and coding.source.startswith("fitted by workers.fit")
+    assert "humaneval: 15 train auctions" in coding.source
+    assert w.for_kind("search") is w
+    assert sum(
+        coding.juror_weights(["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]).values()
+    ) + coding.w_h == pytest.approx(1.0)
 
 
 def test_load_weights_from_a_file_and_a_missing_file(tmp_path: Path) -> None:
