@@ -112,7 +112,8 @@ def goals(
     """For each live method's row: pass@1 at least the largest agent's; total cost at most
     ``COST_GOAL`` × its; better than the cascade on pass@1 or cost and worse on neither; and
     (coding) the auction at most ``OVERHEAD_GOAL`` of the tokens. ``complete`` is False while
-    the row or a reference row lacks a task of an order: its verdicts are provisional."""
+    the row or a reference row lacks a task of an order: its verdicts are provisional, with costs
+    compared per task (scaled to ``n_tasks``)."""
     by_name = {r["method"]: r for r in rows}
     ref, cascade = by_name.get(largest_method), by_name.get("cascade")
     if ref is None:
@@ -122,16 +123,19 @@ def goals(
         counts = row.get("n_per_order") or [row["n_tasks"]]
         return all(n == n_tasks for n in counts)
 
+    def per_task(row: dict[str, Any]) -> float:  # a provisional row covers fewer tasks
+        return float(row["cost_usd"]) / max(1, int(row["n_tasks"])) * n_tasks
+
     out = []
     for method in live:
         row = by_name.get(method)
         if row is None:
             continue
-        p, c = float(row["pass_at_1"]), float(row["cost_usd"])
-        ratio = c / float(ref["cost_usd"]) if ref["cost_usd"] else math.nan
+        p, c = float(row["pass_at_1"]), per_task(row)
+        ratio = c / per_task(ref) if ref["cost_usd"] else math.nan
         beats = None
         if cascade is not None:
-            pc, cc = float(cascade["pass_at_1"]), float(cascade["cost_usd"])
+            pc, cc = float(cascade["pass_at_1"]), per_task(cascade)
             beats = p >= pc and c <= cc and (p > pc or c < cc)
         out.append(
             {
@@ -143,7 +147,7 @@ def goals(
                 "cost_ratio": ratio,
                 "cost_goal": ratio <= COST_GOAL,
                 "cascade_pass_at_1": None if cascade is None else float(cascade["pass_at_1"]),
-                "cascade_cost_usd": None if cascade is None else float(cascade["cost_usd"]),
+                "cascade_cost_usd": None if cascade is None else per_task(cascade),
                 "cascade_goal": beats,
                 "overhead_token_share": float(row["overhead_token_share"]),
                 "overhead_goal": (

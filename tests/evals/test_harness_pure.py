@@ -200,6 +200,7 @@ def test_goals_compare_each_sale_row_with_the_largest_agent_and_the_cascade() ->
     # cheaper than the cascade but worse on pass@1: not better without losing
     assert (got["sale+x=1"]["pass_goal"], got["sale+x=1"]["cascade_goal"]) == (False, False)
     assert got["sale-nomem"]["complete"] is False  # 2 of the 3 test tasks
+    assert got["sale-nomem"]["cost_ratio"] == pytest.approx(0.1)  # per task: 0.1 vs 1.0
     search = metrics.goals(rows, ["sale"], "single:large", 3, coding=False)
     assert search[0]["overhead_goal"] is None
     assert metrics.goals([cheap], ["sale"], "single:large", 3, True) == []  # no reference
