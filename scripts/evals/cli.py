@@ -49,9 +49,9 @@ class Eta:
         sale = [g for k, v in self.gaps.items() if k != "single" for g in v]
         seconds, untimed = 0.0, 0
         for stage, n in self.todo.items():
-            pace = self.gaps.get(stage) or (sale if stage != "single" else [])
             if n <= 0:
                 continue
+            pace = self.gaps.get(stage) or (sale if stage != "single" else [])
             if pace:
                 seconds += n * sum(pace) / len(pace)
             else:

@@ -11,6 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from scripts.evals.metrics import COST_GOAL, OVERHEAD_GOAL
+
 
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -101,9 +103,10 @@ def goals_markdown(goals: list[dict[str, Any]]) -> list[str]:
     """The efficiency goals per SALE row (metrics.goals) as a Markdown table."""
     lines = [
         "Goals per SALE row, against the largest agent alone and the cascade on the same test "
-        "tasks: pass@1 at least the largest's; total cost at most 0.6× its; better than the "
-        "cascade on pass@1 or cost and worse on neither; the auction at most 25 % of the tokens "
-        "(coding). Rows marked provisional lack some task of an order.",
+        f"tasks: pass@1 at least the largest's; total cost at most {COST_GOAL:g}× its; better "
+        "than the cascade on pass@1 or cost and worse on neither; the auction at most "
+        f"{OVERHEAD_GOAL:.0%} of the tokens (coding). Rows marked provisional lack some task of "
+        "an order; their costs are compared per task.",
         "",
         "| method | pass@1 vs largest | cost × largest | vs cascade (pass@1, US$) | "
         "auction tokens | complete |",

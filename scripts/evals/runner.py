@@ -190,13 +190,11 @@ def run_self_check(task: BenchTask, answer: str | None, observations: Sequence[s
     never the hidden tests): a coding answer on the prompt's docstring examples, in the sandbox,
     or a search answer's grounding in what the agent read. None: a coding task without examples.
     The cascade replays it."""
-    from workers.examples import docstring_examples
-    from workers.selfcheck import self_check
+    from workers.selfcheck import has_visible_checks, self_check
 
-    spec = task.spec
-    if spec.kind == "coding" and not docstring_examples(spec.prompt, spec.entry_point):
+    if not has_visible_checks(task.spec):
         return None
-    return self_check(spec, answer, observations=observations).value == "passed"
+    return self_check(task.spec, answer, observations=observations).value == "passed"
 
 
 # --- job views to run records ------------------------------------------------------------
