@@ -113,7 +113,7 @@ def test_parse_weights_rejects_invalid_json_and_non_objects() -> None:
         parse_weights("[1]", "w.json")
 
 
-def test_load_weights_default_is_packaged_hand_set_with_a_fitted_coding_section() -> None:
+def test_load_weights_default_is_packaged_hand_set_with_fitted_coding_and_search_sections() -> None:
     w = load_weights(None)
     assert w.path == "workers/weights/default.json"
     assert "hand-set" in w.source
@@ -123,12 +123,13 @@ def test_load_weights_default_is_packaged_hand_set_with_a_fitted_coding_section(
     assert w.jurors == {}
     assert w.juror("small") == pytest.approx(1 / 3)
     assert sum(w.juror_weights(["a", "b", "c"]).values()) == pytest.approx(1.0)
-    # Coding jobs are scored with weights fitted on HumanEval's train split (issue #5); the
-    # top level stays for the kinds without a fit yet (search).
+    # Coding and search jobs are scored with weights fitted on their benchmark's train split
+    # (issue #5); the hand-set top level stays for pools the sections do not name.
     coding = w.for_kind("coding")
     assert coding is not w and coding.source.startswith("fitted by workers.fit")
     assert "humaneval: 15 train auctions" in coding.source
-    assert w.for_kind("search") is w
+    search = w.for_kind("search")
+    assert search is not w and "search: 15 train auctions" in search.source
     assert sum(
         coding.juror_weights(["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]).values()
     ) + coding.w_h == pytest.approx(1.0)
