@@ -382,6 +382,11 @@ def build_doc(
         "methods": rows,
         "win_share": {m: metrics.win_share_curve(live[m], largest) for m in plan.live if m in live},
         "signals": metrics.signal_table(sale_rows, solved, pool.names, weight_map),
+        "outcomes": metrics.outcome_table(
+            {m: live[m] for m in plan.methods if m in live and not m.startswith("single:")},
+            solved_alone(store, "test"),
+            {a.name: a.output_price for a in pool.agents},
+        ),
         "goals": metrics.goals(
             rows,
             plan.live,

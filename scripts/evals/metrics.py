@@ -158,6 +158,72 @@ def goals(
     return out
 
 
+#: Where a method's answer to a task lands, judged against the single-agent runs of the same
+#: task (``solved``: which agents solved it alone). The passed kinds say whether the method paid
+#: more than it had to; the failed kinds say what lost it: a task no agent solves alone, an
+#: agent that solved it alone failing here, or an answer from a non-solver (an agent that did
+#: not solve the task alone, where another did), split by what the self-check said of it (on
+#: what the agent could see, never the hidden tests).
+OUTCOMES: dict[str, tuple[str, str]] = {
+    "passed_cheapest": ("pass: cheapest", "passed, by the cheapest solver or a cheaper agent"),
+    "passed_pricier": ("pass: pricier", "passed, by an agent pricier than the cheapest solver"),
+    "passed_unsolved": ("pass: no solver", "passed where no agent alone did"),
+    "failed_unsolved": ("fail: no solver", "failed where no agent alone passed"),
+    "failed_solver": ("fail: by a solver", "failed, though its agent solved the task alone"),
+    "other_unchecked": ("fail, not a solver: unchecked", "failed by a non-solver; no self-check"),
+    "other_check_passed": (
+        "fail, not a solver: check passed",
+        "failed by a non-solver, though the self-check passed its answer",
+    ),
+    "other_check_failed": (
+        "fail, not a solver: check failed",
+        "failed by a non-solver; the self-check failed its answer and nothing escalated",
+    ),
+}
+
+
+def outcome_kind(
+    record: Record, solved: Mapping[str, bool], prices: Mapping[str, float]
+) -> str | None:
+    """The :data:`OUTCOMES` key of one record; None unless every agent of ``prices`` (the pool)
+    has a single-agent run of the task (nothing to judge it by)."""
+    if not prices or any(a not in solved for a in prices):
+        return None
+    agent = str(record["agent"])
+    solvers = [a for a, ok in solved.items() if ok]
+    if record["passed"]:
+        if not solvers:
+            return "passed_unsolved"
+        cheapest = min(prices.get(a, math.inf) for a in solvers)
+        return "passed_cheapest" if prices.get(agent, math.inf) <= cheapest else "passed_pricier"
+    if not solvers:
+        return "failed_unsolved"
+    if solved.get(agent):
+        return "failed_solver"
+    check = record.get("self_check")
+    if check is None:
+        return "other_unchecked"
+    return "other_check_passed" if check else "other_check_failed"
+
+
+def outcome_table(
+    records_by_method: Mapping[str, Sequence[Record]],
+    solved: Mapping[str, Mapping[str, bool]],
+    prices: Mapping[str, float],
+) -> list[dict[str, Any]]:
+    """Per method, how many of its records (pooled over orders) fall in each :data:`OUTCOMES`
+    kind; ``judged`` counts the records whose task has its single-agent runs."""
+    table = []
+    for method, records in records_by_method.items():
+        counts = dict.fromkeys(OUTCOMES, 0)
+        for r in records:
+            kind = outcome_kind(r, solved.get(str(r["task_id"]), {}), prices)
+            if kind is not None:
+                counts[kind] += 1
+        table.append({"method": method, "judged": sum(counts.values()), **counts})
+    return table
+
+
 def win_share_curve(records: Iterable[Record], largest: str) -> dict[int, list[float]]:
     """Per order, the cumulative share of jobs awarded to agents other than the largest."""
     by_order: dict[int, list[Record]] = defaultdict(list)

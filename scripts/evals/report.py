@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from scripts.evals.metrics import COST_GOAL, OVERHEAD_GOAL
+from scripts.evals.metrics import COST_GOAL, OUTCOMES, OVERHEAD_GOAL
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -82,6 +82,8 @@ def markdown(doc: dict[str, Any]) -> str:
             )
     if doc.get("goals"):
         lines += ["", *goals_markdown(doc["goals"])]
+    if doc.get("outcomes"):
+        lines += ["", *outcomes_markdown(doc["outcomes"])]
     if doc.get("notes"):
         lines += ["", "Notes:", ""] + [f"- {n}" for n in doc["notes"]]
     versions = {row["method"]: row.get("code") or [] for row in doc["methods"]}
@@ -126,6 +128,24 @@ def goals_markdown(goals: list[dict[str, Any]]) -> list[str]:
             f"{_fmt(g['overhead_token_share'], 2)} | "
             f"{'yes' if g['complete'] else 'provisional'} |"
         )
+    return lines
+
+
+def outcomes_markdown(outcomes: list[dict[str, Any]]) -> list[str]:
+    """Where each method's answers land (metrics.outcome_table) as a Markdown table."""
+    lines = [
+        "Where each method wins and loses, task by task against the single-agent runs (counts "
+        "pooled over orders; a solver is an agent that solved the task alone; the self-check "
+        "is of the final answer, on what its agent could see):",
+        "",
+        *(f"- {short}: {long}" for short, long in OUTCOMES.values()),
+        "",
+        "| method | judged | " + " | ".join(short for short, _ in OUTCOMES.values()) + " |",
+        "|---|---|" + "---|" * len(OUTCOMES),
+    ]
+    for row in outcomes:
+        cells = " | ".join(str(row[k]) for k in OUTCOMES)
+        lines.append(f"| {row['method']} | {row['judged']} | {cells} |")
     return lines
 
 

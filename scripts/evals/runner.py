@@ -312,10 +312,11 @@ def live_segment(
     from workers.weights import handset_weights_path
 
     choice = variant_weights(method)
+    chosen: Path | None = default
     if choice == "handset":
         chosen = handset_weights_path()
-    else:
-        chosen = fitted if choice == "fitted" else default
+    elif choice == "fitted":
+        chosen = fitted
     return Segment(stream_name(method, order, n_tasks), variant_env(method), chosen)
 
 

@@ -567,3 +567,46 @@ def test_one_run_at_a_time_holds_a_work_directory(tmp_path: Path) -> None:
         pass
     with work_dir_lock(tmp_path):  # released when the first run ends
         pass
+
+
+def test_outcome_table_says_where_each_answer_lands() -> None:
+    prices = {"small": 0.1, "medium": 0.5, "large": 1.0}
+    solved = {
+        "t0": {"small": False, "medium": True, "large": True},
+        "t1": {"small": False, "medium": False, "large": False},
+        "t2": {"small": False, "medium": True, "large": True},
+        "t3": {"small": True, "medium": True, "large": True},
+        "t4": {"small": False, "medium": False, "large": True},
+        "t5": {"small": False, "medium": False, "large": True},
+        "t6": {"small": False, "medium": False, "large": True},
+        "t7": {"small": True},  # the other agents' runs are missing: not judged
+        "t8": {"small": True, "medium": False, "large": False},
+    }
+    recs = [
+        record("sale", 0, 0, "medium", True),  # the cheapest solver
+        record("sale", 0, 1, "large", True),  # no agent alone solved it
+        record("sale", 0, 2, "large", True),  # the medium would have done
+        record("sale", 0, 3, "large", False),  # its agent solved it alone
+        record("sale", 0, 4, "small", False, self_check=None),
+        record("sale", 0, 5, "small", False, self_check=True),
+        record("sale", 0, 6, "medium", False, self_check=False),
+        record("sale", 0, 7, "small", True),
+        record("sale", 1, 1, "small", False),  # nobody solved t1
+        record("sale", 0, 8, "large", False, self_check=False),  # pricier, yet not a solver
+    ]
+    [row] = metrics.outcome_table({"sale": recs}, solved, prices)
+    assert row == {
+        "method": "sale",
+        "judged": 9,
+        "passed_cheapest": 1,
+        "passed_pricier": 1,
+        "passed_unsolved": 1,
+        "failed_unsolved": 1,
+        "failed_solver": 1,
+        "other_unchecked": 1,
+        "other_check_passed": 1,
+        "other_check_failed": 2,
+    }
+    md = "\n".join(report.outcomes_markdown([row]))
+    assert "| sale | 9 | 1 | 1 | 1 | 1 | 1 | 1 | 1 | 2 |" in md
+    assert "- fail: by a solver: failed, though its agent solved the task alone" in md
