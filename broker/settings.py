@@ -45,6 +45,7 @@ PAPER_MECHANISM: dict[str, object] = {
     "task_first_prompts": False,  # the paper's prompts: the system message, then the task
     "memory_shortcut": 0.0,  # the paper: every job goes through the auction
     "plan_mode": "follow",  # the paper: the winner executes its own plan
+    "repeat_stop": 0,  # the paper: an execution runs to its answer or its limits
 }
 
 
@@ -164,6 +165,15 @@ class Settings(BaseSettings):
         description="follow: execute the plan; guidance: the plan is advice the executing agent "
         "revises when its own checks disagree, and a coding answer that fails the task's own "
         "examples goes back to it once, with what failed.",
+    )
+    repeat_stop: int = Field(
+        default=0,
+        ge=0,
+        le=20,
+        description="0: off. Else an execution stops (stop reason repeated_actions, keeping its "
+        "last candidate answer) after this many replies in a row that only repeat an action it "
+        "already ran: at temperature 0 a model that repeats itself tends to do so until its "
+        "token budget is spent.",
     )
     execute_max_tokens: int = Field(default=768, ge=16, le=32768)
     jury_max_tokens: int = Field(default=128, ge=16, le=4096)

@@ -5,20 +5,21 @@ starts with the task text. Each step calls the model (stage ``execute``), parses
 runs the tool and sends the observation back, until a final answer or a limit of the job's spec:
 steps (model calls), tokens (in + out summed over steps), wall seconds (``time.monotonic``,
 checked between steps) and US$, and, of the loop itself, ``max_invalid`` replies in a row with
-no usable action. A hit limit becomes the outcome's ``stop_reason`` and a recorded ``stop``
-step, and the answer is the best candidate so far (the last program run that defines the entry
-point; for search, the last free-text answer). Small local models do not emit native tool
-calls reliably, so the default action format is text, read by :func:`parse_action`: strict
-about what counts as an action, forgiving about order, case, markdown and prose. An agent whose
-pool entry says ``action_format = "native"`` is also offered the tools as OpenAI function
-schemas: each tool call it makes is run (a bad one gets an error observation) and answered
-with a ``tool`` message, and a reply without tool calls goes through the text parser, where
-anything that is no action is its final answer. An unreadable reply costs a step and gets a
-short correction; an exact repeat of an earlier tool call is not run again. With the plan as
-guidance (``plan_mode = "guidance"``), a coding job's final answer is first run on the task's
-own examples (never the hidden tests); if it fails them it goes back to the agent once, with
-what failed, and its next final answer is accepted. Transient model errors propagate (Celery
-retries the execution); other model errors are recorded.
+no usable action and (``PromptStyle.repeat_stop``, off by default) replies in a row that only
+repeat an action already run (``repeated_actions``). A hit limit becomes the outcome's
+``stop_reason`` and a recorded ``stop`` step, and the answer is the best candidate so far (the
+last program run that defines the entry point; for search, the last free-text answer). Small
+local models do not emit native tool calls reliably, so the default action format is text, read
+by :func:`parse_action`: strict about what counts as an action, forgiving about order, case,
+markdown and prose. An agent whose pool entry says ``action_format = "native"`` is also offered
+the tools as OpenAI function schemas: each tool call it makes is run (a bad one gets an error
+observation) and answered with a ``tool`` message, and a reply without tool calls goes through
+the text parser, where anything that is no action is its final answer. An unreadable reply costs
+a step and gets a short correction; an exact repeat of an earlier tool call is not run again.
+With the plan as guidance (``plan_mode = "guidance"``), a coding job's final answer is first run
+on the task's own examples (never the hidden tests); if it fails them it goes back to the agent
+once, with what failed, and its next final answer is accepted. Transient model errors propagate
+(Celery retries the execution); other model errors are recorded.
 """
 
 from __future__ import annotations
@@ -337,18 +338,20 @@ def run_agent(
     candidate = _Candidate(spec)
     seen: dict[tuple[str | None, str], tuple[int, str]] = {}  # (tool, argument) -> step, result
     started = clock()
-    n = invalid = 0
+    n = invalid = repeats = 0  # replies in a row without a usable action / only repeating one
     # Plan as guidance: a final answer that fails the checks the agent may see (a coding job's
     # examples) goes back to it once, with what failed, before it is accepted.
     revise = GUIDANCE_REVISIONS if style.plan_mode == "guidance" else 0
     while True:
         used = outcome.tokens_in + outcome.tokens_out
         hit = "invalid_actions" if invalid >= max_invalid else None
+        if style.repeat_stop and repeats >= style.repeat_stop:
+            hit = "repeated_actions"
         hit = hit or _limit_hit(spec, n, used, outcome.cost_usd, clock() - started)
         if hit is not None:
             outcome.stop_reason = hit
             outcome.answer = candidate.value
-            text = _stop_text(hit, spec, n, outcome, invalid)
+            text = _stop_text(hit, spec, n, outcome, invalid, repeats)
             outcome.steps.append(Step(role="stop", content=text))
             log.info("execution of %s stopped: %s after %d steps", spec.name, hit, n)
             return outcome
@@ -380,10 +383,11 @@ def run_agent(
         )
         budget = _budget_note(spec.limits.max_steps - n)
         if result.tool_calls and schemas:
-            steps = _native_calls(result.tool_calls, step, tools, candidate, seen, n)
+            steps, repeated = _native_calls(result.tool_calls, step, tools, candidate, seen, n)
             step.latency_s = time.perf_counter() - call_started
             outcome.steps += steps
             invalid = invalid + 1 if all(s.tool_name not in tools.tools for s in steps) else 0
+            repeats = repeats + 1 if repeated else 0
             messages.append(_assistant_calls(result.text, result.tool_calls))
             for call, done in zip(result.tool_calls, steps, strict=True):
                 observation = render(
@@ -424,9 +428,11 @@ def run_agent(
             step.tool_name, step.tool_args = "run_tests", {"code": final}
             step.observation = render(f"agent_revise_{spec.kind}", report=rejected)
             seen[("run_tests", final)] = (n, step.observation)
+            repeats = 0
         else:
-            _act(action, step, tools, candidate, seen, n)
+            repeated = _act(action, step, tools, candidate, seen, n)
             invalid = invalid + 1 if action.kind == "invalid" else 0
+            repeats = repeats + 1 if repeated else 0
         step.latency_s = time.perf_counter() - call_started
         outcome.steps.append(step)
         observation = render("agent_observation", observation=step.observation, budget=budget)
@@ -460,21 +466,24 @@ def _native_calls(
     candidate: _Candidate,
     seen: dict[tuple[str | None, str], tuple[int, str]],
     number: int,
-) -> list[Step]:
+) -> tuple[list[Step], bool]:
     """Run the native tool calls of one reply: one recorded step each, the first being the
-    reply's own (its tokens, cost and latency); a bad call's error is its observation."""
+    reply's own (its tokens, cost and latency); a bad call's error is its observation. Also
+    returns whether every call only repeated an action already run."""
     steps = []
+    repeated = bool(calls)
     for i, call in enumerate(calls):
         step = first if i == 0 else Step(role="assistant", content=None)
         action = native_action(call, tools)
         if action.kind == "tool":
-            _act(action, step, tools, candidate, seen, number)
+            repeated = _act(action, step, tools, candidate, seen, number) and repeated
         else:
+            repeated = False
             step.tool_name = call.name[:64] or None  # the column's width; the name is the model's
             step.tool_args = {"arguments": call.arguments}
             step.observation = action.problem
         steps.append(step)
-    return steps
+    return steps, repeated
 
 
 def _assistant_calls(text: str, calls: tuple[ToolCall, ...]) -> Message:
@@ -495,8 +504,9 @@ def _act(
     candidate: _Candidate,
     seen: dict[tuple[str | None, str], tuple[int, str]],
     number: int,
-) -> None:
-    """Run a tool action (or answer an unusable reply with a correction) into ``step``."""
+) -> bool:
+    """Run a tool action (or answer an unusable reply with a correction) into ``step``;
+    returns whether the action only repeated one already run (answered from ``seen``)."""
     if action.kind == "tool" and action.name is not None:
         argument = action.argument
         if action.name == "run_tests" and not argument.strip() and candidate.value:
@@ -508,22 +518,28 @@ def _act(
             step.observation = render(
                 "agent_repeat", tool=action.name, step=earlier[0], observation=earlier[1]
             )
-            return
+            return True
         step.observation = tools.call(action.name, argument)
         seen[(action.name, argument)] = (number, step.observation)
         if action.name in CODE_TOOLS and argument != candidate.value:
             # Not again for the candidate itself: completing it from the prompt once more would
             # add the prompt's imports again, and the repeat guard would never see a repeat.
             candidate.saw_code(argument)
-        return
+        return False
     candidate.saw_prose(step.content or "")
     step.observation = render(
         f"agent_correction_{tools.kind}", problem=action.problem or "no action"
     )
+    return False
 
 
 def _stop_text(
-    reason: str, spec: TaskSpec, steps: int, outcome: ExecutionOutcome, invalid: int = 0
+    reason: str,
+    spec: TaskSpec,
+    steps: int,
+    outcome: ExecutionOutcome,
+    invalid: int = 0,
+    repeats: int = 0,
 ) -> str:
     limits = spec.limits
     used = {
@@ -532,6 +548,7 @@ def _stop_text(
         "max_cost_usd": f"US${outcome.cost_usd:.6f} of US${limits.max_cost_usd:.6f}",
         "max_seconds": f"the {limits.max_seconds:g} s wall-time limit",
         "invalid_actions": f"{invalid} replies in a row without a usable action",
+        "repeated_actions": f"{repeats} replies in a row that only repeated an action already run",
     }[reason]
     kept = "the last candidate answer" if outcome.answer is not None else "no answer"
     return f"stopped by {reason}: used {used}; kept {kept}"

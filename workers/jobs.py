@@ -141,8 +141,10 @@ def insert_once(ctx: AuctionContext, row: Any) -> None:
 
 
 def prompt_style(ctx: AuctionContext) -> PromptStyle:
-    """The prompt layout the settings ask for (task first, plan as guidance)."""
-    return PromptStyle(ctx.settings.task_first_prompts, ctx.settings.plan_mode)
+    """The execution layout the settings ask for (task first, plan as guidance, repeat stop)."""
+    return PromptStyle(
+        ctx.settings.task_first_prompts, ctx.settings.plan_mode, ctx.settings.repeat_stop
+    )
 
 
 def job_messages(ctx: AuctionContext, spec: TaskSpec, user: str) -> list[dict[str, str]]:

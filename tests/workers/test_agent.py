@@ -351,6 +351,39 @@ def test_run_tests_alone_again_and_again_is_a_repeat_of_the_last_program() -> No
     assert outcome.stop_reason == "max_steps" and outcome.answer == completed
 
 
+def test_repeat_stop_ends_a_trace_that_only_repeats_itself_keeping_its_candidate() -> None:
+    code_first = f"```python\n{ADD}\n```\nAction: run_tests"
+    llm = FakeLLM([code_first])  # the same reply forever, as a model stuck at temperature 0
+    stuck = PromptStyle(repeat_stop=2)
+    outcome = run_agent(
+        spec(max_steps=10), "plan", AGENT, llm, 64, toolbox=fake_tools(), style=stuck
+    )
+    # one run, then two replies in a row that only repeat it
+    assert outcome.stop_reason == "repeated_actions" and len(llm.calls) == 3
+    assert outcome.answer == ADD
+    assert outcome.steps[-1].content == (
+        "stopped by repeated_actions: used 2 replies in a row that only repeated an action "
+        "already run; kept the last candidate answer"
+    )
+    # off (the default): the same model runs on to its step limit
+    outcome = run_agent(
+        spec(max_steps=6), "plan", AGENT, FakeLLM([code_first]), 64, toolbox=fake_tools()
+    )
+    assert outcome.stop_reason == "max_steps"
+
+
+def test_repeat_stop_counts_only_repeats_in_a_row() -> None:
+    first = f"```python\n{ADD}\n```\nAction: run_tests"
+    other = "Action: run_python\n```python\nprint(1)\n```"
+    # repeat, new action, repeat, repeat: the new action resets the count
+    llm = FakeLLM([first, first, other, first, first, first])
+    style = PromptStyle(repeat_stop=2)
+    outcome = run_agent(
+        spec(max_steps=10), "plan", AGENT, llm, 64, toolbox=fake_tools(), style=style
+    )
+    assert outcome.stop_reason == "repeated_actions" and len(llm.calls) == 5
+
+
 def test_after_a_repeated_action_the_next_new_one_counts() -> None:
     box = SearchTools(BM25Index.build(DOCS)).toolbox()
     question = TaskSpec(kind="search", prompt="Capital of France?")

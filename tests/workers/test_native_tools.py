@@ -14,6 +14,7 @@ from tests.workers.test_agent import ADD, AGENT, DOCS, PROMPT, FakeLLM, fake_too
 from workers.agent import FINAL, Action, native_action, run_agent
 from workers.execution import EXECUTORS
 from workers.llm import ToolCall, call_model
+from workers.prompts import PromptStyle
 from workers.search import BM25Index
 from workers.tools import SearchTools, tool_schemas
 
@@ -161,6 +162,23 @@ def test_native_repeat_is_not_run_again() -> None:
     assert ran == [("run_python", "print(1)")]
     assert outcome.steps[3].observation is not None
     assert outcome.steps[3].observation.startswith("You already ran run_python on exactly this")
+
+
+def test_native_calls_that_only_repeat_hit_the_repeat_stop() -> None:
+    llm = FakeLLM([(run_python("print(1)"),)])  # the same call forever
+    style = PromptStyle(repeat_stop=2)
+    outcome = run_agent(
+        spec(max_steps=10), "plan", NATIVE, llm, 64, toolbox=fake_tools(), style=style
+    )
+    assert outcome.stop_reason == "repeated_actions" and len(llm.calls) == 3
+    # a reply that repeats one call and makes a new one is not only a repeat: it resets the
+    # count, so the stop comes after 4 calls, not 3
+    mixed = (run_python("print(1)"), run_python("print(2)", "call_2"))
+    llm = FakeLLM([(run_python("print(1)"),), mixed, (run_python("print(1)"),)])
+    outcome = run_agent(
+        spec(max_steps=10), "plan", NATIVE, llm, 64, toolbox=fake_tools(), style=style
+    )
+    assert outcome.stop_reason == "repeated_actions" and len(llm.calls) == 4
 
 
 def test_native_limits_still_apply() -> None:

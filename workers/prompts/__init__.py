@@ -33,10 +33,13 @@ def render(name: str, **values: object) -> str:
 
 @dataclass(frozen=True)
 class PromptStyle:
-    """How a job's prompts are laid out (settings ``task_first_prompts`` and ``plan_mode``)."""
+    """How a job's execution is laid out: its prompts (settings ``task_first_prompts`` and
+    ``plan_mode``) and when its loop gives up on a model repeating itself (``repeat_stop``:
+    replies in a row that only repeat an action already run; 0: never)."""
 
     task_first: bool = False
     plan_mode: Literal["follow", "guidance"] = "follow"
+    repeat_stop: int = 0
 
 
 DEFAULT_STYLE = PromptStyle()
