@@ -264,9 +264,10 @@ def run(
             stack.__enter__()
             settings = _settings(None, stack.broker_url)
             stack.workers_ready()
+            _say_resumed(settings, stack.restored)
         else:
             settings = _ensure_broker(settings)
-        _run_batch(settings, specs, as_json, timeout, agent)
+        _run_batch(settings, specs, as_json, timeout, agent, embedded=stack is not None)
     except KeyboardInterrupt:
         err.print("interrupted: stopping")
         raise typer.Exit(130) from None
@@ -275,22 +276,77 @@ def run(
             stack.stop()
 
 
+def _say_resumed(settings: Settings, restored: int) -> None:
+    """Say which jobs of an earlier, stopped run go on now that the runtime is up again."""
+    from workers.jobs import unfinished_jobs
+
+    left = unfinished_jobs(settings.effective_database_url)
+    if not left:
+        return
+    taken = (
+        f" ({restored} of their tasks had been taken by a worker that was stopped and are "
+        "queued again)"
+        if restored
+        else ""
+    )
+    err.print(f"{len(left)} unfinished job(s) of an earlier run go on beside this one{taken}")
+
+
+def _unfinished_note(ctx: Any, job_ids: list[str], embedded: bool) -> str:
+    """What a stopped `sale run` leaves behind, and what becomes of it."""
+    from workers.jobs import TERMINAL
+    from workers.views import job_view
+
+    left = [j for j in job_ids if job_view(ctx, j, steps=False)["status"] not in TERMINAL]
+    if not left:
+        return f"all {len(job_ids)} jobs had finished"
+    where = (
+        "their tasks stay queued in the embedded broker and go on the next time it starts "
+        "(`sale run` or `sale up`); a rerun of the same file submits them again as new jobs"
+        if embedded
+        else "they keep running on the broker's workers"
+    )
+    return (
+        f"{len(left)} of {len(job_ids)} jobs unfinished ({', '.join(j[:8] for j in left[:5])}"
+        f"{', …' if len(left) > 5 else ''}): {where}; `sale status ID` follows one"
+    )
+
+
 def _run_batch(
     settings: Settings,
     specs: list[dict[str, Any]],
     as_json: bool,
     timeout: float,
     agent: str | None = None,
+    embedded: bool = False,
 ) -> None:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     import broker.app  # noqa: F401
     from workers.canvas import submit as submit_job
-    from workers.views import job_view
 
     ctx = _context()
     started = time.monotonic()
     job_ids = [submit_job(spec, ctx, agent=agent) for spec in specs]
+    try:
+        views = _wait_batch(ctx, job_ids, as_json, timeout, started)
+    except KeyboardInterrupt:
+        err.print(f"interrupted: {_unfinished_note(ctx, job_ids, embedded)}")
+        raise
+    ordered = [views[j] for j in job_ids]
+    if as_json:
+        for v in ordered:
+            typer.echo(json.dumps(v))
+        return
+    _print_report(ordered, time.monotonic() - started)
+
+
+def _wait_batch(
+    ctx: Any, job_ids: list[str], as_json: bool, timeout: float, started: float
+) -> dict[str, dict[str, Any]]:
+    """Wait for every job of a batch with a progress bar; returns their full views."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from workers.views import job_view
+
     views: dict[str, dict[str, Any]] = {}
     with Progress(
         TextColumn("{task.description}"),
@@ -320,12 +376,7 @@ def _run_batch(
                 _fail(TimeoutError(f"batch not finished after {timeout:.0f}s; jobs keep running"))
             _stop_if_signalled()
             time.sleep(0.5)
-    ordered = [views[j] for j in job_ids]
-    if as_json:
-        for v in ordered:
-            typer.echo(json.dumps(v))
-        return
-    _print_report(ordered, time.monotonic() - started)
+    return views
 
 
 def _print_report(views: list[dict[str, Any]], wall: float) -> None:
@@ -533,6 +584,7 @@ def up(pool: PoolOpt = None) -> None:
     _interruptible()
     with EmbeddedStack(settings, load_pool(settings.effective_pool_file)) as stack:
         stack.workers_ready()
+        _say_resumed(settings, stack.restored)
         err.print(f"up: broker {stack.broker_url}; logs in {stack.log_dir}. Ctrl-C stops.")
         try:
             while all(p.poll() is None for _n, p in stack.children):

@@ -73,6 +73,22 @@ def _terminate(children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
             proc.wait()
 
 
+def restore_unacked(broker_url: str) -> int:
+    """Put every task message that a worker took but never acknowledged back on its queue, at
+    once; returns how many. For a broker no worker is consuming (e.g. the embedded one at
+    start, after a run was stopped mid-job): Celery acknowledges late, so such a task would
+    otherwise wait out the visibility timeout (``SALE_VISIBILITY_TIMEOUT_S``) first."""
+    from kombu import Connection
+
+    with Connection(broker_url) as conn:
+        channel: Any = conn.default_channel
+        client = channel.client
+        tags = client.zrange(channel.unacked_index_key, 0, -1)
+        for tag in tags:
+            channel.qos.restore_by_tag(tag, client)
+    return len(tags)
+
+
 @dataclass
 class EmbeddedStack:
     """Child processes of an embedded run; use as a context manager."""
@@ -86,6 +102,9 @@ class EmbeddedStack:
     started_models: list[int] = field(default_factory=list)
     #: Extra environment for the workers (e.g. another database for an evaluation segment).
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: Tasks an earlier run's workers had taken but not finished, put back on their queues at
+    #: start (:func:`restore_unacked`).
+    restored: int = 0
 
     @property
     def log_dir(self) -> Path:
@@ -128,6 +147,9 @@ class EmbeddedStack:
         )
         self.broker_url = f"redis://127.0.0.1:{port}/0"
         self._wait_redis(port)
+        # No worker of this stack runs yet and the data directory is this stack's alone, so
+        # every unacknowledged task is an earlier run's, taken by a worker that is gone.
+        self.restored = restore_unacked(self.broker_url)
         if self.serve_models:
             self._start_models()
         self._start_workers()

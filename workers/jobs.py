@@ -101,6 +101,12 @@ def fail_job(ctx: AuctionContext, job_id: str, reason: str) -> None:
     set_status(ctx, job_id, "failed", reason)
 
 
+def unfinished_jobs(db_url: str) -> list[str]:
+    """The ids of the database's jobs that are not in a terminal state."""
+    with session_scope(db_url) as s:
+        return list(s.exec(select(Job.id).where(col(Job.status).not_in(TERMINAL))).all())
+
+
 def cancel_unfinished(db_url: str, reason: str) -> list[str]:
     """Mark every job of the database that is not in a terminal state cancelled, with
     ``reason``; returns their ids. For a runner that knows nothing can still finish them (its

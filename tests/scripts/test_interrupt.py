@@ -35,3 +35,42 @@ def test_a_signal_is_remembered_so_a_lost_interrupt_still_stops_the_next_check(
     # Had that exception been swallowed, the loops' next check raises it again.
     with pytest.raises(KeyboardInterrupt, match="signal 15"):
         cli._stop_if_signalled()
+
+
+def test_restore_unacked_puts_a_taken_but_unfinished_task_back_on_its_queue(
+    redis_url: str,
+) -> None:
+    import subprocess
+    import sys
+
+    from kombu import Connection, Exchange, Queue
+
+    from scripts.runtime import restore_unacked
+
+    url = redis_url.rsplit("/", 1)[0] + "/9"  # a database of its own on the shared server
+    name = "sale.test.restore"
+    queue = Queue(name, Exchange(name), name)
+    with Connection(url) as conn:
+        conn.default_channel.client.flushdb()
+        conn.Producer().publish(
+            {"job": 1}, exchange=queue.exchange, routing_key=name, declare=[queue]
+        )
+    # A worker takes the task without acknowledging it (late ack) and is killed: a clean close
+    # would hand it back, a killed process cannot.
+    taker = (
+        "import os\n"
+        "from kombu import Connection, Exchange, Queue\n"
+        f"q = Queue({name!r}, Exchange({name!r}), {name!r})\n"
+        f"conn = Connection({url!r})\n"
+        "m = q(conn.default_channel).get(no_ack=False)\n"
+        "assert m is not None and m.payload == {'job': 1}\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", taker], check=True, timeout=60)
+    with Connection(url) as conn:
+        assert queue(conn.default_channel).get(no_ack=True) is None  # taken, not on the queue
+    assert restore_unacked(url) == 1
+    with Connection(url) as conn:
+        again = queue(conn.default_channel).get(no_ack=True)
+        assert again is not None and again.payload == {"job": 1}
+    assert restore_unacked(url) == 0  # nothing left to restore

@@ -131,6 +131,7 @@ def test_cancel_unfinished_closes_only_jobs_that_can_no_longer_finish(ctx: Aucti
         new_job(ctx, job_id)
     jobs.set_status(ctx, "a", "executing")
     jobs.set_status(ctx, "b", "done")
+    assert sorted(jobs.unfinished_jobs(ctx.db_url)) == ["a", "c"]
     assert sorted(jobs.cancel_unfinished(ctx.db_url, "orphaned")) == ["a", "c"]
     with session_scope(ctx.db_url) as s:
         got = {j.id: (j.status, j.status_reason) for j in s.exec(select(Job))}
@@ -142,6 +143,7 @@ def test_cancel_unfinished_closes_only_jobs_that_can_no_longer_finish(ctx: Aucti
     }
     assert events == ["queued", "executing", "cancelled"]
     assert jobs.cancel_unfinished(ctx.db_url, "orphaned") == []  # nothing left to cancel
+    assert jobs.unfinished_jobs(ctx.db_url) == []
 
 
 def test_create_job_is_idempotent(ctx: AuctionContext) -> None:
