@@ -161,8 +161,12 @@ TARGET_RULE = (
 )
 
 
-def fit_from_train(store: RunStore, pool: Pool, out: Path, bench: str) -> tuple[Path | None, str]:
-    """Fit the weights on the train split (SALE's bids + single-agent outcomes as labels)."""
+def fit_from_train(
+    store: RunStore, pool: Pool, out: Path, bench: str, *, jury: bool = True
+) -> tuple[Path | None, str]:
+    """Fit the weights on the train split (SALE's bids + single-agent outcomes as labels).
+    Without ``jury`` the fit uses entropy and plan cost alone and writes every juror's weight
+    as 0, so the scorer calls none (``SALE_JURY_MIN_WEIGHT``)."""
     from workers.fit import fit_weights, weights_document, write_weights
 
     n_records, auctions = train_auctions(store, pool)
@@ -174,18 +178,22 @@ def fit_from_train(store: RunStore, pool: Pool, out: Path, bench: str) -> tuple[
             f"no train task was solved by any agent alone ({n_records} auctions): "
             "nothing to fit; the default weights stay"
         )
-    result = fit_weights(auctions, pool.names)
+    result = fit_weights(auctions, pool.names if jury else [])
     doc = weights_document(
         result,
-        f"fit-{bench}-{datetime.now(UTC).strftime('%Y%m%d')}",
+        f"fit-{bench}{'' if jury else '-nojury'}-{datetime.now(UTC).strftime('%Y%m%d')}",
         f"sale eval --bench {bench}: {n_records} SALE auctions on the train split "
-        f"({len(usable)} with a solver), {TARGET_RULE}; pool {pool.path}",
+        f"({len(usable)} with a solver), {TARGET_RULE}{'' if jury else ', without jurors'}; "
+        f"pool {pool.path}",
     )
+    if not jury:
+        doc["jurors"] = dict.fromkeys(pool.names, 0.0)
+        doc["default_juror_weight"] = 0.0
     write_weights(out, doc)
     return (
         out,
-        f"weights fitted on {len(usable)}/{n_records} train auctions: "
-        f"routed {result.routed}/{result.total}",
+        f"weights fitted{'' if jury else ' without jurors'} on {len(usable)}/{n_records} train "
+        f"auctions: routed {result.routed}/{result.total}",
     )
 
 
@@ -460,6 +468,7 @@ def evaluate(
     command = "sale eval " + " ".join(shlex.quote(a) for a in sys.argv[1:] if a != "eval")
     notes: list[str] = []
     weights_path = work_dir / "weights.json"
+    nojury_path = work_dir / "weights-nojury.json"
 
     def doc(complete: bool) -> dict[str, Any]:
         wfile = weights_path if weights_path.exists() else settings.weights_file
@@ -499,6 +508,12 @@ def evaluate(
             f"{', '.join(on_handset)} scored with the packaged hand-set weights "
             "(workers/weights/handset.json: each juror 1/3), not the fitted ones"
         )
+    on_nojury = [m for m in plan.live if variant_weights(m) == "nojury"]
+    if on_nojury:
+        notes.append(
+            f"{', '.join(on_nojury)} scored with weights fitted on the train split without "
+            f"jurors ({nojury_path.name}: entropy and plan cost; no juror called)"
+        )
     one_order = [m for m in plan.live if plan.orders > 1 and plan.orders_of(m) == 1]
     if one_order:
         notes.append(
@@ -531,6 +546,10 @@ def evaluate(
                 runner.run_stream(store, "sale-train", 0, plan.train, train_segment())
                 _, why = fit_from_train(store, pool, weights_path, bench)
                 notes.append(why)
+            nojury = None
+            if plan.fit and any(variant_weights(m) == "nojury" for m in plan.live):
+                nojury, why = fit_from_train(store, pool, nojury_path, bench, jury=False)
+                notes.append(why)
             default = settings.weights_file
             fitted = weights_path if weights_path.exists() else default
             # Orders outer, methods inner: a run stopped early has every method's first order.
@@ -538,7 +557,7 @@ def evaluate(
                 for method in plan.live:
                     if order >= plan.orders_of(method):
                         continue
-                    segment = live_segment(method, order, len(plan.test), fitted, default)
+                    segment = live_segment(method, order, len(plan.test), fitted, default, nojury)
                     runner.run_stream(store, method, order, task_order(plan.test, order), segment)
                     doc(False)
     elif plan.fit and not weights_path.exists():

@@ -63,9 +63,11 @@ def is_live(method: str) -> bool:
 #: ``weights=`` is not a setting but picks the scoring weights of a live method's segment:
 #: ``fitted`` (the default: the work directory's weights fitted on the train split, when there
 #: are any), ``default`` (the weights file ``sale run`` uses — ``SALE_WEIGHTS_FILE``, else the
-#: packaged ``workers/weights/default.json``) or ``handset`` (the packaged hand-set weights,
-#: every juror 1/3: the setting where the jury levers have a jury to act on).
-WEIGHTS_CHOICES = ("fitted", "default", "handset")
+#: packaged ``workers/weights/default.json``), ``handset`` (the packaged hand-set weights,
+#: every juror 1/3: the setting where the jury levers have a jury to act on) or ``nojury`` (a
+#: fit on the train split with every juror weighing 0: entropy and plan cost alone, so no
+#: juror is called).
+WEIGHTS_CHOICES = ("fitted", "default", "handset", "nojury")
 
 
 def _variant(method: str) -> tuple[str, list[tuple[str, str]]]:
@@ -79,7 +81,7 @@ def _variant(method: str) -> tuple[str, list[tuple[str, str]]]:
 
 
 def variant_weights(method: str) -> str:
-    """Which weights a live method scores with: ``fitted`` or ``default``."""
+    """Which weights a live method scores with (one of :data:`WEIGHTS_CHOICES`)."""
     choice = "fitted"
     for key, value in _variant(method)[1]:
         if key == "weights":
@@ -87,7 +89,8 @@ def variant_weights(method: str) -> str:
                 raise ValueError(
                     f"{method!r}: weights={value!r} is not one of {', '.join(WEIGHTS_CHOICES)} "
                     "(fitted: the train split's fit; default: the weights `sale run` uses; "
-                    "handset: the packaged hand-set weights)"
+                    "handset: the packaged hand-set weights; nojury: the train split's fit "
+                    "without jurors)"
                 )
             choice = value
     return choice
@@ -305,10 +308,16 @@ class Segment:
 
 
 def live_segment(
-    method: str, order: int, n_tasks: int, fitted: Path | None, default: Path | None
+    method: str,
+    order: int,
+    n_tasks: int,
+    fitted: Path | None,
+    default: Path | None,
+    nojury: Path | None = None,
 ) -> Segment:
     """The segment one live method's stream runs in: its database, its workers' settings and
-    the weights it scores with (``weights=fitted``, the default, ``default`` or ``handset``)."""
+    the weights it scores with (``weights=fitted``, the default, ``default``, ``handset`` or
+    ``nojury``: the fit without jurors, which the caller must have made)."""
     from workers.weights import handset_weights_path
 
     choice = variant_weights(method)
@@ -317,6 +326,10 @@ def live_segment(
         chosen = handset_weights_path()
     elif choice == "fitted":
         chosen = fitted
+    elif choice == "nojury":
+        if nojury is None:
+            raise ValueError(f"{method!r}: no weights fitted without jurors (needs a train split)")
+        chosen = nojury
     return Segment(stream_name(method, order, n_tasks), variant_env(method), chosen)
 
 

@@ -342,8 +342,15 @@ def test_weights_choice_picks_the_segments_weights_file_and_is_not_a_worker_sett
     assert hand.weights_file is not None and hand.weights_file.name == "handset.json"
     assert hand.name == "sale_weights_handset_jury_debias_rotate-o1-n10"
     assert load_weights(hand.weights_file).default_juror_weight == pytest.approx(1 / 3)
-    with pytest.raises(ValueError, match="weights='mine' is not one of fitted, default, handset"):
+    with pytest.raises(
+        ValueError, match="weights='mine' is not one of fitted, default, handset, nojury"
+    ):
         variant_env("sale+weights=mine")
+    nojury = P("/w/weights-nojury.json")
+    nj = live_segment("sale+weights=nojury", 0, 30, fitted, default, nojury)
+    assert nj.weights_file == nojury and nj.env == {"SALE_REFINE": "true"}
+    with pytest.raises(ValueError, match="no weights fitted without jurors"):
+        live_segment("sale+weights=nojury", 0, 30, fitted, default)
 
 
 def test_code_version_names_this_checkout() -> None:
@@ -421,6 +428,25 @@ def test_fit_from_eval_dirs_pools_the_benchmarks_train_auctions(tmp_path: Path) 
     assert f"search: 3 train auctions (2 with a solver) in {search}" in weights.source
     assert "cheapest bid whose agent solved the task alone" in weights.source
     assert what.count("train auctions") == 2
+
+
+def test_fit_from_train_without_jury_weighs_every_juror_zero(tmp_path: Path) -> None:
+    from scripts.evals.harness import fit_from_train
+    from workers.juryscores import called_jurors
+    from workers.pool import load_pool
+    from workers.weights import load_weights
+
+    pool = load_pool(Path("examples/pools/scripted.toml"))
+    coding = _eval_dir(tmp_path, "humaneval", {"t/1": ["small", "large"], "t/2": ["large"]})
+    store = RunStore(coding / "runs.jsonl")
+    with_jury, why = fit_from_train(store, pool, tmp_path / "w.json", "humaneval")
+    assert with_jury is not None and "weights fitted on 2/2 train auctions" in why
+    out, why = fit_from_train(store, pool, tmp_path / "nj.json", "humaneval", jury=False)
+    assert out is not None and "fitted without jurors on 2/2" in why
+    weights = load_weights(out)
+    assert weights.jurors == dict.fromkeys(pool.names, 0.0) and weights.w_h == pytest.approx(1.0)
+    assert "without jurors" in weights.source and "-nojury-" in weights.version
+    assert called_jurors(pool.names, weights, 0.05) == []  # no juror is called
 
 
 def test_per_kind_fit_writes_one_section_per_benchmark_kind_over_the_base(tmp_path: Path) -> None:
