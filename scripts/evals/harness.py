@@ -161,6 +161,18 @@ TARGET_RULE = (
 )
 
 
+def shown_path(path: str | Path) -> str:
+    """A path as a weights file's ``source`` names it: relative to this checkout when inside
+    it, else with the home directory as ``~``, so a file fitted on one machine does not spell
+    out its layout."""
+    resolved = Path(path).resolve()
+    checkout = Path(__file__).resolve().parents[2]
+    for root, prefix in ((checkout, ""), (Path.home().resolve(), "~/")):
+        if resolved.is_relative_to(root):
+            return prefix + str(resolved.relative_to(root))
+    return str(path)
+
+
 def fit_from_train(
     store: RunStore, pool: Pool, out: Path, bench: str, *, jury: bool = True
 ) -> tuple[Path | None, str]:
@@ -184,7 +196,7 @@ def fit_from_train(
         f"fit-{bench}{'' if jury else '-nojury'}-{datetime.now(UTC).strftime('%Y%m%d')}",
         f"sale eval --bench {bench}: {n_records} SALE auctions on the train split "
         f"({len(usable)} with a solver), {TARGET_RULE}{'' if jury else ', without jurors'}; "
-        f"pool {pool.path}",
+        f"pool {shown_path(pool.path)}",
     )
     if not jury:
         doc["jurors"] = dict.fromkeys(pool.names, 0.0)
@@ -215,7 +227,10 @@ def _eval_dir_auctions(d: Path, pool: Pool) -> tuple[list[str], list[Any], str]:
         )
     benches = sorted({a.task_id.partition(":")[0] if ":" in a.task_id else "?" for a in found})
     with_solver = sum(a.target is not None for a in found)
-    what = f"{'/'.join(benches)}: {n_records} train auctions ({with_solver} with a solver) in {d}"
+    what = (
+        f"{'/'.join(benches)}: {n_records} train auctions ({with_solver} with a solver) in "
+        f"{shown_path(d)}"
+    )
     return benches, found, what
 
 
@@ -249,7 +264,8 @@ def fit_from_eval_dirs(
     doc = weights_document(
         result,
         version or f"fit-eval-{datetime.now(UTC).strftime('%Y%m%d')}",
-        f"the train splits of sale eval ({'; '.join(parts)}), {TARGET_RULE}; pool {pool.path}",
+        f"the train splits of sale eval ({'; '.join(parts)}), {TARGET_RULE}; "
+        f"pool {shown_path(pool.path)}",
     )
     write_weights(out, doc)
     return result, "; ".join(parts)
@@ -300,7 +316,7 @@ def fit_kinds_from_eval_dirs(
             results[kind],
             f"fit-{kind}-{day}",
             f"the {kind} jobs of the train splits of sale eval ({'; '.join(parts)}), "
-            f"{TARGET_RULE}; pool {pool.path}",
+            f"{TARGET_RULE}; pool {shown_path(pool.path)}",
         )
         kinds[kind] = section
     doc["kinds"] = kinds

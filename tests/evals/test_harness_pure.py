@@ -636,3 +636,12 @@ def test_outcome_table_says_where_each_answer_lands() -> None:
     md = "\n".join(report.outcomes_markdown([row]))
     assert "| sale | 9 | 1 | 1 | 1 | 1 | 1 | 1 | 1 | 2 |" in md
     assert "- fail: by a solver: failed, though its agent solved the task alone" in md
+
+
+def test_shown_path_hides_the_machine_layout() -> None:
+    from scripts.evals.harness import shown_path
+
+    checkout = Path(__file__).resolve().parents[2]
+    assert shown_path(checkout / "examples" / "pools" / "local.toml") == "examples/pools/local.toml"
+    assert shown_path(Path.home() / "sale-eval" / "search") == "~/sale-eval/search"
+    assert shown_path("/nowhere/else") == "/nowhere/else"
