@@ -457,6 +457,14 @@ def fit(
             "whose other kinds' sections are kept (default: the packaged hand-set weights)"
         ),
     ] = None,
+    no_jury: Annotated[
+        bool,
+        typer.Option(
+            "--no-jury",
+            help="with --per-kind: fit on entropy and plan cost alone, every juror at 0 (so "
+            "none is called): the auction without a jury (eval row sale+weights=nojury)",
+        ),
+    ] = False,
     pool: PoolOpt = None,
 ) -> None:
     """Fit the scoring weights (MILP, HiGHS) on the auction memory and write a weights file."""
@@ -473,12 +481,16 @@ def fit(
     pool_obj = load_pool(settings.effective_pool_file)
     if (per_kind or base) and not from_eval:
         _fail(ValueError("--per-kind and --base go with --from-eval (the eval work directories)"))
+    if no_jury and not per_kind:
+        _fail(ValueError("--no-jury goes with --from-eval DIR --per-kind"))
     if from_eval and (per_kind or base):
         from scripts.evals.harness import fit_kinds_from_eval_dirs
         from workers.errors import WeightsError
 
         try:
-            fits = fit_kinds_from_eval_dirs(list(from_eval), pool_obj, out, base, version)
+            fits = fit_kinds_from_eval_dirs(
+                list(from_eval), pool_obj, out, base, version, jury=not no_jury
+            )
         except (ValueError, WeightsError) as exc:
             _fail(exc)
         for kind, result in fits.items():

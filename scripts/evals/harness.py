@@ -173,6 +173,13 @@ def shown_path(path: str | Path) -> str:
     return str(path)
 
 
+def _jurors_off(doc: dict[str, Any], pool: Pool) -> None:
+    """Write a fit without jurors as weighing every pool juror 0, so a section still names the
+    whole pool and the scorer calls no juror (``SALE_JURY_MIN_WEIGHT``)."""
+    doc["jurors"] = dict.fromkeys(pool.names, 0.0)
+    doc["default_juror_weight"] = 0.0
+
+
 def fit_from_train(
     store: RunStore, pool: Pool, out: Path, bench: str, *, jury: bool = True
 ) -> tuple[Path | None, str]:
@@ -199,8 +206,7 @@ def fit_from_train(
         f"pool {shown_path(pool.path)}",
     )
     if not jury:
-        doc["jurors"] = dict.fromkeys(pool.names, 0.0)
-        doc["default_juror_weight"] = 0.0
+        _jurors_off(doc, pool)
     write_weights(out, doc)
     return (
         out,
@@ -277,12 +283,15 @@ def fit_kinds_from_eval_dirs(
     out: Path,
     base: Path | None = None,
     version: str | None = None,
+    *,
+    jury: bool = True,
 ) -> dict[str, Any]:
     """Fit one weights section per job kind (HumanEval: coding, search: search) on the train
     auctions of `sale eval` work directories, and write ``base`` (a weights file; default the
     packaged hand-set weights) with those sections to ``out``: jobs of a fitted kind are scored
     with its section, others with ``base``'s top level; ``base``'s sections for other kinds
-    stay. Returns {kind: the fit}. ValueError as :func:`fit_from_eval_dirs`, per kind.
+    stay. Without ``jury`` each section is fitted on entropy and plan cost alone, every juror
+    at 0. Returns {kind: the fit}. ValueError as :func:`fit_from_eval_dirs`, per kind.
     """
     from scripts.evals.benchmarks import BENCH_KIND
     from workers.fit import fit_weights, weights_document, write_weights
@@ -311,13 +320,15 @@ def fit_kinds_from_eval_dirs(
     for kind, (auctions, parts) in sorted(by_kind.items()):
         if not any(a.target is not None for a in auctions):
             raise _no_solver(work_dirs, kind)
-        results[kind] = fit_weights(auctions, pool.names)
+        results[kind] = fit_weights(auctions, pool.names if jury else [])
         section = weights_document(
             results[kind],
-            f"fit-{kind}-{day}",
+            f"fit-{kind}{'' if jury else '-nojury'}-{day}",
             f"the {kind} jobs of the train splits of sale eval ({'; '.join(parts)}), "
-            f"{TARGET_RULE}; pool {shown_path(pool.path)}",
+            f"{TARGET_RULE}{'' if jury else ', without jurors'}; pool {shown_path(pool.path)}",
         )
+        if not jury:
+            _jurors_off(section, pool)
         kinds[kind] = section
     doc["kinds"] = kinds
     doc["version"] = version or f"fit-kinds-{day}"

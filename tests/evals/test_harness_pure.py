@@ -480,6 +480,28 @@ def test_per_kind_fit_writes_one_section_per_benchmark_kind_over_the_base(tmp_pa
     assert "search: 3 train auctions (2 with a solver)" in both.kinds["search"].source
     res = CliRunner().invoke(app, ["fit", "--pool", pool, "--per-kind"])
     assert res.exit_code == 2 and "go with --from-eval" in " ".join(res.output.split())
+    # --no-jury: the sections weigh every juror 0, so none is called for that kind.
+    nj = tmp_path / "nj.json"
+    res = CliRunner().invoke(
+        app,
+        [
+            "fit",
+            "--pool",
+            pool,
+            "--out",
+            str(nj),
+            "--per-kind",
+            "--no-jury",
+            "--from-eval",
+            str(coding),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    section = load_weights(nj).kinds["coding"]
+    assert section.jurors == {"small": 0.0, "medium": 0.0, "large": 0.0}
+    assert section.w_h == pytest.approx(1.0) and "without jurors" in section.source
+    res = CliRunner().invoke(app, ["fit", "--pool", pool, "--no-jury", "--from-eval", str(coding)])
+    assert res.exit_code == 2 and "--no-jury goes with" in " ".join(res.output.split())
     res = CliRunner().invoke(
         app, [*args, "--base", str(tmp_path / "no.json"), "--from-eval", str(search)]
     )
