@@ -329,7 +329,7 @@ def _run_batch(
     try:
         views = _wait_batch(ctx, job_ids, as_json, timeout, started)
     except KeyboardInterrupt:
-        err.print(f"interrupted: {_unfinished_note(ctx, job_ids, embedded)}")
+        err.print(_unfinished_note(ctx, job_ids, embedded))
         raise
     ordered = [views[j] for j in job_ids]
     if as_json:
