@@ -295,7 +295,7 @@ def fit_kinds_from_eval_dirs(
     """
     from scripts.evals.benchmarks import BENCH_KIND
     from workers.fit import fit_weights, weights_document, write_weights
-    from workers.weights import handset_weights_path, load_weights
+    from workers.weights import handset_weights_path, parse_weights
 
     base_path = base or handset_weights_path()
     if not base_path.is_file():
@@ -303,8 +303,9 @@ def fit_kinds_from_eval_dirs(
             f"--base {base_path}: no such file; give a weights file to add the kinds to, e.g. "
             "workers/weights/default.json, or leave --base out for the hand-set weights"
         )
-    load_weights(base_path)  # a broken base fails here, naming the file
-    doc = json.loads(base_path.read_text(encoding="utf-8"))
+    text = base_path.read_text(encoding="utf-8")
+    parse_weights(text, str(base_path))  # a broken base fails here, naming the file
+    doc = json.loads(text)
     by_kind: dict[str, tuple[list[Any], list[str]]] = {}
     for d in work_dirs:
         benches, found, what = _eval_dir_auctions(d, pool)
