@@ -667,3 +667,16 @@ def test_shown_path_hides_the_machine_layout() -> None:
     assert shown_path(checkout / "examples" / "pools" / "local.toml") == "examples/pools/local.toml"
     assert shown_path(Path.home() / "sale-eval" / "search") == "~/sale-eval/search"
     assert shown_path("/nowhere/else") == "/nowhere/else"
+
+
+def test_every_lever_row_of_the_lever_script_is_a_valid_sale_variant() -> None:
+    import re
+
+    from scripts.evals.runner import variant_env, variant_weights
+
+    script = (Path(__file__).resolve().parents[2] / "scripts" / "levers.sh").read_text()
+    levers = set(re.findall(r"\bsale\+[a-z_]+=[A-Za-z0-9_.+=\-]+", script))
+    assert len(levers) >= 14
+    for lever in levers:
+        variant_env(lever)  # an unknown setting or a bad value raises, naming it
+        variant_weights(lever)

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The lever rows of issue #6 (docs/results/README.md, "the full run"): one `sale eval` per lever,
+# on the first 10 test tasks over 2 orders, in the benchmark's 30-task work directory, most
+# telling lever first. Each run adds one lever to --methods; finished rows stay in the work
+# directory, so a stopped run is resumed by running this again. Usage:
+#   ./scripts/levers.sh humaneval|search [WORK_DIR] [OUT_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bench=${1:?usage: scripts/levers.sh humaneval|search [WORK_DIR] [OUT_DIR]}
+work=${2:-$HOME/sale-eval/$bench}
+out=${3:-docs/results/levers}
+common=(
+  sale+mechanism=paper sale+self_check_fallback=0
+)
+tail=(
+  sale+weights=handset sale+weights=handset+jury_debias=standardize+jury_degenerate=abstain
+  sale+plan_mode=guidance sale+memory_shortcut=0.9 sale+weights=handset+jury_debias=rotate
+  sale+task_first_prompts=true sale+self_check_escalation=ranking
+)
+case "$bench" in
+  humaneval)
+    levers=("${common[@]}" sale+bid_max_tokens=128 sale+weights=nojury sale+repeat_stop=2
+      "${tail[@]}" sale+self_check_smoke=true) ;;
+  search)
+    levers=("${common[@]}" sale+search_answer_types=true sale+weights=nojury
+      sale+bid_max_tokens=128 "${tail[@]}") ;;
+  *) echo "unknown benchmark $bench: humaneval or search" >&2; exit 2 ;;
+esac
+SALE=${SALE:-.venv/bin/sale}
+methods=all
+for lever in "${levers[@]}"; do
+  methods=$methods,$lever
+  echo "== $bench: $lever" >&2
+  "$SALE" eval --bench "$bench" --limit 10 --train-limit 15 --orders 2 --work-dir "$work" \
+    --methods "$methods" --out "$out"
+done
