@@ -160,11 +160,13 @@ class Settings(BaseSettings):
         "auction (its own bid, no jury, no refinement).",
     )
     memory_shortcut_min: int = Field(default=3, ge=1, le=256)
-    plan_mode: Literal["follow", "guidance"] = Field(
+    plan_mode: Literal["follow", "guidance", "generic"] = Field(
         default="follow",
         description="follow: execute the plan; guidance: the plan is advice the executing agent "
         "revises when its own checks disagree, and a coding answer that fails the task's own "
-        "examples goes back to it once, with what failed.",
+        "examples goes back to it once, with what failed; generic: the auction only picks the "
+        "agent, which executes the generic plan of a direct job (the single-agent runs' plan) "
+        "instead of its bid.",
     )
     repeat_stop: int = Field(
         default=0,

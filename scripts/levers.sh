@@ -14,7 +14,7 @@ common=(
 )
 tail=(
   sale+weights=handset sale+weights=handset+jury_debias=standardize+jury_degenerate=abstain
-  sale+plan_mode=guidance sale+memory_shortcut=0.9 sale+weights=handset+jury_debias=rotate
+  sale+plan_mode=guidance sale+plan_mode=generic sale+memory_shortcut=0.9 sale+weights=handset+jury_debias=rotate
   sale+task_first_prompts=true sale+self_check_escalation=ranking
 )
 case "$bench" in

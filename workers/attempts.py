@@ -20,7 +20,7 @@ from models.db import session_scope
 from models.schemas import TaskSpec
 from models.tables import Award, Bid, Execution, ExecutionStep
 from workers import auction
-from workers.awarding import candidate
+from workers.awarding import DIRECT_PLAN, candidate
 from workers.bidding import ok_bids
 from workers.context import AuctionContext
 from workers.errors import AuctionError
@@ -132,7 +132,8 @@ def run_execution(
         bid = attempt_bid(ctx, s, job_id, attempt)
         if bid is None or bid.id is None:
             raise AuctionError(job_id, f"no bid left to execute as attempt {attempt}")
-        plan = bid.plan or ""
+        # plan_mode "generic": the auction picks the agent, which runs a direct job's plan.
+        plan = DIRECT_PLAN if ctx.settings.plan_mode == "generic" else bid.plan or ""
     agent = ctx.pool.get(bid.agent)
     max_tokens = min(ctx.settings.execute_max_tokens, spec.limits.max_tokens)
     outcome = EXECUTORS[spec.kind](

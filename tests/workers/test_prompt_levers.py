@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlmodel import select
 
 from broker.settings import Settings
-from models.db import init_db
+from models.db import init_db, session_scope
 from models.schemas import TaskSpec
+from models.tables import Award, Bid
 from tests.conftest import SCRIPTED_POOL
 from workers import attempts, awarding, bidding, jobs, judging, prompts
 from workers.agent import run_agent
@@ -183,3 +185,22 @@ def test_plan_mode_reaches_the_executing_agent(tmp_path: Path) -> None:
     awarding.assign_direct(ctx, "job-g", "small")
     attempts.run_execution(ctx, "job-g")
     assert "(guidance, not orders)" in llm.calls[0][2][0]["content"]
+
+
+def test_generic_plan_mode_executes_a_direct_jobs_plan_instead_of_the_bid(tmp_path: Path) -> None:
+    llm = RecordingLLM()
+    ctx = make_ctx(tmp_path, llm, plan_mode="generic")
+    run_whole_job(ctx)
+    executed = [messages for _agent, stage, messages in llm.calls if stage == "execute"]
+    system = executed[0][0]["content"]
+    assert system.endswith("YOUR PLAN (follow it):\n" + awarding.DIRECT_PLAN)
+    # The auction still ran on the bids' plans; only the execution left them out.
+    with session_scope(ctx.db_url) as s:
+        award = s.exec(select(Award).where(Award.job_id == "job-1")).one()
+        bid = s.get(Bid, award.bid_id)
+        assert bid is not None and bid.plan and bid.plan not in system
+    # follow (the default) executes the bid's own plan
+    llm = RecordingLLM()
+    run_whole_job(make_ctx(tmp_path / "f", llm))
+    system = next(m for _a, stage, m in llm.calls if stage == "execute")[0]["content"]
+    assert awarding.DIRECT_PLAN not in system

@@ -38,7 +38,7 @@ class PromptStyle:
     replies in a row that only repeat an action already run; 0: never)."""
 
     task_first: bool = False
-    plan_mode: Literal["follow", "guidance"] = "follow"
+    plan_mode: Literal["follow", "guidance", "generic"] = "follow"
     repeat_stop: int = 0
 
 
@@ -63,7 +63,8 @@ def task_first(system: str, user: str, task: str) -> tuple[str, str]:
 
 
 def plan_section(kind: str, plan: str, style: PromptStyle) -> str:
-    """The plan part of the executing agent's system prompt: ``follow`` or ``guidance``."""
+    """The plan part of the executing agent's system prompt: ``guidance``, else the plan to
+    follow (with ``generic`` the caller passes the generic plan in place of the bid's)."""
     if style.plan_mode == "guidance":
         return render(f"plan_guidance_{kind}", plan=plan)
     return render("plan_follow", plan=plan)
