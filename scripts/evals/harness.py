@@ -173,11 +173,25 @@ def shown_path(path: str | Path) -> str:
     return str(path)
 
 
-def _jurors_off(doc: dict[str, Any], pool: Pool) -> None:
-    """Write a fit without jurors as weighing every pool juror 0, so a section still names the
-    whole pool and the scorer calls no juror (``SALE_JURY_MIN_WEIGHT``)."""
-    doc["jurors"] = dict.fromkeys(pool.names, 0.0)
-    doc["default_juror_weight"] = 0.0
+def _fit_document(
+    auctions: list[Any], pool: Pool, stem: str, day: str, what: str, jury: bool
+) -> tuple[Any, dict[str, Any]]:
+    """Fit ``auctions`` and make its weights document (version ``<stem>-<day>``; the source says
+    ``what`` was fitted, with the target rule and the pool). Without ``jury`` the fit uses
+    entropy and plan cost alone and the document weighs every pool juror 0, so a section still
+    names the whole pool and the scorer calls no juror (``SALE_JURY_MIN_WEIGHT``)."""
+    from workers.fit import fit_weights, weights_document
+
+    result = fit_weights(auctions, pool.names if jury else [])
+    doc = weights_document(
+        result,
+        f"{stem}{'' if jury else '-nojury'}-{day}",
+        f"{what}, {TARGET_RULE}{'' if jury else ', without jurors'}; pool {shown_path(pool.path)}",
+    )
+    if not jury:
+        doc["jurors"] = dict.fromkeys(pool.names, 0.0)
+        doc["default_juror_weight"] = 0.0
+    return result, doc
 
 
 def fit_from_train(
@@ -186,7 +200,7 @@ def fit_from_train(
     """Fit the weights on the train split (SALE's bids + single-agent outcomes as labels).
     Without ``jury`` the fit uses entropy and plan cost alone and writes every juror's weight
     as 0, so the scorer calls none (``SALE_JURY_MIN_WEIGHT``)."""
-    from workers.fit import fit_weights, weights_document, write_weights
+    from workers.fit import write_weights
 
     n_records, auctions = train_auctions(store, pool)
     if not n_records:
@@ -197,16 +211,15 @@ def fit_from_train(
             f"no train task was solved by any agent alone ({n_records} auctions): "
             "nothing to fit; the default weights stay"
         )
-    result = fit_weights(auctions, pool.names if jury else [])
-    doc = weights_document(
-        result,
-        f"fit-{bench}{'' if jury else '-nojury'}-{datetime.now(UTC).strftime('%Y%m%d')}",
+    result, doc = _fit_document(
+        auctions,
+        pool,
+        f"fit-{bench}",
+        datetime.now(UTC).strftime("%Y%m%d"),
         f"sale eval --bench {bench}: {n_records} SALE auctions on the train split "
-        f"({len(usable)} with a solver), {TARGET_RULE}{'' if jury else ', without jurors'}; "
-        f"pool {shown_path(pool.path)}",
+        f"({len(usable)} with a solver)",
+        jury,
     )
-    if not jury:
-        _jurors_off(doc, pool)
     write_weights(out, doc)
     return (
         out,
@@ -294,7 +307,7 @@ def fit_kinds_from_eval_dirs(
     at 0. Returns {kind: the fit}. ValueError as :func:`fit_from_eval_dirs`, per kind.
     """
     from scripts.evals.benchmarks import BENCH_KIND
-    from workers.fit import fit_weights, weights_document, write_weights
+    from workers.fit import write_weights
     from workers.weights import handset_weights_path, parse_weights
 
     base_path = base or handset_weights_path()
@@ -321,16 +334,14 @@ def fit_kinds_from_eval_dirs(
     for kind, (auctions, parts) in sorted(by_kind.items()):
         if not any(a.target is not None for a in auctions):
             raise _no_solver(work_dirs, kind)
-        results[kind] = fit_weights(auctions, pool.names if jury else [])
-        section = weights_document(
-            results[kind],
-            f"fit-{kind}{'' if jury else '-nojury'}-{day}",
-            f"the {kind} jobs of the train splits of sale eval ({'; '.join(parts)}), "
-            f"{TARGET_RULE}{'' if jury else ', without jurors'}; pool {shown_path(pool.path)}",
+        results[kind], kinds[kind] = _fit_document(
+            auctions,
+            pool,
+            f"fit-{kind}",
+            day,
+            f"the {kind} jobs of the train splits of sale eval ({'; '.join(parts)})",
+            jury,
         )
-        if not jury:
-            _jurors_off(section, pool)
-        kinds[kind] = section
     doc["kinds"] = kinds
     doc["version"] = version or f"fit-kinds-{day}"
     write_weights(out, doc)
@@ -575,7 +586,7 @@ def evaluate(
                 _, why = fit_from_train(store, pool, weights_path, bench)
                 notes.append(why)
             nojury = None
-            if plan.fit and any(variant_weights(m) == "nojury" for m in plan.live):
+            if plan.fit and on_nojury:
                 nojury, why = fit_from_train(store, pool, nojury_path, bench, jury=False)
                 notes.append(why)
             default = settings.weights_file
