@@ -294,10 +294,10 @@ def _say_resumed(settings: Settings, restored: int) -> None:
 
 def _unfinished_note(ctx: Any, job_ids: list[str], embedded: bool) -> str:
     """What a stopped `sale run` leaves behind, and what becomes of it."""
-    from workers.jobs import TERMINAL
-    from workers.views import job_view
+    from workers.jobs import unfinished_jobs
 
-    left = [j for j in job_ids if job_view(ctx, j, steps=False)["status"] not in TERMINAL]
+    unfinished = set(unfinished_jobs(ctx.db_url))
+    left = [j for j in job_ids if j in unfinished]
     if not left:
         return f"all {len(job_ids)} jobs had finished"
     where = (
@@ -345,6 +345,7 @@ def _wait_batch(
     """Wait for every job of a batch with a progress bar; returns their full views."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from workers.jobs import TERMINAL
     from workers.views import job_view
 
     views: dict[str, dict[str, Any]] = {}
@@ -363,7 +364,7 @@ def _wait_batch(
                 if job_id in views:
                     continue
                 view = job_view(ctx, job_id, steps=False)
-                if view["status"] in ("done", "failed", "cancelled"):
+                if view["status"] in TERMINAL:
                     views[job_id] = job_view(ctx, job_id)
                 else:
                     stages.append(view["status"])
