@@ -434,6 +434,9 @@ def build_doc(
             solved_alone(store, "test"),
             {a.name: a.output_price for a in pool.agents},
         ),
+        "cost_split": metrics.cost_split(
+            {m: live[m] for m in plan.methods if m in live and m.startswith("single:")}
+        ),
         "goals": metrics.goals(
             rows,
             plan.live,

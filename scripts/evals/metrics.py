@@ -224,6 +224,33 @@ def outcome_table(
     return table
 
 
+#: The stop reasons of a job limit (the trace ran out of budget rather than answering).
+LIMIT_STOPS = frozenset({"max_tokens", "max_steps", "max_cost_usd", "max_seconds"})
+
+
+def cost_split(records_by_method: Mapping[str, Sequence[Record]]) -> list[dict[str, Any]]:
+    """Per method (meant for the single-agent runs), where its cost goes: the tasks it passed,
+    the tasks it failed, and the runs a job limit stopped (``LIMIT_STOPS``). A method can only
+    match an agent's pass@1 for less than that agent's passed-task cost by knowing in advance
+    which tasks it fails, so these figures bound what routing can save."""
+    table = []
+    for method, records in records_by_method.items():
+        total = sum(float(r["cost_usd"]) for r in records)
+        row: dict[str, Any] = {"method": method, "n": len(records), "cost_usd": total}
+        groups = {
+            "passed": [r for r in records if r["passed"]],
+            "failed": [r for r in records if not r["passed"]],
+            "limit": [r for r in records if r.get("stop_reason") in LIMIT_STOPS],
+        }
+        for name, chosen in groups.items():
+            cost = sum(float(r["cost_usd"]) for r in chosen)
+            row[f"{name}_n"] = len(chosen)
+            row[f"{name}_cost_usd"] = cost
+            row[f"{name}_cost_share"] = cost / total if total else math.nan
+        table.append(row)
+    return table
+
+
 def win_share_curve(records: Iterable[Record], largest: str) -> dict[int, list[float]]:
     """Per order, the cumulative share of jobs awarded to agents other than the largest."""
     by_order: dict[int, list[Record]] = defaultdict(list)

@@ -84,6 +84,8 @@ def markdown(doc: dict[str, Any]) -> str:
         lines += ["", *goals_markdown(doc["goals"])]
     if doc.get("outcomes"):
         lines += ["", *outcomes_markdown(doc["outcomes"])]
+    if doc.get("cost_split"):
+        lines += ["", *cost_split_markdown(doc["cost_split"])]
     if doc.get("notes"):
         lines += ["", "Notes:", ""] + [f"- {n}" for n in doc["notes"]]
     versions = {row["method"]: row.get("code") or [] for row in doc["methods"]}
@@ -146,6 +148,27 @@ def outcomes_markdown(outcomes: list[dict[str, Any]]) -> list[str]:
     for row in outcomes:
         cells = " | ".join(str(row[k]) for k in OUTCOMES)
         lines.append(f"| {row['method']} | {row['judged']} | {cells} |")
+    return lines
+
+
+def cost_split_markdown(split: list[dict[str, Any]]) -> list[str]:
+    """Where each single agent's cost goes (metrics.cost_split) as a Markdown table."""
+    lines = [
+        "Where each agent's cost goes when it runs alone: on the tasks it passes, on those it "
+        "fails, and on the runs a job limit (tokens, steps, cost, time) stopped. Whoever sends "
+        "a task to an agent pays its cost there, pass or fail: only knowing beforehand which "
+        "tasks an agent fails saves its failed-task share.",
+        "",
+        "| method | tasks | total US$ | passed: n, US$ (share) | failed: n, US$ (share) | "
+        "stopped by a limit: n, US$ (share) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in split:
+        cells = " | ".join(
+            f"{row[f'{k}_n']}, ${row[f'{k}_cost_usd']:.5f} ({_fmt(row[f'{k}_cost_share'], 2)})"
+            for k in ("passed", "failed", "limit")
+        )
+        lines.append(f"| {row['method']} | {row['n']} | ${row['cost_usd']:.5f} | {cells} |")
     return lines
 
 

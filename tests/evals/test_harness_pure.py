@@ -660,6 +660,23 @@ def test_outcome_table_says_where_each_answer_lands() -> None:
     assert "- fail: by a solver: failed, though its agent solved the task alone" in md
 
 
+def test_cost_split_says_how_much_of_an_agent_s_cost_its_failures_take() -> None:
+    recs = [
+        record("single:large", 0, 0, "large", True, cost_usd=0.1, stop_reason="final_answer"),
+        record("single:large", 0, 1, "large", True, cost_usd=0.3, stop_reason="max_tokens"),
+        record("single:large", 0, 2, "large", False, cost_usd=0.4, stop_reason="max_tokens"),
+        record("single:large", 0, 3, "large", False, cost_usd=0.2, stop_reason="final_answer"),
+    ]
+    [row] = metrics.cost_split({"single:large": recs})
+    assert row["n"] == 4 and row["cost_usd"] == pytest.approx(1.0)
+    assert (row["passed_n"], row["failed_n"], row["limit_n"]) == (2, 2, 2)
+    assert row["passed_cost_usd"] == pytest.approx(0.4)
+    assert row["failed_cost_share"] == pytest.approx(0.6)
+    assert row["limit_cost_share"] == pytest.approx(0.7)
+    md = "\n".join(report.cost_split_markdown([row]))
+    assert "| single:large | 4 | $1.00000 | 2, $0.40000 (0.40) | 2, $0.60000 (0.60) |" in md
+
+
 def test_shown_path_hides_the_machine_layout() -> None:
     from scripts.evals.harness import shown_path
 
