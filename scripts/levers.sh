@@ -9,8 +9,10 @@ cd "$(dirname "$0")/.."
 bench=${1:?usage: scripts/levers.sh humaneval|search [WORK_DIR] [OUT_DIR]}
 work=${2:-$HOME/sale-eval/$bench}
 out=${3:-docs/results/levers}
+# The second row combines the three levers that cut cost: no jurors, short bids, a repeat stop.
 common=(
-  sale+mechanism=paper sale+self_check_fallback=0
+  sale+mechanism=paper sale+weights=nojury+bid_max_tokens=128+repeat_stop=2
+  sale+self_check_fallback=0
 )
 tail=(
   sale+weights=handset sale+weights=handset+jury_debias=standardize+jury_degenerate=abstain
