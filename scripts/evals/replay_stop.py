@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,19 +28,23 @@ from typing import Annotated, Any
 import typer
 from sqlmodel import col, select
 
+from broker.settings import Settings
 from models.db import session_scope
 from models.schemas import TaskSpec
-from models.tables import Bid, Execution, ExecutionStep, Job
-from scripts.evals.harness import shown_path
+from models.tables import Bid, Execution, ExecutionStep, Job, JuryCall
+from scripts.evals.harness import fit_from_train, shown_path
 from scripts.evals.methods import cheapest_first, pick_cascade, pick_oracle, replay
 from scripts.evals.runner import env_settings, is_live, reads_memory, segment_name, variant_env
 from scripts.evals.store import RunStore
+from workers.auction import Candidate, bid_value, cost_term, ranking
+from workers.bidding import ok_bids
 from workers.execution import EXECUTORS
 from workers.llm import LLMCall, LLMResult, Message
 from workers.pool import Agent, Pool, load_pool
 from workers.prompts import PromptStyle
 from workers.selfcheck import has_visible_checks, self_check
 from workers.verdict import judge_answer
+from workers.weights import Weights, load_weights
 
 #: The per-call output cap of the runs (settings ``execute_max_tokens``, its default).
 EXECUTE_MAX_TOKENS = 768
@@ -77,6 +82,7 @@ class Recorded:
     job_id: str
     task_id: str
     attempt: int
+    bid_id: int
     agent: str
     spec: TaskSpec
     plan: str
@@ -146,6 +152,7 @@ def recorded_executions(db: Path, wanted: dict[str, dict[str, Any]]) -> Iterator
                 job_id=job.id,
                 task_id=str(wanted[job.id]["task_id"]),
                 attempt=execution.attempt,
+                bid_id=execution.bid_id,
                 agent=execution.agent,
                 spec=TaskSpec.model_validate(job.spec),
                 # The plan it executed: a generic-plan run's would be DIRECT_PLAN, not replayed.
@@ -171,25 +178,135 @@ def recorded_runs(work_dir: Path, split: str = "test") -> Iterator[Recorded]:
             yield from (rec for rec in recorded_executions(db, wanted) if rec.attempt == 0)
 
 
+@dataclass
+class Auction:
+    """A memoryless SALE job as recorded: its first-round bids, what its jury cost, and the
+    execution of every bid that executed (by bid id)."""
+
+    job_id: str
+    kind: str
+    bids: list[Bid]
+    jury_cost_usd: float
+    jury_tokens: int
+    executions: dict[int, Recorded]
+
+
+def recorded_auctions(db: Path, wanted: dict[str, dict[str, Any]]) -> dict[str, Auction]:
+    """The auctions of the jobs of ``wanted`` (job id -> run record) stored in ``db``."""
+    auctions: dict[str, Auction] = {}
+    with session_scope(f"sqlite:///{db}") as s:
+        for job_id in wanted:
+            job = s.get(Job, job_id)
+            if job is None:
+                continue
+            calls = s.exec(select(JuryCall).where(JuryCall.job_id == job_id)).all()
+            auctions[job_id] = Auction(
+                job_id=job_id,
+                kind=job.kind,
+                bids=ok_bids(s, job_id, "first"),
+                jury_cost_usd=sum(c.cost_usd for c in calls),
+                jury_tokens=sum(c.tokens_in + c.tokens_out for c in calls),
+                executions={},
+            )
+    for rec in recorded_executions(db, wanted):
+        auctions[rec.job_id].executions[rec.bid_id] = rec
+    return auctions
+
+
+def ranked_bids(auction: Auction, pool: Pool, weights: Weights | None) -> list[Bid]:
+    """The bids best first: by their recorded scores, or re-scored with ``weights`` and no
+    jury (entropy and plan cost alone, as a jury-less fit scores them: no juror is called)."""
+    scores: dict[int, float] = {}
+    use_entropy = all(b.entropy is not None for b in auction.bids)
+    for b in auction.bids:
+        assert b.id is not None
+        if weights is None:
+            scores[b.id] = float(b.score if b.score is not None else float("inf"))
+            continue
+        w = weights.for_kind(auction.kind, pool.names)
+        cost = cost_term(w.w_c, pool.get(b.agent).output_price, b.tokens_out)
+        scores[b.id] = cost - bid_value(b.entropy, w.w_h, None, use_entropy)
+    by_id = {b.id: b for b in auction.bids}
+    order = ranking(
+        [Candidate(i, by_id[i].agent, pool.get(by_id[i].agent).output_price, sc)
+         for i, sc in scores.items()]
+    )  # fmt: skip
+    return [by_id[c.bid_id] for c in order]
+
+
 def replay_job(
-    attempts: Sequence[Recorded], pool: Pool, stop: int, fallbacks: int
+    ranked: Sequence[Bid],
+    executions: dict[int, Recorded],
+    pool: Pool,
+    stop: int,
+    fallbacks: int,
+    escalation: str = "up",
 ) -> dict[str, Any]:
-    """A SALE job's executions replayed under the stop, following the recorded fallbacks as
-    long as the self-check says what it said then. A check that now passes (or has nothing to
-    check) ends the job there. A check that now fails where it passed then would have handed
-    the job on to a bid that never executed: the outcome is ``unknown``."""
+    """A SALE job's executions replayed under the stop: the best bid of ``ranked`` first,
+    then, while its self-check fails and fallbacks are left, the next one as the job picks it
+    (``escalation`` "ranking": the next-best bid of an agent that has not executed; "up": of
+    an agent pricier than every one that has). ``executions``: the recorded execution of each
+    bid that executed. A turn that reaches a bid that never executed makes the outcome
+    ``unknown``."""
     cost = tokens = cut = 0.0
     done: list[dict[str, Any]] = []  # each replayed execution (for the fidelity count)
-    for k, rec in enumerate(attempts):
+    executed: list[str] = []
+    for _ in range(fallbacks + 1):
+        floor = max((pool.get(a).output_price for a in executed), default=-1.0)
+        left = [
+            b for b in ranked
+            if b.agent not in executed
+            and (escalation == "ranking" or pool.get(b.agent).output_price > floor)
+        ]  # fmt: skip
+        if not left:
+            break
+        rec = executions.get(left[0].id or -1)
+        if rec is None:
+            return {"unknown": True, "cut": int(cut), "executions": done}
         out = replay_outcome(rec, pool.get(rec.agent), stop)
         done.append(out)
+        executed.append(rec.agent)
         cost, tokens, cut = cost + out["cost_usd"], tokens + out["tokens"], cut + out["cut"]
-        if out["self_check"] is False and rec.self_check is not False and k < fallbacks:
-            return {"unknown": True, "cut": int(cut), "executions": done}
-        if out["self_check"] is not False or k == len(attempts) - 1:
-            total = {"cost_usd": cost, "tokens": tokens, "cut": int(cut), "unknown": False}
-            return {**out, **total, "executions": done}
-    return {"unknown": True, "cut": int(cut), "executions": done}  # nothing executed
+        if out["self_check"] is not False:
+            break
+    if not done:
+        return {"unknown": True, "cut": 0, "executions": done}
+    total = {"cost_usd": cost, "tokens": tokens, "cut": int(cut), "unknown": False}
+    return {**done[-1], **total, "executions": done}
+
+
+def replay_sale(
+    auctions: dict[str, Auction],
+    records: dict[str, dict[str, Any]],
+    pool: Pool,
+    stop: int,
+    settings: Settings,
+    weights: Weights | None,
+    executions: list[dict[str, Any]],
+) -> dict[str, dict[str, Any]]:
+    """Per task, the replayed outcome of each recorded auction (``records``: its run record by
+    job id) under ``stop``, ranked by the recorded scores or re-scored with jury-less
+    ``weights`` (whose auction then costs its recorded bids alone: no juror is called). Every
+    replayed execution is appended to ``executions``."""
+    by_task = {}
+    for job_id, auction in auctions.items():
+        ranked = ranked_bids(auction, pool, weights)
+        out = replay_job(
+            ranked,
+            auction.executions,
+            pool,
+            stop,
+            settings.self_check_fallback,
+            settings.self_check_escalation,
+        )
+        executions.extend(out.pop("executions"))
+        before = records[job_id]
+        if not out["unknown"]:
+            jury = weights is not None
+            out["cost_usd"] += before["auction_cost_usd"] - jury * auction.jury_cost_usd
+            out["tokens"] += before["auction_tokens"] - jury * auction.jury_tokens
+        by_task[str(before["task_id"])] = out
+    return by_task
 
 
 def row(method: str, recs: Sequence[dict[str, Any]], base: float) -> dict[str, Any]:
@@ -203,6 +320,7 @@ def row(method: str, recs: Sequence[dict[str, Any]], base: float) -> dict[str, A
         "cost_ratio": cost / base if base else None,
         "cut": sum(int(r.get("cut") or 0) for r in recs),
         "unknown": sum(bool(r.get("unknown")) for r in recs),
+        "known_passed": sum(bool(r.get("passed")) for r in recs if not r.get("unknown")),
     }
 
 
@@ -236,20 +354,24 @@ def markdown(doc: dict[str, Any]) -> str:
         f"Command: `{doc['command']}`  ",
         f"Runs: {doc['work_dir']}. Fidelity: {doc['faithful']} of {doc['uncut']} replayed "
         "executions the stop did not cut ended with the recorded answer. SALE rows: methods "
-        "without memory only (each job stands alone, so its replay is exact); unknown: jobs "
-        "whose replayed self-check failed where the recorded one passed, so a fallback that "
-        "never ran would have followed (counted as failures).",
+        "without memory only (each job stands alone, so its replay is exact). A "
+        "`+weights=nojury` row re-scores the same bids with a jury-less fit of the train split "
+        "and drops the jury's cost; its 'recorded' columns are its replay without a stop. "
+        "Unknown: jobs whose replay reaches a bid that never executed (a fallback the stop "
+        "makes necessary, or another award); each counts as a failure that costs nothing, so "
+        "a row with unknowns bounds pass@1 and cost from below.",
         "",
         "| method | tasks | pass@1 recorded | pass@1 with stop | US$ recorded | US$ with stop | "
-        "× largest recorded | × largest with stop | executions cut | unknown |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "× largest recorded | × largest with stop | executions cut | unknown | "
+        "passed of the known (with stop) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for before, after in zip(doc["recorded"], doc["stopped"], strict=True):
         lines.append(
             f"| {before['method']} | {before['n_tasks']} | {before['pass_at_1']:.3f} | "
             f"{after['pass_at_1']:.3f} | {before['cost_usd']:.5f} | {after['cost_usd']:.5f} | "
             f"{before['cost_ratio']:.2f} | {after['cost_ratio']:.2f} | {after['cut']} | "
-            f"{after['unknown']} |"
+            f"{after['unknown']} | {after['known_passed']}/{after['n_tasks'] - after['unknown']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -278,8 +400,17 @@ def main(
         Path, typer.Option(help="a `sale eval` work directory with single-agent runs")
     ],
     stop: Annotated[
-        int, typer.Option(min=1, help="replies in a row that only repeat an action")
+        int, typer.Option(min=0, help="replies in a row that only repeat an action (0: none)")
     ] = 2,
+    no_jury: Annotated[
+        bool,
+        typer.Option(
+            "--no-jury",
+            help="also re-score the memoryless SALE auctions with a jury-less fit of the train "
+            "split (row <method>+weights=nojury; its 'recorded' columns are its replay without "
+            "a stop)",
+        ),
+    ] = False,
     pool_file: Annotated[Path, typer.Option("--pool")] = Path("examples/pools/local.toml"),
     out: Annotated[Path, typer.Option(help="where the JSON and Markdown go")] = Path(
         "docs/results/levers"
@@ -301,27 +432,33 @@ def main(
         executions.append(after)
     sale_before: dict[str, dict[str, dict[str, Any]]] = {}
     sale_after: dict[str, dict[str, dict[str, Any]]] = {}
+    nojury = None
+    if no_jury:
+        nojury_file = Path(tempfile.mkdtemp()) / "weights-nojury.json"
+        fitted, why = fit_from_train(store, pool, nojury_file, work_dir.name, jury=False)
+        typer.echo(why)
+        nojury = load_weights(fitted) if fitted else None
     for method, records, db in sale_jobs(work_dir, store):
-        fallbacks = env_settings(variant_env(method)).self_check_fallback
-        attempts: dict[str, list[Recorded]] = {}
-        for rec in recorded_executions(db, records) if db.exists() else ():
-            attempts.setdefault(rec.job_id, []).append(rec)
-        for job_id, chain in attempts.items():
-            before = records[job_id]
-            after = replay_job(chain, pool, stop, fallbacks)
-            executions += after.pop("executions")
-            auction = {"cost_usd": before["auction_cost_usd"], "tokens": before["auction_tokens"]}
-            if not after["unknown"]:
-                after["cost_usd"] += auction["cost_usd"]
-                after["tokens"] += auction["tokens"]
-            sale_before.setdefault(method, {})[before["task_id"]] = before
-            sale_after.setdefault(method, {})[before["task_id"]] = after
+        settings = env_settings(variant_env(method))
+        auctions = recorded_auctions(db, records) if db.exists() else {}
+
+        sale_before[method] = {str(r["task_id"]): r for r in records.values()}
+        sale_after[method] = replay_sale(auctions, records, pool, stop, settings, None, executions)
+        if nojury is not None:
+            variant = f"{method}+weights=nojury"
+            sale_before[variant] = replay_sale(
+                auctions, records, pool, 0, settings, nojury, executions
+            )
+            sale_after[variant] = replay_sale(
+                auctions, records, pool, stop, settings, nojury, executions
+            )
     uncut = [o for o in executions if not o["cut"]]
     shown = shown_path(work_dir)
     bench = str(next(iter(store.select(split="test")), {}).get("bench", work_dir.name))
     doc = {
         "bench": bench,
-        "command": f"python -m scripts.evals.replay_stop --work-dir {shown} --stop {stop}",
+        "command": f"python -m scripts.evals.replay_stop --work-dir {shown} --stop {stop}"
+        + (" --no-jury" if no_jury else ""),
         "work_dir": shown,
         "stop": stop,
         "uncut": len(uncut),

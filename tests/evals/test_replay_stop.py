@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from models.schemas import TaskSpec
-from models.tables import ExecutionStep
+from models.tables import Bid, ExecutionStep
 from scripts.evals.replay_stop import (
     Recorded,
     ReplayExhausted,
@@ -42,7 +42,7 @@ def reply(text: str, cost: float = 1e-6) -> ExecutionStep:
 
 def recorded(texts: list[str], answer: str | None, check: bool | None = None) -> Recorded:
     return Recorded(
-        job_id="j", task_id="t", attempt=0, agent="a", spec=SPEC, plan="plan",
+        job_id="j", task_id="t", attempt=0, bid_id=1, agent="a", spec=SPEC, plan="plan",
         answer=answer, self_check=check, replies=[reply(t) for t in texts],
     )  # fmt: skip
 
@@ -78,24 +78,56 @@ def test_a_stop_cuts_the_recorded_loop_and_the_kept_candidate_is_judged() -> Non
     assert replay_outcome(recorded(texts, ADD), AGENT, stop=3)["faithful"] is False
 
 
-def test_a_sale_job_follows_its_recorded_fallbacks_only_while_the_check_agrees() -> None:
-    pool = Pool(path="pool.toml", agents=(AGENT,))
-    tested = f"```python\n{ADD}\n```\nAction: run_tests"
-    wrong = f"Final Answer:\n```python\n{WRONG}\n```"
-    right = f"Final Answer:\n```python\n{ADD}\n```"
-    # attempt 0 failed its check then and now; attempt 1 passed: the recorded chain holds
-    chain = [recorded([wrong], WRONG, check=False), recorded([right], ADD, check=True)]
-    out: dict[str, Any] = replay_job(chain, pool, stop=1, fallbacks=2)
-    assert not out["unknown"] and out["passed"] and out["cost_usd"] == pytest.approx(2e-6)
-    assert len(out["executions"]) == 2
-    # the stop turns attempt 0 into a pass: the job ends there, without the fallback's cost
-    looped = [tested, tested, wrong]
-    chain = [recorded(looped, WRONG, check=False), recorded([right], ADD, check=True)]
-    out = replay_job(chain, pool, stop=1, fallbacks=2)
-    assert out["passed"] and out["cut"] == 1 and out["cost_usd"] == pytest.approx(2e-6)
-    # a check that now fails where it passed then: the fallback never ran, so unknown ...
-    out = replay_job([recorded([wrong], WRONG, check=True)], pool, stop=1, fallbacks=2)
+SMALL = Agent(name="s", model="fake/s", input_price=0.1, output_price=0.2, queue="sale.agent.s")
+BIG = Agent(name="b", model="fake/b", input_price=9.0, output_price=9.0, queue="sale.agent.b")
+POOL = Pool(path="pool.toml", agents=(SMALL, AGENT, BIG))
+RIGHT = f"Final Answer:\n```python\n{ADD}\n```"
+WRONG_FINAL = f"Final Answer:\n```python\n{WRONG}\n```"
+TESTED = f"```python\n{ADD}\n```\nAction: run_tests"
+
+
+def bid(bid_id: int, agent: str) -> Bid:
+    return Bid(id=bid_id, job_id="j", agent=agent, round="first", status="ok")
+
+
+def executed(bid_id: int, agent: str, texts: list[str], answer: str) -> Recorded:
+    rec = recorded(texts, answer)
+    rec.bid_id, rec.agent = bid_id, agent
+    return rec
+
+
+def test_a_sale_job_falls_back_as_the_job_would_and_says_when_it_cannot_know() -> None:
+    ranked = [bid(1, "a"), bid(2, "s"), bid(3, "b")]  # best first
+    runs = {1: executed(1, "a", [WRONG_FINAL], WRONG), 3: executed(3, "b", [RIGHT], ADD)}
+    # "up": after a's failed check, only a pricier agent's bid: b's, which executed
+    out: dict[str, Any] = replay_job(ranked, runs, POOL, stop=1, fallbacks=2, escalation="up")
+    assert not out["unknown"] and out["passed"] and out["agent"] == "b"
+    assert out["cost_usd"] == pytest.approx(2e-6) and len(out["executions"]) == 2
+    # "ranking": the next-best bid is s's, which never executed: unknown
+    out = replay_job(ranked, runs, POOL, stop=1, fallbacks=2, escalation="ranking")
     assert out["unknown"] and "passed" not in out
-    # ... unless no fallback was left to run
-    out = replay_job([recorded([wrong], WRONG, check=True)], pool, stop=1, fallbacks=0)
-    assert not out["unknown"] and not out["passed"]
+    # no fallback left: a's failed answer stands
+    out = replay_job(ranked, runs, POOL, stop=1, fallbacks=0)
+    assert not out["unknown"] and not out["passed"] and out["agent"] == "a"
+    # the stop turns a's looping run into a pass: the job ends there, without b's cost
+    runs[1] = executed(1, "a", [TESTED, TESTED, WRONG_FINAL], WRONG)
+    out = replay_job(ranked, runs, POOL, stop=1, fallbacks=2)
+    assert out["passed"] and out["agent"] == "a" and out["cut"] == 1
+    assert out["cost_usd"] == pytest.approx(2e-6)
+    # the best bid never executed (as when other weights rank the bids): unknown
+    assert replay_job([bid(2, "s"), *ranked], runs, POOL, stop=1, fallbacks=2)["unknown"]
+
+
+def test_bids_rank_by_their_recorded_scores_or_rescored_without_the_jury() -> None:
+    from scripts.evals.replay_stop import Auction, ranked_bids
+    from workers.weights import Weights
+
+    small, big = bid(1, "s"), bid(2, "b")
+    small.score, small.entropy, small.tokens_out = -0.5, 0.2, 100
+    big.score, big.entropy, big.tokens_out = -0.9, 0.6, 100  # the jury favoured the big one
+    auction = Auction("j", "coding", [small, big], 0.01, 50, executions={})
+    assert [b.agent for b in ranked_bids(auction, POOL, None)] == ["b", "s"]
+    # without jurors: V = w_h · H, C = w_c · price · tokens; the big agent's price now outweighs
+    weights = Weights(version="t", w_c=0.001, w_h=1.0, jurors={"s": 0.0, "a": 0.0, "b": 0.0})
+    # s: 0.001 * 0.2 * 100 - 0.2 = -0.18; b: 0.001 * 9 * 100 - 0.6 = 0.3
+    assert [b.agent for b in ranked_bids(auction, POOL, weights)] == ["s", "b"]
