@@ -23,6 +23,7 @@ from scripts.evals.methods import (
     TrainingSet,
     pick_cascade,
     pick_oracle,
+    pick_oracle_small,
     pick_random,
     replay,
 )
@@ -106,6 +107,8 @@ def replay_records(
                     pick = pick_random(pool.names, rng)
                 elif method == "oracle":
                     pick = pick_oracle(outcomes, prices)
+                elif method == "oracle-small":
+                    pick = pick_oracle_small(outcomes, prices, pool.largest.name)
                 elif method == "cascade":
                     pick = pick_cascade(outcomes, prices)
                 elif method in routers:

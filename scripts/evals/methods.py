@@ -1,7 +1,7 @@
 """The methods that only pick an agent, computed from recorded single-agent outcomes (replay).
 
 Each agent alone runs every task live through the queue (``single:<agent>``). A method that only
-*chooses* an agent — random, the description-only routers, the oracle — then replays the
+*chooses* an agent — random, the description-only routers, the oracles — then replays the
 recorded outcome of the agent it chose, which is exact when decoding is deterministic
 (temperature 0, as in the pool files) and is reported as replay. The cascade replays too: it
 runs agents cheapest first, exactly as the single-agent runs did, and stops at the first whose
@@ -55,6 +55,19 @@ def pick_oracle(outcomes: Mapping[str, Outcome], prices: Mapping[str, float]) ->
         if outcomes.get(agent, {}).get("passed"):
             return Pick(agent, (agent,))
     return Pick(order[0], (order[0],))
+
+
+def pick_oracle_small(
+    outcomes: Mapping[str, Outcome], prices: Mapping[str, float], largest: str
+) -> Pick:
+    """The oracle without foresight of the largest agent: the cheapest other agent that passed
+    alone, else the largest (which may fail). It reaches the largest agent's pass@1 or more at
+    the lowest cost any router can that does not know in advance when the largest will fail:
+    the floor under every method that keeps the largest agent for what the others miss."""
+    for agent in cheapest_first(prices):
+        if agent != largest and outcomes.get(agent, {}).get("passed"):
+            return Pick(agent, (agent,))
+    return Pick(largest, (largest,))
 
 
 def pick_cascade(outcomes: Mapping[str, Outcome], prices: Mapping[str, float]) -> Pick:

@@ -39,7 +39,7 @@ from scripts.evals.benchmarks import BenchTask, load_benchmark
 from scripts.evals.store import RunStore
 from workers.pool import Pool
 
-REPLAY_METHODS = ("random", "knn", "classifier", "cascade", "oracle")
+REPLAY_METHODS = ("random", "knn", "classifier", "cascade", "oracle", "oracle-small")
 LIVE_METHODS = ("sale-nomem", "sale")
 
 

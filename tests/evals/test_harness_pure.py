@@ -16,10 +16,12 @@ from scripts.evals import metrics, report
 from scripts.evals.methods import (
     ClassifierRouter,
     KnnRouter,
+    Pick,
     TrainingSet,
     cost_aware_choice,
     pick_cascade,
     pick_oracle,
+    pick_oracle_small,
     pick_random,
     replay,
 )
@@ -49,6 +51,21 @@ def test_oracle_takes_the_cheapest_agent_that_passed() -> None:
     assert pick_oracle(outs, PRICES).agent == "medium"
     none = {a: outcome(a, False, False) for a in PRICES}
     assert pick_oracle(none, PRICES).agent == "small"
+
+
+def test_the_small_oracle_keeps_the_largest_agent_for_what_the_others_miss() -> None:
+    outs = {
+        "small": outcome("small", False, False),
+        "medium": outcome("medium", True, True),
+        "large": outcome("large", True, True),
+    }
+    assert pick_oracle_small(outs, PRICES, "large") == Pick("medium", ("medium",))
+    # nobody passes: the oracle gives the task to the cheapest agent, this one to the largest
+    none = {a: outcome(a, False, False) for a in PRICES}
+    assert pick_oracle_small(none, PRICES, "large").agent == "large"
+    assert pick_oracle(none, PRICES).agent == "small"
+    only_large = {**none, "large": outcome("large", True, True)}
+    assert pick_oracle_small(only_large, PRICES, "large").agent == "large"
 
 
 def test_cascade_escalates_on_failed_self_check_and_pays_for_every_try() -> None:
