@@ -1,5 +1,5 @@
-"""What a repeat stop (``SALE_REPEAT_STOP``) does to the recorded single-agent runs, without a
-model call.
+"""What a repeat stop (``SALE_REPEAT_STOP``) and an auction without jurors would have done to
+the recorded runs of a ``sale eval`` work directory, without a model call.
 
 At temperature 0 an execution is the same, reply for reply, up to the point where a stop would
 cut it. Feeding an execution's recorded replies back through the agent loop with the stop on
@@ -8,11 +8,14 @@ candidate answer it would have kept, and that answer is judged by the job's own 
 hidden tests, the reference answer) and self-check. A replayed trace the stop does not cut must
 end with the recorded answer: the script counts those as its fidelity check.
 
-From the replayed single-agent outcomes it derives the methods that only pick agents (the
-oracle, the cascade) the way ``sale eval`` does, so the stop's effect on the baselines and on
-the cost goals can be read before a live lever row is run. SALE's own rows must run live.
+Replayed: every single-agent run; the methods that only pick agents, derived from those as
+``sale eval`` derives them (the oracles, the cascade); and the SALE methods that read no memory
+(each job stands alone), their fallbacks re-decided as the job decides them. With ``--no-jury``
+their recorded bids are also re-scored with a jury-less fit of the train split. A job whose
+replay reaches a bid that never executed is unknown. SALE with memory cannot be replayed: a
+changed job changes the next auctions, so its rows must run live.
 
-    python -m scripts.evals.replay_stop --work-dir ~/sale-eval/humaneval --stop 2
+    python -m scripts.evals.replay_stop --work-dir ~/sale-eval/humaneval --stop 2 --no-jury
 """
 
 from __future__ import annotations
@@ -52,8 +55,8 @@ from workers.selfcheck import has_visible_checks, self_check
 from workers.verdict import judge_answer
 from workers.weights import Weights, load_weights
 
-#: The per-call output cap of the runs (settings ``execute_max_tokens``, its default).
-EXECUTE_MAX_TOKENS = 768
+#: The per-call output cap of the recorded runs (the default of ``execute_max_tokens``).
+EXECUTE_MAX_TOKENS: int = Settings.model_fields["execute_max_tokens"].default
 
 
 class ReplayExhausted(RuntimeError):
@@ -161,8 +164,7 @@ def recorded_executions(db: Path, wanted: dict[str, dict[str, Any]]) -> Iterator
                 bid_id=execution.bid_id,
                 agent=execution.agent,
                 spec=TaskSpec.model_validate(job.spec),
-                # The plan it executed: a generic-plan run's would be DIRECT_PLAN, not replayed.
-                plan=bid.plan or "",
+                plan=bid.plan or "",  # only the prompts read it: the replies are recorded
                 answer=execution.answer,
                 self_check=None
                 if execution.self_check is None
