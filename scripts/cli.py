@@ -639,7 +639,18 @@ def models_install(pool: PoolOpt = None) -> None:
 
 
 @models_app.command("up")
-def models_up(pool: PoolOpt = None) -> None:
+def models_up(
+    pool: PoolOpt = None,
+    parallel: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=8,
+            help="slots per server: requests it serves at once, each with its own prompt cache "
+            "(a server already running keeps its slots: `sale models down` first)",
+        ),
+    ] = 1,
+) -> None:
     """Start a server for each local model of the pool (one thread each)."""
     from scripts import local_models, model_server
 
@@ -652,6 +663,7 @@ def models_up(pool: PoolOpt = None) -> None:
                 port,
                 run_dir=settings.state_dir,
                 cache_dir=settings.effective_model_cache_dir,
+                n_parallel=parallel,
             )
             err.print(f"{alias}: pid {rec.pid} on port {rec.port}")
     except (local_models.ModelAssemblyError, model_server.ModelServerError) as exc:

@@ -420,3 +420,27 @@ def test_real_smollm2_serves_top_logprobs(served_smollm2: tuple[int, Path]) -> N
     tokens = reply["choices"][0]["logprobs"]["content"]
     assert tokens and all(len(token["top_logprobs"]) == 5 for token in tokens)
     assert all(token["logprob"] <= 0.0 for token in tokens)
+
+
+def test_models_up_starts_every_local_model_with_the_slots_asked_for(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from scripts.cli import app
+
+    launched: dict[str, int] = {}
+
+    def launch(alias: str, port: int, **kwargs: Any) -> Any:
+        launched[alias] = kwargs["n_parallel"]
+        return ms.ServerRecord(alias, 1, port, "m", "t", "l", 1)
+
+    monkeypatch.setattr(ms, "launch", launch)
+    monkeypatch.setattr(lm, "assemble", lambda model, cache_dir: tmp_path / "model.gguf")
+    monkeypatch.setenv("SALE_STATE_DIR", str(tmp_path))
+    pool = str(ROOT / "examples" / "pools" / "local.toml")
+    res = CliRunner().invoke(app, ["models", "up", "--pool", pool, "--parallel", "2"])
+    assert res.exit_code == 0, res.output
+    assert launched == {"smollm2-135m": 2, "qwen2.5-coder-0.5b": 2, "qwen2.5-coder-1.5b": 2}
+    res = CliRunner().invoke(app, ["models", "up", "--pool", pool, "--parallel", "0"])
+    assert res.exit_code == 2 and "--parallel" in res.output  # at least one slot
