@@ -80,6 +80,13 @@ class Settings(BaseSettings):
         default=None, description="Scoring weights JSON; default the packaged default weights."
     )
     model_cache_dir: Path | None = None
+    model_slots: int = Field(
+        default=1,
+        ge=1,
+        le=8,
+        description="Slots per local model server the embedded runtime or `sale models up` "
+        "starts: requests it serves at once, each slot keeping its own prompt cache.",
+    )
 
     # --- the auction (SPEC §3) ------------------------------------------------------------
     mechanism: Literal["paper", "custom"] = Field(

@@ -642,14 +642,15 @@ def models_install(pool: PoolOpt = None) -> None:
 def models_up(
     pool: PoolOpt = None,
     parallel: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=1,
             max=8,
             help="slots per server: requests it serves at once, each with its own prompt cache "
-            "(a server already running keeps its slots: `sale models down` first)",
+            "(default: SALE_MODEL_SLOTS, 1; a server already running keeps its slots: `sale "
+            "models down` first)",
         ),
-    ] = 1,
+    ] = None,
 ) -> None:
     """Start a server for each local model of the pool (one thread each)."""
     from scripts import local_models, model_server
@@ -663,7 +664,7 @@ def models_up(
                 port,
                 run_dir=settings.state_dir,
                 cache_dir=settings.effective_model_cache_dir,
-                n_parallel=parallel,
+                n_parallel=parallel or settings.model_slots,
             )
             err.print(f"{alias}: pid {rec.pid} on port {rec.port}")
     except (local_models.ModelAssemblyError, model_server.ModelServerError) as exc:

@@ -246,6 +246,7 @@ class EmbeddedStack:
                     port,
                     run_dir=run_dir,
                     cache_dir=self.settings.effective_model_cache_dir,
+                    n_parallel=self.settings.model_slots,
                 )
             except model_server.PortInUse as exc:
                 if exc.served != agent.local_model:

@@ -444,3 +444,27 @@ def test_models_up_starts_every_local_model_with_the_slots_asked_for(
     assert launched == {"smollm2-135m": 2, "qwen2.5-coder-0.5b": 2, "qwen2.5-coder-1.5b": 2}
     res = CliRunner().invoke(app, ["models", "up", "--pool", pool, "--parallel", "0"])
     assert res.exit_code == 2 and "--parallel" in res.output  # at least one slot
+
+
+def test_the_embedded_runtime_starts_its_servers_with_the_configured_slots(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from broker.settings import Settings
+    from scripts.runtime import EmbeddedStack
+    from workers.pool import load_pool
+
+    launched: dict[str, int] = {}
+
+    def launch(alias: str, port: int, **kwargs: Any) -> Any:
+        launched[alias] = kwargs["n_parallel"]
+        return ms.ServerRecord(alias, len(launched), port, "m", "t", "l", 1)
+
+    monkeypatch.setattr(ms, "launch", launch)
+    monkeypatch.setattr(ms, "healthy_record", lambda *a: None)
+    monkeypatch.setattr(lm, "assemble", lambda model, cache_dir: tmp_path / "model.gguf")
+    pool = load_pool(ROOT / "examples" / "pools" / "local.toml")
+    settings = Settings(_env_file=None, state_dir=tmp_path, model_slots=2)
+    stack = EmbeddedStack(settings, pool)
+    stack._start_models()
+    assert launched == {"smollm2-135m": 2, "qwen2.5-coder-0.5b": 2, "qwen2.5-coder-1.5b": 2}
+    assert stack.started_models == [1, 2, 3]
