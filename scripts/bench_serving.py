@@ -9,7 +9,7 @@ re-reading prompts and how much of each prompt the cache saved: the figures to b
 task-first prompts or more slots. Results go to docs/benchmarks/serving.json.
 
     python -m scripts.bench_serving                        # every local model of the pool
-    python -m scripts.bench_serving --since "2026-11-27 07:05"
+    python -m scripts.bench_serving --since "2026-11-27 07:05" --until "2026-11-27 07:58"
 """
 
 from __future__ import annotations
@@ -118,6 +118,10 @@ def main(
         str | None,
         typer.Option(help="every server run started at or after this time (YYYY-MM-DD HH:MM)"),
     ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(help="with --since: only the runs started before this time"),
+    ] = None,
     out: Annotated[Path, typer.Option(help="where the JSON goes")] = Path(
         "docs/benchmarks/serving.json"
     ),
@@ -135,7 +139,11 @@ def main(
     results = {}
     for path in logs:
         runs = server_runs(path.read_text(encoding="utf-8", errors="replace").splitlines())
-        chosen = [r for r in runs if since is None or r[0] >= since] if since else runs[-1:]
+        chosen = (
+            [r for r in runs if r[0] >= since and (until is None or r[0] < until)]
+            if since
+            else runs[-1:]
+        )
         fig = figures(chosen)
         results[path.stem] = fig.summary()
         typer.echo(
@@ -147,7 +155,8 @@ def main(
             f"by LRU {fig.slot_by_lru}"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"since": since, "models": results}, indent=1) + "\n")
+    doc = {"since": since, "until": until, "models": results}
+    out.write_text(json.dumps(doc, indent=1) + "\n")
     typer.echo(f"results: {out}")
 
 
