@@ -82,6 +82,7 @@ def markdown(doc: dict[str, Any]) -> str:
             )
     if doc.get("goals"):
         lines += ["", *goals_markdown(doc["goals"])]
+        lines += floor_markdown(doc)
     if doc.get("outcomes"):
         lines += ["", *outcomes_markdown(doc["outcomes"])]
     if doc.get("cost_split"):
@@ -131,6 +132,23 @@ def goals_markdown(goals: list[dict[str, Any]]) -> list[str]:
             f"{'yes' if g['complete'] else 'provisional'} |"
         )
     return lines
+
+
+def floor_markdown(doc: dict[str, Any]) -> list[str]:
+    """The cost floor under the goals: the ``oracle-small`` row against the largest agent's."""
+    rows = {r["method"]: r for r in doc["methods"]}
+    floor, ref = rows.get("oracle-small"), rows.get(f"single:{doc.get('largest_agent')}")
+    if floor is None or ref is None or not ref.get("cost_usd"):
+        return []
+    ratio = float(floor["cost_usd"]) / float(ref["cost_usd"])
+    return [
+        "",
+        f"The floor: `oracle-small`, which knows which tasks each cheaper agent solves alone and "
+        f"gives the largest agent the rest, passes {_fmt(floor['pass_at_1'])} at "
+        f"{ratio:.2f}× the largest agent's cost. No method that cannot tell in advance when the "
+        "largest agent will fail keeps its pass@1 for less, unless its plans make a cheaper "
+        "agent pass where it fails alone.",
+    ]
 
 
 def outcomes_markdown(outcomes: list[dict[str, Any]]) -> list[str]:

@@ -714,3 +714,17 @@ def test_every_lever_row_of_the_lever_script_is_a_valid_sale_variant() -> None:
     for lever in levers:
         variant_env(lever)  # an unknown setting or a bad value raises, naming it
         variant_weights(lever)
+
+
+def test_the_goals_name_the_cost_floor_of_routing() -> None:
+    doc = {
+        "largest_agent": "large",
+        "methods": [
+            {"method": "single:large", "pass_at_1": 0.6, "cost_usd": 2.0},
+            {"method": "oracle-small", "pass_at_1": 0.6, "cost_usd": 1.5},
+        ],
+    }
+    [_, text] = report.floor_markdown(doc)
+    assert "passes 0.600 at 0.75× the largest agent's cost" in text
+    doc["methods"].pop()  # no floor row (e.g. --methods without it): nothing said
+    assert report.floor_markdown(doc) == []
