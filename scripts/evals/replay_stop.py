@@ -43,7 +43,7 @@ from scripts.evals.methods import (
     pick_oracle_small,
     replay,
 )
-from scripts.evals.runner import env_settings, is_live, reads_memory, segment_name, variant_env
+from scripts.evals.runner import env_settings, is_live, reads_memory, stream_name, variant_env
 from scripts.evals.store import RunStore
 from workers.auction import Candidate, bid_value, cost_term, ranking
 from workers.bidding import ok_bids
@@ -98,6 +98,7 @@ class Recorded:
     answer: str | None
     self_check: bool | None  # what the job's self-check said (None: not checked)
     replies: list[ExecutionStep]
+    record: dict[str, Any]  # the job's run record in the work directory's runs.jsonl
 
 
 def replay_outcome(rec: Recorded, agent: Agent, stop: int) -> dict[str, Any]:
@@ -170,13 +171,13 @@ def recorded_executions(db: Path, wanted: dict[str, dict[str, Any]]) -> Iterator
                 if execution.self_check is None
                 else execution.self_check == "passed",
                 replies=[st for st in steps if st.role == "assistant"],
+                record=wanted[job.id],
             )
 
 
-def recorded_runs(work_dir: Path, split: str = "test") -> Iterator[Recorded]:
-    """The execution of every finished single-agent job of ``split`` in ``work_dir`` (and in
-    the work directories its carried-over records came from)."""
-    store = RunStore(work_dir / "runs.jsonl")
+def recorded_runs(work_dir: Path, store: RunStore, split: str = "test") -> Iterator[Recorded]:
+    """The execution of every finished single-agent job of ``split`` in ``work_dir``'s
+    ``store`` (and in the work directories its carried-over records came from)."""
     by_db: dict[Path, dict[str, dict[str, Any]]] = {}
     for r in store.select(split=split):
         if str(r["method"]).startswith("single:") and r.get("status") == "done":
@@ -386,10 +387,12 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def sale_jobs(work_dir: Path, store: RunStore) -> Iterator[tuple[str, dict[str, Any], Path]]:
+def sale_jobs(
+    work_dir: Path, store: RunStore
+) -> Iterator[tuple[str, Settings, dict[str, Any], Path]]:
     """The test split's SALE methods whose replay is exact (they read no memory, run the
-    bid's own plan and no repeat stop of their own): (method, its records by job id, its
-    database)."""
+    bid's own plan and no repeat stop of their own): (method, its workers' settings, its
+    records of order 0 by job id, their database)."""
     methods = sorted({str(r["method"]) for r in store.select(split="test")})
     for method in methods:
         if not is_live(method):
@@ -402,7 +405,7 @@ def sale_jobs(work_dir: Path, store: RunStore) -> Iterator[tuple[str, dict[str, 
             for r in store.select(method=method, split="test")
             if int(r["order"]) == 0 and r.get("status") == "done"
         }
-        yield method, records, work_dir / f"{segment_name(method)}-o0.db"
+        yield method, settings, records, work_dir / f"{stream_name(method, 0, len(records))}.db"
 
 
 def main(
@@ -432,11 +435,8 @@ def main(
     stopped: dict[str, dict[str, dict[str, Any]]] = {}
     executions: list[dict[str, Any]] = []
     store = RunStore(work_dir / "runs.jsonl")
-    for rec in recorded_runs(work_dir):
-        before = store.get(f"single:{rec.agent}", 0, "test", rec.task_id)
-        if before is None:
-            continue
-        recorded.setdefault(rec.task_id, {})[rec.agent] = before
+    for rec in recorded_runs(work_dir, store):
+        recorded.setdefault(rec.task_id, {})[rec.agent] = rec.record
         after = replay_outcome(rec, pool.get(rec.agent), stop)
         stopped.setdefault(rec.task_id, {})[rec.agent] = after
         executions.append(after)
@@ -448,10 +448,8 @@ def main(
         fitted, why = fit_from_train(store, pool, nojury_file, work_dir.name, jury=False)
         typer.echo(why)
         nojury = load_weights(fitted) if fitted else None
-    for method, records, db in sale_jobs(work_dir, store):
-        settings = env_settings(variant_env(method))
+    for method, settings, records, db in sale_jobs(work_dir, store):
         auctions = recorded_auctions(db, records) if db.exists() else {}
-
         sale_before[method] = {str(r["task_id"]): r for r in records.values()}
         sale_after[method] = replay_sale(auctions, records, pool, stop, settings, None, executions)
         if nojury is not None:

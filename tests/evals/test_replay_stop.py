@@ -43,7 +43,7 @@ def reply(text: str, cost: float = 1e-6) -> ExecutionStep:
 def recorded(texts: list[str], answer: str | None, check: bool | None = None) -> Recorded:
     return Recorded(
         job_id="j", task_id="t", attempt=0, bid_id=1, agent="a", spec=SPEC, plan="plan",
-        answer=answer, self_check=check, replies=[reply(t) for t in texts],
+        answer=answer, self_check=check, replies=[reply(t) for t in texts], record={},
     )  # fmt: skip
 
 
