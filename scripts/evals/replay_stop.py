@@ -48,7 +48,7 @@ from scripts.evals.store import RunStore
 from workers.auction import Candidate, bid_value, cost_term, ranking
 from workers.bidding import ok_bids
 from workers.execution import EXECUTORS
-from workers.llm import LLMCall, LLMResult, Message
+from workers.llm import LLMResult, Message
 from workers.pool import Agent, Pool, load_pool
 from workers.prompts import PromptStyle
 from workers.selfcheck import has_visible_checks, self_check
@@ -63,14 +63,19 @@ class ReplayExhausted(RuntimeError):
     """The loop asked for more replies than were recorded: the replay diverged."""
 
 
-def replay_llm(replies: Sequence[ExecutionStep]) -> LLMCall:
-    """A model function that answers each call with the next recorded reply."""
-    queue = list(replies)
+class ReplayModel:
+    """A model function that answers each call with the next recorded reply; ``used`` holds
+    the replies it gave."""
 
-    def llm(agent: Agent, messages: list[Message], *, stage: str, **_: Any) -> LLMResult:
-        if not queue:
+    def __init__(self, replies: Sequence[ExecutionStep]) -> None:
+        self.left = list(replies)
+        self.used: list[ExecutionStep] = []
+
+    def __call__(self, agent: Agent, messages: list[Message], *, stage: str, **_: Any) -> LLMResult:
+        if not self.left:
             raise ReplayExhausted(f"{agent.name}: no recorded reply left")
-        step = queue.pop(0)
+        step = self.left.pop(0)
+        self.used.append(step)
         return LLMResult(
             text=step.content or "",
             tokens_in=step.tokens_in,
@@ -80,8 +85,6 @@ def replay_llm(replies: Sequence[ExecutionStep]) -> LLMCall:
             latency_s=step.latency_s,
             model=agent.model,
         )
-
-    return llm
 
 
 @dataclass
@@ -105,11 +108,12 @@ def replay_outcome(rec: Recorded, agent: Agent, stop: int) -> dict[str, Any]:
     """The outcome record (as :mod:`scripts.evals.methods` reads it) of ``rec`` under a repeat
     stop of ``stop`` replies; ``cut`` says whether the stop ended it early, ``faithful``
     whether an uncut replay ended with the recorded answer (None when cut)."""
+    model = ReplayModel(rec.replies)
     outcome = EXECUTORS[rec.spec.kind](
         rec.spec,
         rec.plan,
         agent,
-        replay_llm(rec.replies),
+        model,
         min(EXECUTE_MAX_TOKENS, rec.spec.limits.max_tokens),
         style=PromptStyle(repeat_stop=stop),
     )
@@ -119,7 +123,6 @@ def replay_outcome(rec: Recorded, agent: Agent, stop: int) -> dict[str, Any]:
     if has_visible_checks(rec.spec):
         observations = [s.observation or "" for s in outcome.steps]
         check = self_check(rec.spec, outcome.answer, observations=observations).value == "passed"
-    kept = [s for s in outcome.steps if s.role == "assistant"]
     return {
         "task_id": rec.task_id,
         "agent": rec.agent,
@@ -128,7 +131,8 @@ def replay_outcome(rec: Recorded, agent: Agent, stop: int) -> dict[str, Any]:
         "self_check": check,
         "tokens": outcome.tokens_in + outcome.tokens_out,
         "cost_usd": outcome.cost_usd,
-        "wall_s": sum(s.latency_s for s in kept),
+        # the loop times each replayed call itself: the run's wall time is the recorded calls'
+        "wall_s": sum(r.latency_s for r in model.used),
         "stop_reason": outcome.stop_reason,
         "cut": cut,
         "faithful": None if cut else outcome.answer == rec.answer,

@@ -13,8 +13,8 @@ from models.tables import Bid, ExecutionStep
 from scripts.evals.replay_stop import (
     Recorded,
     ReplayExhausted,
+    ReplayModel,
     replay_job,
-    replay_llm,
     replay_outcome,
 )
 from workers.pool import Agent, Pool
@@ -48,7 +48,7 @@ def recorded(texts: list[str], answer: str | None, check: bool | None = None) ->
 
 
 def test_the_replay_model_answers_with_the_recorded_replies_in_order() -> None:
-    llm = replay_llm([reply("one"), reply("two", cost=2e-6)])
+    llm = ReplayModel([reply("one"), reply("two", cost=2e-6)])
     first = llm(AGENT, [], stage="execute", max_tokens=64)
     second = llm(AGENT, [], stage="execute", max_tokens=64)
     assert (first.text, second.text, second.cost_usd, second.model) == (
@@ -74,6 +74,7 @@ def test_a_stop_cuts_the_recorded_loop_and_the_kept_candidate_is_judged() -> Non
     assert cut["cut"] and cut["faithful"] is None and cut["stop_reason"] == "repeated_actions"
     assert cut["passed"] and cut["self_check"] is True  # the candidate it kept: the right code
     assert cut["cost_usd"] == pytest.approx(2e-6) and cut["tokens"] == 220
+    assert cut["wall_s"] == 1.0  # the two recorded calls' latencies, not the replay's timing
     # an uncut replay that does not end with the recorded answer says so
     assert replay_outcome(recorded(texts, ADD), AGENT, stop=3)["faithful"] is False
 
