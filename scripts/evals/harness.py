@@ -17,13 +17,12 @@ from typing import Any
 from broker.settings import Settings
 from scripts.evals import metrics, report
 from scripts.evals.methods import (
+    OUTCOME_METHODS,
     ClassifierRouter,
     KnnRouter,
     Pick,
     TrainingSet,
-    pick_cascade,
-    pick_oracle,
-    pick_oracle_small,
+    pick_from_outcomes,
     pick_random,
     replay,
 )
@@ -105,12 +104,8 @@ def replay_records(
                 pick: Pick
                 if method == "random":
                     pick = pick_random(pool.names, rng)
-                elif method == "oracle":
-                    pick = pick_oracle(outcomes, prices)
-                elif method == "oracle-small":
-                    pick = pick_oracle_small(outcomes, prices, pool.largest.name)
-                elif method == "cascade":
-                    pick = pick_cascade(outcomes, prices)
+                elif method in OUTCOME_METHODS:
+                    pick = pick_from_outcomes(method, outcomes, prices, pool.largest.name)
                 elif method in routers:
                     pick = routers[method].pick(vectors[task.task_id])
                 else:

@@ -81,6 +81,23 @@ def pick_cascade(outcomes: Mapping[str, Outcome], prices: Mapping[str, float]) -
     return Pick(tried[-1], tuple(tried))
 
 
+#: The methods that read nothing but the task's recorded single-agent outcomes.
+OUTCOME_METHODS = ("oracle", "oracle-small", "cascade")
+
+
+def pick_from_outcomes(
+    method: str, outcomes: Mapping[str, Outcome], prices: Mapping[str, float], largest: str
+) -> Pick:
+    """The pick of one of :data:`OUTCOME_METHODS` on a task with these outcomes."""
+    if method == "oracle":
+        return pick_oracle(outcomes, prices)
+    if method == "oracle-small":
+        return pick_oracle_small(outcomes, prices, largest)
+    if method == "cascade":
+        return pick_cascade(outcomes, prices)
+    raise ValueError(f"{method!r} is not one of {', '.join(OUTCOME_METHODS)}")
+
+
 def cost_aware_choice(
     estimates: Mapping[str, float], prices: Mapping[str, float], margin: float = ROUTER_MARGIN
 ) -> str:

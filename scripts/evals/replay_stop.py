@@ -36,13 +36,7 @@ from models.db import session_scope
 from models.schemas import TaskSpec
 from models.tables import Bid, Execution, ExecutionStep, Job, JuryCall
 from scripts.evals.harness import fit_from_train, shown_path
-from scripts.evals.methods import (
-    cheapest_first,
-    pick_cascade,
-    pick_oracle,
-    pick_oracle_small,
-    replay,
-)
+from scripts.evals.methods import OUTCOME_METHODS, cheapest_first, pick_from_outcomes, replay
 from scripts.evals.runner import env_settings, is_live, reads_memory, stream_name, variant_env
 from scripts.evals.store import RunStore
 from workers.auction import Candidate, bid_value, cost_term, ranking
@@ -347,15 +341,13 @@ def summarise(
     prices = {a.name: a.output_price for a in pool.agents}
     tasks = sorted(t for t, runs in outcomes.items() if all(a in runs for a in prices))
     rows: dict[str, list[dict[str, Any]]] = {f"single:{a}": [] for a in cheapest_first(prices)}
-    rows["oracle"], rows["oracle-small"], rows["cascade"] = [], [], []
+    rows.update({m: [] for m in OUTCOME_METHODS})
     largest = pool.largest.name
     for t in tasks:
         for a in prices:
             rows[f"single:{a}"].append(outcomes[t][a])
-        rows["oracle"].append(replay(pick_oracle(outcomes[t], prices), outcomes[t]))
-        small = pick_oracle_small(outcomes[t], prices, largest)
-        rows["oracle-small"].append(replay(small, outcomes[t]))
-        rows["cascade"].append(replay(pick_cascade(outcomes[t], prices), outcomes[t]))
+        for m in OUTCOME_METHODS:
+            rows[m].append(replay(pick_from_outcomes(m, outcomes[t], prices, largest), outcomes[t]))
     for method, by_task in sale.items():
         rows[method] = [by_task[t] for t in tasks if t in by_task]
     base = sum(float(r["cost_usd"]) for r in rows[f"single:{largest}"])

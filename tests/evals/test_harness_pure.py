@@ -728,3 +728,22 @@ def test_the_goals_name_the_cost_floor_of_routing() -> None:
     assert "passes 0.600 at 0.75× the largest agent's cost" in text
     doc["methods"].pop()  # no floor row (e.g. --methods without it): nothing said
     assert report.floor_markdown(doc) == []
+
+
+def test_the_outcome_methods_dispatch_to_their_picks() -> None:
+    from scripts.evals.methods import OUTCOME_METHODS, pick_from_outcomes
+
+    outs = {
+        "small": outcome("small", False, True),
+        "medium": outcome("medium", True, True),
+        "large": outcome("large", True, True),
+    }
+    picks = {m: pick_from_outcomes(m, outs, PRICES, "large") for m in OUTCOME_METHODS}
+    assert picks == {
+        "oracle": pick_oracle(outs, PRICES),
+        "oracle-small": pick_oracle_small(outs, PRICES, "large"),
+        "cascade": pick_cascade(outs, PRICES),
+    }
+    assert picks["cascade"].agent == "small"  # its self-check passed a wrong answer
+    with pytest.raises(ValueError, match="'random' is not one of oracle, oracle-small, cascade"):
+        pick_from_outcomes("random", outs, PRICES, "large")
