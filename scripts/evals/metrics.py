@@ -230,9 +230,9 @@ LIMIT_STOPS = frozenset({"max_tokens", "max_steps", "max_cost_usd", "max_seconds
 
 def cost_split(records_by_method: Mapping[str, Sequence[Record]]) -> list[dict[str, Any]]:
     """Per method (meant for the single-agent runs), where its cost goes: the tasks it passed,
-    the tasks it failed, and the runs a job limit stopped (``LIMIT_STOPS``). A method can only
-    match an agent's pass@1 for less than that agent's passed-task cost by knowing in advance
-    which tasks it fails, so these figures bound what routing can save."""
+    the tasks it failed, and the runs a job limit stopped (``LIMIT_STOPS``). Whoever sends a
+    task to an agent pays its cost there, pass or fail: only knowing beforehand which tasks the
+    agent fails saves its failed-task share."""
     table = []
     for method, records in records_by_method.items():
         total = sum(float(r["cost_usd"]) for r in records)
