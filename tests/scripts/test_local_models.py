@@ -422,21 +422,27 @@ def test_real_smollm2_serves_top_logprobs(served_smollm2: tuple[int, Path]) -> N
     assert all(token["logprob"] <= 0.0 for token in tokens)
 
 
+@pytest.fixture
+def launched(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, int]:
+    """The slots each model server is launched with (nothing really starts); pid = order."""
+    slots: dict[str, int] = {}
+
+    def launch(alias: str, port: int, **kwargs: Any) -> Any:
+        slots[alias] = kwargs["n_parallel"]
+        return ms.ServerRecord(alias, len(slots), port, "m", "t", "l", 1)
+
+    monkeypatch.setattr(ms, "launch", launch)
+    monkeypatch.setattr(lm, "assemble", lambda model, cache_dir: tmp_path / "model.gguf")
+    return slots
+
+
 def test_models_up_starts_every_local_model_with_the_slots_asked_for(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    launched: dict[str, int], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from typer.testing import CliRunner
 
     from scripts.cli import app
 
-    launched: dict[str, int] = {}
-
-    def launch(alias: str, port: int, **kwargs: Any) -> Any:
-        launched[alias] = kwargs["n_parallel"]
-        return ms.ServerRecord(alias, 1, port, "m", "t", "l", 1)
-
-    monkeypatch.setattr(ms, "launch", launch)
-    monkeypatch.setattr(lm, "assemble", lambda model, cache_dir: tmp_path / "model.gguf")
     monkeypatch.setenv("SALE_STATE_DIR", str(tmp_path))
     pool = str(ROOT / "examples" / "pools" / "local.toml")
     res = CliRunner().invoke(app, ["models", "up", "--pool", pool, "--parallel", "2"])
@@ -447,21 +453,13 @@ def test_models_up_starts_every_local_model_with_the_slots_asked_for(
 
 
 def test_the_embedded_runtime_starts_its_servers_with_the_configured_slots(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    launched: dict[str, int], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from broker.settings import Settings
     from scripts.runtime import EmbeddedStack
     from workers.pool import load_pool
 
-    launched: dict[str, int] = {}
-
-    def launch(alias: str, port: int, **kwargs: Any) -> Any:
-        launched[alias] = kwargs["n_parallel"]
-        return ms.ServerRecord(alias, len(launched), port, "m", "t", "l", 1)
-
-    monkeypatch.setattr(ms, "launch", launch)
     monkeypatch.setattr(ms, "healthy_record", lambda *a: None)
-    monkeypatch.setattr(lm, "assemble", lambda model, cache_dir: tmp_path / "model.gguf")
     pool = load_pool(ROOT / "examples" / "pools" / "local.toml")
     settings = Settings(_env_file=None, state_dir=tmp_path, model_slots=2)
     stack = EmbeddedStack(settings, pool)
