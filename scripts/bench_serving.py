@@ -112,7 +112,7 @@ def figures(runs: list[tuple[str, list[str]]]) -> ServingFigures:
 def main(
     logs: Annotated[
         list[Path] | None,
-        typer.Argument(help="server logs; default: every *.log of the state directory's models"),
+        typer.Argument(help="server logs; default: those of the local pool's models"),
     ] = None,
     since: Annotated[
         str | None,
@@ -129,12 +129,16 @@ def main(
     """Sum each model server's prompt and generation work from its log."""
     if not logs:
         from broker.settings import Settings
+        from scripts.model_server import server_log
+        from workers.pool import load_pool
 
-        state = Settings().state_dir
-        logs = sorted(p for p in state.glob("*.log") if p.name != "sale.log")
+        settings = Settings()
+        pool = load_pool(settings.effective_pool_file)
+        names = sorted({a.local_model for a in pool.agents if a.local_model})
+        logs = [p for p in (server_log(settings.state_dir, n) for n in names) if p.exists()]
     if not logs:
         raise typer.BadParameter(
-            "no server logs found; pass their paths, e.g. ~/.local/state/sale/*.log"
+            "no server logs found (start the servers with `sale models up`); or pass their paths"
         )
     results = {}
     for path in logs:

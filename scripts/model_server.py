@@ -482,6 +482,11 @@ def locked_state(run_dir: Path) -> Iterator[dict[str, ServerRecord]]:
         write_state(run_dir, records)
 
 
+def server_log(run_dir: Path, alias: str) -> Path:
+    """Where :func:`launch` writes the log of ``alias``'s server."""
+    return run_dir / f"{alias}.log"
+
+
 def launch(
     alias: str,
     port: int,
@@ -513,7 +518,7 @@ def launch(
             # Not recorded here: starting anyway would fail to bind, and the health check would
             # be answered by the other process. The caller decides whether to use it.
             raise PortInUse(alias, port, served_alias(port))
-        log_path = run_dir / f"{alias}.log"
+        log_path = server_log(run_dir, alias)
         process = start_server_process(
             alias, path, port, threads, log_path, n_ctx=n_ctx, n_parallel=n_parallel
         )
