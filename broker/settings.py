@@ -176,13 +176,15 @@ class Settings(BaseSettings):
         "instead of its bid.",
     )
     repeat_stop: int = Field(
-        default=0,
+        default=2,
         ge=0,
         le=20,
-        description="0: off. Else an execution stops (stop reason repeated_actions, keeping its "
-        "last candidate answer) after this many replies in a row that only repeat an action it "
-        "already ran: at temperature 0 a model that repeats itself tends to do so until its "
-        "token budget is spent.",
+        description="0: off. Else (default 2) an execution stops (stop reason repeated_actions, "
+        "keeping its last candidate answer) after this many replies in a row that only repeat an "
+        "action it already ran: at temperature 0 a model that repeats itself tends to do so "
+        "until its token budget is spent. The default 2 is measured by replaying the recorded "
+        "30-task runs: no pass lost, the 1.5B alone at 65 % of its HumanEval cost "
+        "(docs/results/README.md).",
     )
     execute_max_tokens: int = Field(default=768, ge=16, le=32768)
     jury_max_tokens: int = Field(default=128, ge=16, le=4096)

@@ -9,9 +9,10 @@ cd "$(dirname "$0")/.."
 bench=${1:?usage: scripts/levers.sh humaneval|search [WORK_DIR] [OUT_DIR]}
 work=${2:-$HOME/sale-eval/$bench}
 out=${3:-docs/results/levers}
-# The second row combines the three levers that cut cost: no jurors, short bids, a repeat stop.
+# The second row combines the two auction levers that cut cost (no jurors, short bids) on top of
+# the default repeat stop; `repeat_stop=0` is that default turned off.
 common=(
-  sale+mechanism=paper sale+weights=nojury+bid_max_tokens=128+repeat_stop=2
+  sale+mechanism=paper sale+weights=nojury+bid_max_tokens=128
   sale+self_check_fallback=0
 )
 tail=(
@@ -21,7 +22,7 @@ tail=(
 )
 case "$bench" in
   humaneval)
-    levers=("${common[@]}" sale+bid_max_tokens=128 sale+weights=nojury sale+repeat_stop=2
+    levers=("${common[@]}" sale+bid_max_tokens=128 sale+weights=nojury sale+repeat_stop=0
       "${tail[@]}" sale+self_check_smoke=true) ;;
   search)
     levers=("${common[@]}" sale+search_answer_types=true sale+weights=nojury

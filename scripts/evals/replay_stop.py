@@ -383,18 +383,40 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def replayable(record: dict[str, Any], stop: int) -> bool:
+    """Whether a run replays exactly under ``stop``: a run recorded under a repeat stop of its
+    own (``repeat_stop``; records without it ran with none) can only be cut earlier, never let
+    run past where its own stop ended it."""
+    recorded = int(record.get("repeat_stop") or 0)
+    return not recorded or 0 < stop <= recorded
+
+
+def check_replayable(store: RunStore, stop: int) -> None:
+    """Refuse a replay that would need replies that were never made, saying what to pass."""
+    looser = sorted(
+        {int(r["repeat_stop"]) for r in store.select(split="test") if not replayable(r, stop)}
+    )
+    if looser:
+        raise typer.BadParameter(
+            f"runs in this work directory were recorded with SALE_REPEAT_STOP={looser[0]}, so "
+            f"--stop {stop} would need replies they never made; pass --stop between 1 and "
+            f"{looser[0]}",
+            param_hint="--stop",
+        )
+
+
 def sale_jobs(
     work_dir: Path, store: RunStore
 ) -> Iterator[tuple[str, Settings, dict[str, Any], Path]]:
-    """The test split's SALE methods whose replay is exact (they read no memory, run the
-    bid's own plan and no repeat stop of their own): (method, its workers' settings, its
-    records of order 0 by job id, their database)."""
+    """The test split's SALE methods whose replay is exact (they read no memory and run the
+    bid's own plan): (method, its workers' settings, its records of order 0 by job id, their
+    database)."""
     methods = sorted({str(r["method"]) for r in store.select(split="test")})
     for method in methods:
         if not is_live(method):
             continue
         settings = env_settings(variant_env(method))
-        if reads_memory(method) or settings.plan_mode == "generic" or settings.repeat_stop:
+        if reads_memory(method) or settings.plan_mode == "generic":
             continue
         records = {
             str(r["job_id"]): r
@@ -431,6 +453,7 @@ def main(
     stopped: dict[str, dict[str, dict[str, Any]]] = {}
     executions: list[dict[str, Any]] = []
     store = RunStore(work_dir / "runs.jsonl")
+    check_replayable(store, stop)
     for rec in recorded_runs(work_dir, store):
         recorded.setdefault(rec.task_id, {})[rec.agent] = rec.record
         after = replay_outcome(rec, pool.get(rec.agent), stop)
@@ -450,8 +473,9 @@ def main(
         sale_after[method] = replay_sale(auctions, records, pool, stop, settings, None, executions)
         if nojury is not None:
             variant = f"{method}+weights=nojury"
-            sale_before[variant] = replay_sale(
-                auctions, records, pool, 0, settings, nojury, executions
+            own = max((int(r.get("repeat_stop") or 0) for r in records.values()), default=0)
+            sale_before[variant] = replay_sale(  # under the stop the runs were recorded with
+                auctions, records, pool, own, settings, nojury, executions
             )
             sale_after[variant] = replay_sale(
                 auctions, records, pool, stop, settings, nojury, executions

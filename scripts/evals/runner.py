@@ -388,6 +388,10 @@ class LiveRunner:
             yield self
         self.stack = None
 
+    def repeat_stop(self, segment: Segment) -> int:
+        """The repeat stop the segment's executions ran under (a replay can only cut earlier)."""
+        return int(segment.env.get("SALE_REPEAT_STOP", self.settings.repeat_stop))
+
     def _enter(self, segment: Segment) -> Any:
         from models.db import init_db
         from workers.context import AuctionContext
@@ -504,7 +508,8 @@ class LiveRunner:
                 if view is None:
                     continue
                 del running[job_id]
-                store.add(run_record(task, view, f"single:{agent}", 0, 0))
+                record = run_record(task, view, f"single:{agent}", 0, 0)
+                store.add({**record, "repeat_stop": self.repeat_stop(segment)})
                 self.on_progress(f"single:{agent} {task.task_id} {view['verdict']}", 1)
                 start_next(agent)
             time.sleep(0.5)
@@ -536,7 +541,8 @@ class LiveRunner:
             since = time.monotonic()
             while (view := self._finished(ctx, job_id, since, task.task_id)) is None:
                 time.sleep(1.0)
-            store.add({**run_record(task, view, method, order, position), "stream": segment.name})
+            record = run_record(task, view, method, order, position)
+            store.add({**record, "stream": segment.name, "repeat_stop": self.repeat_stop(segment)})
             self.on_progress(f"{method} o{order} {task.task_id} {view['verdict']}", 1)
 
 

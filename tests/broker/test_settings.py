@@ -67,3 +67,16 @@ def test_memory_shortcut_threshold_is_a_similarity(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("SALE_MEMORY_SHORTCUT", "1.5")
     with pytest.raises(ValueError, match="memory_shortcut"):
         Settings(_env_file=None)
+
+
+def test_the_repeat_stop_is_on_by_default_and_off_in_the_paper_mechanism(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SALE_MECHANISM", raising=False)
+    monkeypatch.delenv("SALE_REPEAT_STOP", raising=False)
+    assert Settings(_env_file=None).repeat_stop == 2
+    monkeypatch.setenv("SALE_REPEAT_STOP", "0")
+    assert Settings(_env_file=None).repeat_stop == 0
+    monkeypatch.setenv("SALE_REPEAT_STOP", "3")
+    monkeypatch.setenv("SALE_MECHANISM", "paper")
+    assert Settings(_env_file=None).repeat_stop == 0

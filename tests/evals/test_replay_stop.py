@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import typer
 
 from models.schemas import TaskSpec
 from models.tables import Bid, ExecutionStep
@@ -14,9 +15,11 @@ from scripts.evals.replay_stop import (
     Recorded,
     ReplayExhausted,
     ReplayModel,
+    check_replayable,
     replay_job,
     replay_outcome,
 )
+from scripts.evals.store import RunStore
 from workers.pool import Agent, Pool
 
 pytestmark = pytest.mark.timeout(120)
@@ -132,3 +135,17 @@ def test_bids_rank_by_their_recorded_scores_or_rescored_without_the_jury() -> No
     weights = Weights(version="t", w_c=0.001, w_h=1.0, jurors={"s": 0.0, "a": 0.0, "b": 0.0})
     # s: 0.001 * 0.2 * 100 - 0.2 = -0.18; b: 0.001 * 9 * 100 - 0.6 = 0.3
     assert [b.agent for b in ranked_bids(auction, POOL, weights)] == ["s", "b"]
+
+
+def test_runs_recorded_under_a_stop_replay_only_under_one_as_tight(tmp_path: Any) -> None:
+    store = RunStore(tmp_path / "runs.jsonl")
+    base = {"method": "single:a", "order": 0, "split": "test"}
+    store.add({**base, "task_id": "old"})  # recorded before runs carried their stop: none
+    for stop in (0, 1, 3):
+        check_replayable(store, stop)  # a run without a stop replays under any stop
+    store.add({**base, "task_id": "new", "repeat_stop": 2})
+    check_replayable(store, 1)
+    check_replayable(store, 2)
+    for looser in (0, 3):
+        with pytest.raises(typer.BadParameter, match=r"SALE_REPEAT_STOP=2.*between 1 and 2"):
+            check_replayable(store, looser)
