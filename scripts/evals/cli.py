@@ -60,6 +60,15 @@ class Eta:
         return text + (f" (+ {untimed} jobs not yet timed)" if untimed else "")
 
 
+def _copy_records(work_dir: Path, records: Path | None) -> None:
+    """Bring the copy of the run records up to date when a run stops early."""
+    from scripts.evals.store import RunStore
+
+    if records is not None:
+        RunStore(work_dir / "runs.jsonl").write_copy(records)
+        err.print(f"run records copied to {records}")
+
+
 def eval_command(
     bench: Annotated[str, typer.Option(help="humaneval | search")] = "humaneval",
     methods: Annotated[
@@ -88,6 +97,15 @@ def eval_command(
     pool: Annotated[
         Path | None, typer.Option("--pool", help="agent pool TOML (default: the local pool)")
     ] = None,
+    records: Annotated[
+        Path | None,
+        typer.Option(
+            help="a copy of the run records kept outside the work directory (e.g. "
+            "docs/results/full-run/humaneval.runs.jsonl): records the work directory lacks are "
+            "taken from it first, and it is rewritten with every report, so a run can go on "
+            "on another machine"
+        ),
+    ] = None,
 ) -> None:
     """Evaluate SALE against every baseline on the same pool; resumable (rerun to continue)."""
     from rich.progress import (
@@ -100,7 +118,7 @@ def eval_command(
 
     from scripts.cli import _fail, _interruptible, _settings, _stop_if_signalled
     from scripts.evals.benchmarks import BENCHMARKS
-    from scripts.evals.harness import WorkDirBusy, evaluate
+    from scripts.evals.harness import WorkDirBusy, evaluate, restore_records
     from scripts.evals.runner import JobFailed, expand_methods, live_work, make_plan
     from scripts.evals.store import RunStore
     from workers.pool import load_pool
@@ -131,6 +149,16 @@ def eval_command(
         raise typer.Exit(2) from exc
     wdir = work_dir or settings.state_dir / "eval" / f"{bench}-{Path(pool_obj.path).stem}"
     store = RunStore(wdir / "runs.jsonl")
+    if records is not None:
+        added, dropped = restore_records(store, records, plan, wdir)
+        if added or dropped:
+            err.print(f"restored {added} run records from {records}")
+        if dropped:
+            err.print(
+                f"[yellow]note:[/yellow] {dropped} records of unfinished memory streams in "
+                f"{records} were not restored: their memory stayed on the machine that ran "
+                "them, so those streams run again from their first job"
+            )
     todo = live_work(plan, store)
     err.print(
         f"{bench}: {len(plan.test)} test / {len(plan.train)} train tasks, "
@@ -178,11 +206,14 @@ def eval_command(
                 embed=embed,
                 plots=plots,
                 report_only=report_only,
+                records=records,
             )
         except KeyboardInterrupt:
+            _copy_records(wdir, records)
             err.print(f"[yellow]stopped[/yellow]: finished jobs are kept in {wdir}; rerun to go on")
             raise typer.Exit(130) from None
         except JobFailed as exc:
+            _copy_records(wdir, records)
             err.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(1) from None
         except WorkDirBusy as exc:

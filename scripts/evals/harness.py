@@ -31,6 +31,7 @@ from scripts.evals.runner import (
     Segment,
     is_live,
     live_segment,
+    reads_memory,
     stream_name,
     task_order,
     train_segment,
@@ -359,6 +360,35 @@ def carried_over_notes(store: RunStore) -> list[str]:
     ]
 
 
+def restore_records(store: RunStore, path: Path, plan: Plan, work_dir: Path) -> tuple[int, int]:
+    """Add to ``store`` the records of the copy at ``path`` that it lacks, so a run goes on
+    from a copy kept elsewhere (another machine's work directory did not survive); returns
+    (added, dropped). The records of a stream that reads the memory and that this run would
+    continue are dropped when its database is not in ``work_dir`` and the stream is not
+    finished: its next job would run on an empty memory, so the stream starts afresh."""
+    if not path.exists():
+        return 0, 0
+    continued = {m for m in plan.live if reads_memory(m)} | ({"sale-train"} if plan.fit else set())
+    groups: dict[tuple[str, int, str, str], list[dict[str, Any]]] = {}
+    for key, record in RunStore(path).records.items():
+        if not store.has(*key):
+            group = (key[0], key[1], key[2], str(record.get("stream") or ""))
+            groups.setdefault(group, []).append(record)
+    added = dropped = 0
+    why = f"restored from {shown_path(path)}, a copy of this run made on another machine"
+    for (method, _, split, stream), records in groups.items():
+        if method in continued and stream and not (work_dir / f"{stream}.db").exists():
+            wanted = plan.train if split == "train" else plan.test
+            have = {str(r["task_id"]) for r in records}
+            if not {t.task_id for t in wanted} <= have:
+                dropped += len(records)
+                continue
+        for record in records:
+            store.add({**record, "carried_over": record.get("carried_over") or why})
+            added += 1
+    return added, dropped
+
+
 def build_doc(
     bench: str,
     plan: Plan,
@@ -498,8 +528,11 @@ def evaluate(
     embed: Embed | None,
     plots: bool = True,
     report_only: bool = False,
+    records: Path | None = None,
 ) -> dict[str, Any]:
-    """Run what is not yet stored, then write the results; returns the document."""
+    """Run what is not yet stored, then write the results; returns the document. With
+    ``records``, that copy of the run records (see :func:`restore_records`) is rewritten with
+    every report."""
     from scripts.evals.runner import JobFailed, LiveRunner, live_work
     from workers.weights import load_weights
 
@@ -526,6 +559,8 @@ def evaluate(
             notes=notes,
         )
         report.write(d, out_dir, with_plots=plots)
+        if records is not None:
+            store.write_copy(records)
         return d
 
     last_write = [time.monotonic()]

@@ -55,6 +55,15 @@ class RunStore:
             os.fsync(fh.fileno())
         self.records[key_of(record)] = record
 
+    def write_copy(self, path: Path) -> None:
+        """Write every record to ``path``, sorted by key, replacing it atomically: a copy of
+        the run kept where the work directory is not (e.g. in the repository)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [json.dumps(r, sort_keys=True) + "\n" for _, r in sorted(self.records.items())]
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(lines), encoding="utf-8")
+        os.replace(tmp, path)
+
     def select(
         self, method: str | None = None, split: str | None = None
     ) -> Iterator[dict[str, Any]]:

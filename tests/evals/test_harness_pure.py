@@ -747,3 +747,36 @@ def test_the_outcome_methods_dispatch_to_their_picks() -> None:
     assert picks["cascade"].agent == "small"  # its self-check passed a wrong answer
     with pytest.raises(ValueError, match="'random' is not one of oracle, oracle-small, cascade"):
         pick_from_outcomes("random", outs, PRICES, "large")
+
+
+def test_a_run_goes_on_from_a_copy_of_its_records_kept_elsewhere(tmp_path: Path) -> None:
+    """The copy written with each report restores a run on a machine whose work directory is
+    gone: every record comes back, except a memory stream it would continue half-finished."""
+    from models.schemas import TaskSpec
+    from scripts.evals.benchmarks import BenchTask
+    from scripts.evals.harness import restore_records
+    from scripts.evals.runner import Plan
+
+    spec = TaskSpec(kind="search", prompt="q?", answer="a")
+    tests = [BenchTask("search", f"t{i}", "test", "short", spec) for i in range(2)]
+    plan = Plan(tests, [], ["single:small", "sale-nomem", "sale"], orders=2, fit=False)
+    old = RunStore(tmp_path / "old" / "runs.jsonl")
+    for i in range(2):
+        old.add(record("single:small", 0, i, "small", True))
+        old.add({**record("sale-nomem", 0, i, "small", True), "stream": "sale-nomem-o0"})
+        old.add({**record("sale", 0, i, "small", True), "stream": "sale-o0"})  # finished
+    old.add({**record("sale", 1, 0, "small", True), "stream": "sale-o1-n2"})  # half-finished
+    copy = tmp_path / "repo" / "search.runs.jsonl"
+    old.write_copy(copy)
+    assert len(copy.read_text().splitlines()) == 7
+
+    work = tmp_path / "new"
+    store = RunStore(work / "runs.jsonl")
+    assert restore_records(store, copy, plan, work) == (6, 1)
+    assert store.has("sale", 0, "test", "t1") and not store.has("sale", 1, "test", "t0")
+    assert all("restored from" in str(r["carried_over"]) for r in store.select())
+    assert restore_records(RunStore(work / "runs.jsonl"), copy, plan, work) == (0, 1)
+
+    (work / "sale-o1-n2.db").touch()  # the stream's memory is here: it goes on where it was
+    assert restore_records(store, copy, plan, work) == (1, 0)
+    assert restore_records(store, tmp_path / "missing.jsonl", plan, work) == (0, 0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -116,7 +117,9 @@ def test_eval_runs_every_method_and_a_rerun_runs_nothing(tmp_path: Path) -> None
 
 @pytest.mark.timeout(1200)
 def test_eval_interrupted_then_resumed_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    copy = tmp_path / "repo" / "humaneval.runs.jsonl"
     args = ["--bench", "humaneval", "--methods", "single", "--limit", "3", "--no-plots"]
+    args += ["--records", str(copy)]
     proc = subprocess.Popen(
         _eval(tmp_path, *args),
         cwd=ROOT,
@@ -138,6 +141,7 @@ def test_eval_interrupted_then_resumed_loses_and_repeats_nothing(tmp_path: Path)
     assert "rerun to go on" in " ".join(stderr.split())
     kept = _records(tmp_path)
     assert 2 <= len(kept) < 9
+    assert len(copy.read_text().splitlines()) == len(kept)  # the copy is brought up to date
     resumed = _run(tmp_path, *args, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     records = _records(tmp_path)
@@ -153,6 +157,27 @@ def test_eval_interrupted_then_resumed_loses_and_repeats_nothing(tmp_path: Path)
 
     left = [(j.status, j.status_reason) for j in jobs if j.status != "done"]
     assert left == [("cancelled", ORPHANED)] * len(left)
+
+
+@pytest.mark.timeout(900)
+def test_eval_goes_on_from_its_records_copy_in_a_new_work_dir(tmp_path: Path) -> None:
+    """A machine whose work directory is gone goes on from the copy (e.g. in the repository)."""
+    copy = tmp_path / "repo" / "humaneval.runs.jsonl"
+    args = ["--bench", "humaneval", "--methods", "single:small", "--no-plots"]
+    first = _run(tmp_path, *args, "--limit", "2", "--records", str(copy), timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    made = {json.loads(line)["job_id"] for line in copy.read_text().splitlines()}
+    assert len(made) == 2
+    shutil.rmtree(tmp_path / "work")  # the machine is gone; the copy is not
+    again = _run(tmp_path, *args, "--limit", "3", "--records", str(copy), timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    logged = " ".join(again.stderr.split())
+    assert "restored 2 run records" in logged and "single 1;" in logged
+    records = _records(tmp_path)
+    assert len(records) == 3 and made <= {r["job_id"] for r in records}
+    assert len(copy.read_text().splitlines()) == 3
+    doc = json.loads((tmp_path / "out" / "humaneval.json").read_text())
+    assert any("2 run records (single:small) were restored from" in n for n in doc["notes"])
 
 
 def test_eval_rejects_unknown_methods_and_benchmarks(tmp_path: Path) -> None:
