@@ -24,8 +24,13 @@ from scripts.evals.cli import eval_command
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 models_app = typer.Typer(no_args_is_help=True, help="Local GGUF models: install, serve, inspect.")
 sandbox_app = typer.Typer(no_args_is_help=True, help="The coding agent's sandbox.")
+memory_app = typer.Typer(
+    no_args_is_help=True,
+    help="The auction memory: move its records between databases (e.g. SQLite to PostgreSQL).",
+)
 app.add_typer(models_app, name="models")
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(memory_app, name="memory")
 console = Console(width=None if sys.stdout.isatty() else 150)
 err = Console(stderr=True)
 
@@ -533,6 +538,62 @@ def fit(
     )
     write_weights(out, doc)
     err.print(f"routed {result.routed}/{result.total}; wrote {out} (use SALE_WEIGHTS_FILE={out})")
+
+
+@memory_app.command("export")
+def memory_export(
+    out: Annotated[Path, typer.Argument(help="JSON-lines file to write ('-': standard output)")],
+    pool: PoolOpt = None,
+) -> None:
+    """Write every memory record of SALE_DATABASE_URL, oldest first, one JSON object a line
+    (without the task embeddings, which `sale memory import` recomputes)."""
+    from models.db import init_db
+    from workers.memory_io import export_memory
+
+    settings = _settings(pool)
+    init_db(settings.effective_database_url)
+    lines = [
+        json.dumps(r, sort_keys=True) + "\n" for r in export_memory(settings.effective_database_url)
+    ]
+    if str(out) == "-":
+        sys.stdout.write("".join(lines))
+    else:
+        out.write_text("".join(lines), encoding="utf-8")
+    err.print(f"exported {len(lines)} memory records of {settings.effective_database_url}")
+
+
+@memory_app.command("import")
+def memory_import(
+    file: Annotated[Path, typer.Argument(help="a file written by `sale memory export`")],
+    pool: PoolOpt = None,
+) -> None:
+    """Add the file's memory records to SALE_DATABASE_URL (those whose job has none there yet),
+    in the file's order, embedding each task with the configured embedder."""
+    from models.db import init_db
+    from workers.embed import minilm_embed
+    from workers.memory_io import import_memory
+
+    settings = _settings(pool)
+    if not file.exists():
+        _fail(FileNotFoundError(f"{file}: no such file; write one with `sale memory export`"))
+    items, where = [], []
+    for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            items.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            _fail(ValueError(f"{file} line {n}: not JSON ({exc.msg})"))
+        where.append(f"{file} line {n}")
+    init_db(settings.effective_database_url)
+    try:
+        added = import_memory(settings.effective_database_url, items, minilm_embed, where)
+    except ValueError as exc:
+        _fail(exc)
+    err.print(
+        f"imported {added} memory records into {settings.effective_database_url} "
+        f"({len(items) - added} were there already)"
+    )
 
 
 # --- services -----------------------------------------------------------------------------

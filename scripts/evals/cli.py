@@ -150,7 +150,9 @@ def eval_command(
     wdir = work_dir or settings.state_dir / "eval" / f"{bench}-{Path(pool_obj.path).stem}"
     store = RunStore(wdir / "runs.jsonl")
     if records is not None:
-        added, dropped = restore_records(store, records, plan, wdir)
+        from workers.embed import minilm_embed
+
+        added, dropped = restore_records(store, records, plan, wdir, minilm_embed)
         if added or dropped:
             err.print(f"restored {added} run records from {records}")
         if dropped:

@@ -360,12 +360,16 @@ def carried_over_notes(store: RunStore) -> list[str]:
     ]
 
 
-def restore_records(store: RunStore, path: Path, plan: Plan, work_dir: Path) -> tuple[int, int]:
+def restore_records(
+    store: RunStore, path: Path, plan: Plan, work_dir: Path, embed: Embed | None = None
+) -> tuple[int, int]:
     """Add to ``store`` the records of the copy at ``path`` that it lacks, so a run goes on
     from a copy kept elsewhere (another machine's work directory did not survive); returns
-    (added, dropped). The records of a stream that reads the memory and that this run would
-    continue are dropped when its database is not in ``work_dir`` and the stream is not
-    finished: its next job would run on an empty memory, so the stream starts afresh."""
+    (added, dropped). A stream that reads the memory, that this run would continue and whose
+    database is not in ``work_dir`` gets its memory back from its records (each carries its
+    job's memory record; ``embed`` recomputes the task embeddings). Where that cannot be done
+    (no ``embed``, or records written before they carried the memory) its records are dropped:
+    its next job would run on an empty memory, so the stream starts afresh."""
     if not path.exists():
         return 0, 0
     continued = {m for m in plan.live if reads_memory(m)} | ({"sale-train"} if plan.fit else set())
@@ -377,16 +381,31 @@ def restore_records(store: RunStore, path: Path, plan: Plan, work_dir: Path) -> 
     added = dropped = 0
     why = f"restored from {shown_path(path)}, a copy of this run made on another machine"
     for (method, _, split, stream), records in groups.items():
-        if method in continued and stream and not (work_dir / f"{stream}.db").exists():
+        db = work_dir / f"{stream}.db"
+        if method in continued and stream and not db.exists():
             wanted = plan.train if split == "train" else plan.test
             have = {str(r["task_id"]) for r in records}
             if not {t.task_id for t in wanted} <= have:
-                dropped += len(records)
-                continue
+                if embed is None or not all(r.get("memory") for r in records):
+                    dropped += len(records)
+                    continue
+                restore_memory(db, records, embed)
         for record in records:
             store.add({**record, "carried_over": record.get("carried_over") or why})
             added += 1
     return added, dropped
+
+
+def restore_memory(db: Path, records: list[dict[str, Any]], embed: Embed) -> int:
+    """Rebuild a stream's memory database from its run records, in stream order."""
+    from models.db import init_db
+    from workers.memory_io import import_memory
+
+    url = f"sqlite:///{db.resolve()}"
+    init_db(url)
+    ordered = sorted(records, key=lambda r: int(r["position"]))
+    names = [f"{db.stem} position {r['position']} ({r['task_id']})" for r in ordered]
+    return import_memory(url, [r["memory"] for r in ordered], embed, names)
 
 
 def build_doc(

@@ -534,6 +534,8 @@ class LiveRunner:
         if not pending:
             return
         ctx = self._enter(segment)
+        settings = env_settings(segment.env)
+        keeps_memory = settings.refine or settings.memory_shortcut > 0
         for position, task in pending:
             job_id = self.finished_job(ctx, task.task_id, None) or submit(
                 task.spec.model_dump(mode="json"), ctx
@@ -542,8 +544,24 @@ class LiveRunner:
             while (view := self._finished(ctx, job_id, since, task.task_id)) is None:
                 time.sleep(1.0)
             record = run_record(task, view, method, order, position)
-            store.add({**record, "stream": segment.name, "repeat_stop": self.repeat_stop(segment)})
+            record |= {"stream": segment.name, "repeat_stop": self.repeat_stop(segment)}
+            if keeps_memory:  # what the stream's later jobs read: it goes on from the records
+                record["memory"] = memory_of(ctx.db_url, job_id)
+            store.add(record)
             self.on_progress(f"{method} o{order} {task.task_id} {view['verdict']}", 1)
+
+
+def memory_of(db_url: str, job_id: str) -> dict[str, Any] | None:
+    """The job's memory record as exported (None: the job wrote none)."""
+    from sqlmodel import select
+
+    from models.db import session_scope
+    from models.tables import MemoryRecord
+    from workers.memory_io import export_record
+
+    with session_scope(db_url) as s:
+        found = s.exec(select(MemoryRecord).where(MemoryRecord.job_id == job_id)).first()
+        return export_record(found) if found is not None else None
 
 
 def retries_spent(view: dict[str, Any]) -> str | None:

@@ -780,3 +780,37 @@ def test_a_run_goes_on_from_a_copy_of_its_records_kept_elsewhere(tmp_path: Path)
     (work / "sale-o1-n2.db").touch()  # the stream's memory is here: it goes on where it was
     assert restore_records(store, copy, plan, work) == (1, 0)
     assert restore_records(store, tmp_path / "missing.jsonl", plan, work) == (0, 0)
+
+
+def test_a_half_finished_memory_stream_gets_its_memory_back_from_its_records(
+    tmp_path: Path,
+) -> None:
+    from models.schemas import TaskSpec
+    from scripts.evals.benchmarks import BenchTask
+    from scripts.evals.harness import restore_records
+    from scripts.evals.runner import Plan
+    from workers.memory_io import FIELDS, export_memory
+
+    spec = TaskSpec(kind="search", prompt="q?", answer="a")
+    tests = [BenchTask("search", f"t{i}", "test", "short", spec) for i in range(3)]
+    plan = Plan(tests, [], ["sale"], orders=1, fit=False)
+    copy = tmp_path / "search.runs.jsonl"
+    old = RunStore(copy)
+    for i in (1, 0):  # stored in any order; the memory is rebuilt in stream order
+        memory: dict[str, object] = {name: None for name in FIELDS}
+        memory |= {"job_id": f"j{i}", "kind": "search", "task_text": f"question {i}", "bids": [],
+                   "attempts": [], "award_agent": "small", "award_round": "first",
+                   "provisional_agent": "small", "verdict": "passed", "total_tokens": 10,
+                   "total_cost_usd": 0.001, "created_at": f"2026-11-27T10:00:0{i}"}  # fmt: skip
+        run = record("sale", 0, i, "small", True)
+        old.add({**run, "stream": "sale-o0", "memory": memory})
+    work = tmp_path / "work"
+    store = RunStore(work / "runs.jsonl")
+
+    def embed(texts: list[str]) -> list[list[float]]:
+        return [[1.0, 0.0] for _ in texts]
+
+    assert restore_records(store, copy, plan, work, embed) == (2, 0)
+    rebuilt = export_memory(f"sqlite:///{work / 'sale-o0.db'}")
+    assert [r["job_id"] for r in rebuilt] == ["j0", "j1"]
+    assert rebuilt[1]["task_text"] == "question 1" and rebuilt[0]["verdict"] == "passed"

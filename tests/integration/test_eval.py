@@ -107,6 +107,12 @@ def test_eval_runs_every_method_and_a_rerun_runs_nothing(tmp_path: Path) -> None
     for db in ("single", "sale-train", "sale-nomem-o0", "sale-o0"):  # order 0: no -n suffix
         assert (work / f"{db}.db").exists(), db
     nomem = [r for r in records if r["method"] == "sale-nomem"]
+    # A stream that reads the memory keeps each job's memory record in its run record (it can
+    # go on from a copy of the records); one that does not read it has no need to.
+    for r in records:
+        if r["method"] in ("sale", "sale-train"):
+            assert r["memory"]["job_id"] == r["job_id"] and r["memory"]["bids"], r["method"]
+    assert all("memory" not in r for r in nomem)
     assert all(r["award_round"] == "first" for r in nomem)
     assert all(b["round"] == "first" for r in nomem for b in r["bids"])
     again = _run(tmp_path, *args, timeout=600)
