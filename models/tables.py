@@ -29,6 +29,7 @@ class Job(SQLModel, table=True):
     prompt: str = Field(sa_column=Column(Text, nullable=False))
     spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     pool_path: str = Field(max_length=1000)
+    agent: str | None = Field(default=None, max_length=64)  # a direct job's agent; None: auction
     status: str = Field(default="queued", max_length=16, index=True)
     status_reason: str | None = Field(default=None, sa_column=Column(Text))
     embedding: list[float] | None = Field(default=None, sa_column=Column(JSON))

@@ -307,7 +307,8 @@ def _unfinished_note(ctx: Any, job_ids: list[str], embedded: bool) -> str:
         return f"all {len(job_ids)} jobs had finished"
     where = (
         "their tasks stay queued in the embedded broker and go on the next time it starts "
-        "(`sale run` or `sale up`); a rerun of the same file submits them again as new jobs"
+        "(`sale run` or `sale up`); a rerun of the same file waits for them instead of "
+        "submitting them again"
         if embedded
         else "they keep running on the broker's workers"
     )
@@ -327,10 +328,20 @@ def _run_batch(
 ) -> None:
     import broker.app  # noqa: F401
     from workers.canvas import submit as submit_job
+    from workers.jobs import adoptable_jobs
 
     ctx = _context()
     started = time.monotonic()
-    job_ids = [submit_job(spec, ctx, agent=agent) for spec in specs]
+    waiting = adoptable_jobs(ctx.db_url, specs, agent, ctx.pool.path)
+    adopted = sum(j is not None for j in waiting)
+    if adopted:
+        err.print(
+            f"{adopted} of these {len(specs)} tasks already have an unfinished job from a "
+            "stopped run: waiting for those instead of submitting them again"
+        )
+    job_ids = [
+        j or submit_job(spec, ctx, agent=agent) for j, spec in zip(waiting, specs, strict=True)
+    ]
     try:
         views = _wait_batch(ctx, job_ids, as_json, timeout, started)
     except KeyboardInterrupt:

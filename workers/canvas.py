@@ -49,7 +49,7 @@ def submit(spec: Any, ctx: AuctionContext | None = None, *, agent: str | None = 
     if agent is not None:
         ctx.pool.get(agent)
     job_id = new_job_id()
-    create_job(ctx, task_spec, job_id)
+    create_job(ctx, task_spec, job_id, agent)
     build_pipeline(job_id, agent=agent).apply_async()
     return job_id
 

@@ -13,7 +13,9 @@ messages of a model call, the task embedding, and the tokens and cost of a job's
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -45,8 +47,9 @@ TERMINAL = {"done", "failed", "cancelled"}
 USAGE_STAGES = ("bid", "jury", "refine", "execute")
 
 
-def create_job(ctx: AuctionContext, spec: TaskSpec, job_id: str) -> str:
-    """Insert the job row (status queued) unless it exists; returns the id."""
+def create_job(ctx: AuctionContext, spec: TaskSpec, job_id: str, agent: str | None = None) -> str:
+    """Insert the job row (status queued) unless it exists; returns the id. ``agent``: the
+    agent a direct job runs on (None: the job goes through the auction)."""
     with session_scope(ctx.db_url) as s:
         if s.get(Job, job_id) is None:
             s.add(
@@ -57,6 +60,7 @@ def create_job(ctx: AuctionContext, spec: TaskSpec, job_id: str) -> str:
                     prompt=spec.prompt,
                     spec=spec.model_dump(mode="json"),
                     pool_path=ctx.pool.path,
+                    agent=agent,
                 )
             )
             s.add(StatusEvent(job_id=job_id, status="queued"))
@@ -101,10 +105,39 @@ def fail_job(ctx: AuctionContext, job_id: str, reason: str) -> None:
     set_status(ctx, job_id, "failed", reason)
 
 
+def _unfinished() -> Any:
+    """The where-clause of a job not in a terminal state."""
+    return col(Job.status).not_in(TERMINAL)
+
+
 def unfinished_jobs(db_url: str) -> list[str]:
     """The ids of the database's jobs that are not in a terminal state."""
     with session_scope(db_url) as s:
-        return list(s.exec(select(Job.id).where(col(Job.status).not_in(TERMINAL))).all())
+        return list(s.exec(select(Job.id).where(_unfinished())).all())
+
+
+def adoptable_jobs(
+    db_url: str, specs: Sequence[dict[str, Any]], agent: str | None, pool_path: str
+) -> list[str | None]:
+    """For each spec (as stored: ``TaskSpec.model_dump(mode="json")``), an unfinished job of
+    the same spec, agent (None: an auction) and pool that a stopped run left, or None; each
+    job is given to one spec at most, oldest first. A rerun of a batch waits for these instead
+    of submitting their tasks again."""
+    same_agent = col(Job.agent).is_(None) if agent is None else col(Job.agent) == agent
+    with session_scope(db_url) as s:
+        rows = s.exec(
+            select(Job.id, Job.spec)
+            .where(_unfinished(), same_agent, Job.pool_path == pool_path)
+            .order_by(col(Job.created_at))
+        ).all()
+    waiting: dict[str, list[str]] = {}
+    for job_id, spec in rows:
+        waiting.setdefault(json.dumps(spec, sort_keys=True), []).append(job_id)
+    out: list[str | None] = []
+    for spec in specs:
+        same = waiting.get(json.dumps(spec, sort_keys=True))
+        out.append(same.pop(0) if same else None)
+    return out
 
 
 def cancel_unfinished(db_url: str, reason: str) -> list[str]:
@@ -112,7 +145,7 @@ def cancel_unfinished(db_url: str, reason: str) -> list[str]:
     ``reason``; returns their ids. For a runner that knows nothing can still finish them (its
     queues were cleared), so they do not stay "executing" forever."""
     with session_scope(db_url) as s:
-        jobs = s.exec(select(Job).where(col(Job.status).not_in(TERMINAL))).all()
+        jobs = s.exec(select(Job).where(_unfinished())).all()
         for job in jobs:
             job.status, job.status_reason, job.updated_at = "cancelled", reason, utcnow()
             s.add(job)

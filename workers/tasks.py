@@ -145,7 +145,7 @@ def start_job(
     """
     ctx = get_context()
     if spec is not None:
-        create_job(ctx, validate_spec(spec), job_id)
+        create_job(ctx, validate_spec(spec), job_id, agent)
     if agent is not None:
         award = assign_direct(ctx, job_id, agent)
         set_status(ctx, job_id, "executing", f"assigned to {award.agent} (direct, no auction)")

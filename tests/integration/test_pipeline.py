@@ -251,6 +251,8 @@ def test_direct_job_runs_on_the_named_agent_without_an_auction(stack: AuctionCon
     view = job_view(stack, job_id)
     assert [h["status"] for h in view["history"]] == ["queued", "executing", "updating", "done"]
     assert view["mode"] == "direct"
+    with session_scope(stack.db_url) as s:  # the job row names its agent (a rerun adopts it)
+        assert s.get(Job, job_id).agent == "small"
     assert [(b["agent"], b["round"], b["plan"], b["tokens"]) for b in view["bids"]] == [
         ("small", "direct", DIRECT_PLAN, 0)
     ]

@@ -1,4 +1,5 @@
-"""Alembic migration 0002 (execution attempts) on a database that already holds 0001 rows.
+"""Alembic migrations 0002 (execution attempts) and 0003 (a direct job's agent) on databases
+that already hold rows.
 
 The same test runs on SQLite (the embedded default, where the execution table is rebuilt in
 batch mode) and on a throwaway PostgreSQL server (skipped locally without one, like
@@ -105,7 +106,7 @@ def test_upgrade_from_0001_keeps_rows_and_keys_executions_by_attempt(empty_url: 
             created_at=T0,
         )
 
-    command.upgrade(cfg, "head")
+    command.upgrade(cfg, "0002")
 
     with engine.connect() as conn:
         (execution,) = _rows(conn, "execution")
@@ -150,3 +151,22 @@ def test_upgrade_from_0001_keeps_rows_and_keys_executions_by_attempt(empty_url: 
     assert "attempt" not in kept[0]
     assert steps == []  # the dropped attempt's steps went with it
     command.upgrade(cfg, "head")
+
+
+def test_upgrade_from_0002_gives_every_job_an_empty_agent(empty_url: str) -> None:
+    cfg = alembic_config(empty_url)
+    command.upgrade(cfg, "0002")
+    engine = get_engine(empty_url)
+    with engine.begin() as conn:
+        job = dict(kind="coding", prompt="p", spec={}, pool_path="", notes=[], created_at=T0)
+        _insert(conn, "job", id="j1", status="done", updated_at=T0, **job)
+    command.upgrade(cfg, "head")
+    with engine.begin() as conn:
+        _insert(conn, "job", id="j2", status="queued", updated_at=T0, agent="small", **job)
+        rows = {r["id"]: r["agent"] for r in _rows(conn, "job")}
+        version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    assert version == "0003" and rows == {"j1": None, "j2": "small"}
+    command.downgrade(cfg, "0002")
+    with engine.connect() as conn:
+        assert "agent" not in {c.name for c in _table(conn, "job").columns}
+        assert len(_rows(conn, "job")) == 2

@@ -146,6 +146,32 @@ def test_cancel_unfinished_closes_only_jobs_that_can_no_longer_finish(ctx: Aucti
     assert jobs.unfinished_jobs(ctx.db_url) == []
 
 
+def test_a_rerun_adopts_the_unfinished_jobs_of_the_same_tasks_agent_and_pool(
+    ctx: AuctionContext,
+) -> None:
+    add = TaskSpec(kind="coding", prompt="Add two numbers.")
+    mul = TaskSpec(kind="coding", prompt="Multiply two numbers.")
+    jobs.create_job(ctx, add, "old-done")
+    jobs.set_status(ctx, "old-done", "done")
+    jobs.create_job(ctx, add, "add-1")
+    jobs.set_status(ctx, "add-1", "executing")
+    jobs.create_job(ctx, add, "add-2")
+    jobs.create_job(ctx, add, "add-direct", agent="small")
+    with session_scope(ctx.db_url) as s:
+        assert s.get(Job, "add-direct").agent == "small" and s.get(Job, "add-1").agent is None
+    specs = [x.model_dump(mode="json") for x in (add, mul, add, add)]
+    # Each unfinished auction job of the same spec once, oldest first; a finished one never.
+    assert jobs.adoptable_jobs(ctx.db_url, specs, None, ctx.pool.path) == [
+        "add-1",
+        None,
+        "add-2",
+        None,
+    ]
+    assert jobs.adoptable_jobs(ctx.db_url, specs[:1], "small", ctx.pool.path) == ["add-direct"]
+    assert jobs.adoptable_jobs(ctx.db_url, specs[:1], "large", ctx.pool.path) == [None]
+    assert jobs.adoptable_jobs(ctx.db_url, specs[:1], None, "other/pool.toml") == [None]
+
+
 def test_create_job_is_idempotent(ctx: AuctionContext) -> None:
     new_job(ctx)
     new_job(ctx)
