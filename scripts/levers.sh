@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
 # The lever rows of issue #6 (docs/results/README.md, "the full run"): one `sale eval` per lever,
-# on the first 10 test tasks over 2 orders, in the benchmark's 30-task work directory, most
-# telling lever first. Each run adds one lever to --methods; finished rows stay in the work
-# directory, so a stopped run is resumed by running this again. Usage:
+# on the first 10 test tasks over 2 orders, most telling lever first. Each run adds one lever to
+# --methods; finished rows stay in the work directory and in the records copy OUT_DIR/<bench>.runs.jsonl
+# (committed), so a stopped run is resumed by running this again, on this machine or another.
+# The rows have a work directory of their own: a 10-task `sale` order 1 is another stream than the
+# 30-task run's, with the same record keys. Its single-agent runs and train auctions are the full
+# run's: the records copy starts as a copy of the full run's. Usage:
 #   ./scripts/levers.sh humaneval|search [WORK_DIR] [OUT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench=${1:?usage: scripts/levers.sh humaneval|search [WORK_DIR] [OUT_DIR]}
-work=${2:-$HOME/sale-eval/$bench}
+work=${2:-$HOME/sale-eval/$bench-levers}
 out=${3:-docs/results/levers}
+records=$out/$bench.runs.jsonl
+full=docs/results/full-run-stop2/$bench.runs.jsonl
+if [ ! -f "$records" ]; then
+  [ -f "$full" ] || { echo "no $full: run the full run first (docs/results/README.md)" >&2; exit 2; }
+  mkdir -p "$out" && cp "$full" "$records"
+fi
 # The second row combines the two auction levers that cut cost (no jurors, short bids) on top of
 # the default repeat stop; `repeat_stop=0` is that default turned off.
 common=(
@@ -35,5 +44,5 @@ for lever in "${levers[@]}"; do
   methods=$methods,$lever
   echo "== $bench: $lever" >&2
   "$SALE" eval --bench "$bench" --limit 10 --train-limit 15 --orders 2 --work-dir "$work" \
-    --methods "$methods" --out "$out"
+    --records "$records" --methods "$methods" --out "$out"
 done

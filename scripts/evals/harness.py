@@ -379,7 +379,7 @@ def restore_records(
             group = (key[0], key[1], key[2], str(record.get("stream") or ""))
             groups.setdefault(group, []).append(record)
     added = dropped = 0
-    why = f"restored from {shown_path(path)}, a copy of this run made on another machine"
+    why = f"restored from {shown_path(path)} (their jobs ran in another work directory)"
     for (method, _, split, stream), records in groups.items():
         db = work_dir / f"{stream}.db"
         if method in continued and stream and not db.exists():

@@ -814,3 +814,37 @@ def test_a_half_finished_memory_stream_gets_its_memory_back_from_its_records(
     rebuilt = export_memory(f"sqlite:///{work / 'sale-o0.db'}")
     assert [r["job_id"] for r in rebuilt] == ["j0", "j1"]
     assert rebuilt[1]["task_text"] == "question 1" and rebuilt[0]["verdict"] == "passed"
+
+
+def test_the_lever_script_runs_in_its_own_work_dir_from_a_copy_of_the_full_runs_records(
+    tmp_path: Path,
+) -> None:
+    import shutil
+    import subprocess
+
+    checkout = tmp_path / "checkout"
+    (checkout / "scripts").mkdir(parents=True)
+    shutil.copy(Path(__file__).resolve().parents[2] / "scripts" / "levers.sh", checkout / "scripts")
+    calls = tmp_path / "calls.txt"
+    fake = tmp_path / "sale"
+    fake.write_text(f'#!/usr/bin/env bash\necho "$@" >> {calls}\n')
+    fake.chmod(0o755)
+    run = ["bash", str(checkout / "scripts" / "levers.sh"), "search"]
+    env = {"PATH": "/usr/bin:/bin", "SALE": str(fake), "HOME": str(tmp_path)}
+    missing = subprocess.run(run, env=env, capture_output=True, text=True)
+    assert missing.returncode == 2 and "run the full run first" in missing.stderr
+    full = checkout / "docs" / "results" / "full-run-stop2" / "search.runs.jsonl"
+    full.parent.mkdir(parents=True)
+    full.write_text('{"method": "single:small"}\n')
+    done = subprocess.run(run, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    copy = checkout / "docs" / "results" / "levers" / "search.runs.jsonl"
+    assert copy.read_text() == full.read_text()
+    lines = calls.read_text().splitlines()
+    assert len(lines) >= 14  # one eval per lever
+    for line in lines:
+        assert f"--work-dir {tmp_path}/sale-eval/search-levers" in line
+        assert "--records docs/results/levers/search.runs.jsonl" in line
+    copy.write_text("kept\n")  # a second run goes on from its own copy
+    assert subprocess.run(run, env=env, capture_output=True).returncode == 0
+    assert copy.read_text() == "kept\n"
