@@ -848,3 +848,35 @@ def test_the_lever_script_runs_in_its_own_work_dir_from_a_copy_of_the_full_runs_
     copy.write_text("kept\n")  # a second run goes on from its own copy
     assert subprocess.run(run, env=env, capture_output=True).returncode == 0
     assert copy.read_text() == "kept\n"
+
+
+def test_the_full_run_script_keeps_its_records_in_the_repository(tmp_path: Path) -> None:
+    import subprocess
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "fullrun.sh"
+    fake = tmp_path / "sale"
+    fake.write_text('#!/usr/bin/env bash\necho "$@"\n')
+    fake.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "SALE": str(fake), "HOME": str(tmp_path)}
+    run = subprocess.run(
+        ["bash", str(script), "search", "/w", "--report-only"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    args = run.stdout.split()
+    assert args[:2] == ["eval", "--bench"] and args[-1] == "--report-only"
+    for pair in (
+        "--work-dir /w",
+        "--records docs/results/full-run-stop2/search.runs.jsonl",
+        "--out docs/results/full-run-stop2",
+        "--limit 30 --train-limit 15 --orders 2 --methods all",
+    ):
+        assert pair in run.stdout
+    default = subprocess.run(
+        ["bash", str(script), "humaneval"], env=env, capture_output=True, text=True
+    )
+    assert f"--work-dir {tmp_path}/sale-eval/humaneval " in default.stdout
+    wrong = subprocess.run(["bash", str(script), "mbpp"], env=env, capture_output=True, text=True)
+    assert wrong.returncode == 2 and "unknown benchmark mbpp" in wrong.stderr
