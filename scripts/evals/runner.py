@@ -388,10 +388,6 @@ class LiveRunner:
             yield self
         self.stack = None
 
-    def repeat_stop(self, segment: Segment) -> int:
-        """The repeat stop the segment's executions ran under (a replay can only cut earlier)."""
-        return int(segment.env.get("SALE_REPEAT_STOP", self.settings.repeat_stop))
-
     def _enter(self, segment: Segment) -> Any:
         from models.db import init_db
         from workers.context import AuctionContext
@@ -509,7 +505,7 @@ class LiveRunner:
                     continue
                 del running[job_id]
                 record = run_record(task, view, f"single:{agent}", 0, 0)
-                store.add({**record, "repeat_stop": self.repeat_stop(segment)})
+                store.add({**record, "repeat_stop": env_settings(segment.env).repeat_stop})
                 self.on_progress(f"single:{agent} {task.task_id} {view['verdict']}", 1)
                 start_next(agent)
             time.sleep(0.5)
@@ -544,7 +540,7 @@ class LiveRunner:
             while (view := self._finished(ctx, job_id, since, task.task_id)) is None:
                 time.sleep(1.0)
             record = run_record(task, view, method, order, position)
-            record |= {"stream": segment.name, "repeat_stop": self.repeat_stop(segment)}
+            record |= {"stream": segment.name, "repeat_stop": env_settings(segment.env).repeat_stop}
             if keeps_memory:  # what the stream's later jobs read: it goes on from the records
                 record["memory"] = memory_of(ctx.db_url, job_id)
             store.add(record)

@@ -880,3 +880,18 @@ def test_the_full_run_script_keeps_its_records_in_the_repository(tmp_path: Path)
     assert f"--work-dir {tmp_path}/sale-eval/humaneval " in default.stdout
     wrong = subprocess.run(["bash", str(script), "mbpp"], env=env, capture_output=True, text=True)
     assert wrong.returncode == 2 and "unknown benchmark mbpp" in wrong.stderr
+
+
+def test_a_segment_records_the_repeat_stop_its_workers_run_with(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from scripts.evals.runner import env_settings, variant_env
+
+    monkeypatch.delenv("SALE_REPEAT_STOP", raising=False)
+    monkeypatch.delenv("SALE_MECHANISM", raising=False)
+    assert env_settings(variant_env("sale")).repeat_stop == 2  # the default
+    assert env_settings(variant_env("sale+repeat_stop=0")).repeat_stop == 0
+    assert env_settings(variant_env("sale+mechanism=paper")).repeat_stop == 0  # the paper's
+    monkeypatch.setenv("SALE_REPEAT_STOP", "3")  # the driver's environment reaches the workers
+    assert env_settings({}).repeat_stop == 3
+    assert env_settings(variant_env("sale+mechanism=paper")).repeat_stop == 0
