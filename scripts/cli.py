@@ -294,7 +294,7 @@ def _say_resumed(settings: Settings, restored: int) -> None:
         if restored
         else ""
     )
-    err.print(f"{len(left)} unfinished job(s) of an earlier run go on beside this one{taken}")
+    err.print(f"{len(left)} unfinished job(s) of an earlier run go on{taken}")
 
 
 def _unfinished_note(ctx: Any, job_ids: list[str], embedded: bool) -> str:
@@ -318,6 +318,31 @@ def _unfinished_note(ctx: Any, job_ids: list[str], embedded: bool) -> str:
     )
 
 
+def _resend_lost(settings: Settings, ctx: Any, job_ids: list[str], agent: str | None) -> int:
+    """Send again the pipeline of each adopted job that is still queued while no message of
+    it waits on the broker (a run killed between storing a job and sending it, or a broker that
+    lost its last writes): nothing else would ever start it. Returns how many."""
+    from sqlmodel import col, select
+
+    from models.db import session_scope
+    from models.tables import Job
+    from scripts.runtime import pending_task_ids
+    from workers.canvas import build_pipeline
+    from workers.pool import CONTROL_QUEUE
+
+    if not settings.broker_url or not settings.broker_url.startswith("redis"):
+        return 0
+    pending = pending_task_ids(settings.broker_url, [CONTROL_QUEUE])  # first: a worker may take one
+    with session_scope(ctx.db_url) as s:
+        queued = s.exec(
+            select(Job.id).where(col(Job.id).in_(job_ids), Job.status == "queued")
+        ).all()
+    lost = [j for j in queued if j not in pending]
+    for job_id in lost:
+        build_pipeline(job_id, agent=agent).apply_async()
+    return len(lost)
+
+
 def _run_batch(
     settings: Settings,
     specs: list[dict[str, Any]],
@@ -333,11 +358,13 @@ def _run_batch(
     ctx = _context()
     started = time.monotonic()
     waiting = adoptable_jobs(ctx.db_url, specs, agent, ctx.pool.path)
-    adopted = sum(j is not None for j in waiting)
+    adopted = [j for j in waiting if j is not None]
     if adopted:
+        resent = _resend_lost(settings, ctx, adopted, agent)
         err.print(
-            f"{adopted} of these {len(specs)} tasks already have an unfinished job from a "
+            f"{len(adopted)} of these {len(specs)} tasks already have an unfinished job from a "
             "stopped run: waiting for those instead of submitting them again"
+            + (f" ({resent} never reached a worker and were sent again)" if resent else "")
         )
     job_ids = [
         j or submit_job(spec, ctx, agent=agent) for j, spec in zip(waiting, specs, strict=True)

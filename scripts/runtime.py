@@ -89,6 +89,24 @@ def restore_unacked(broker_url: str) -> int:
     return len(tags)
 
 
+def pending_task_ids(broker_url: str, queues: list[str]) -> set[str]:
+    """The task ids of every message waiting on ``queues`` (each priority level) or taken by a
+    worker and not yet acknowledged, on a Redis broker."""
+    from kombu import Connection
+
+    ids: set[str] = set()
+    with Connection(broker_url) as conn:
+        channel: Any = conn.default_channel
+        client = channel.client
+        for queue in queues:
+            for priority in channel.priority_steps:
+                for raw in client.lrange(channel._q_for_pri(queue, priority), 0, -1):
+                    ids.add(str(json.loads(raw)["headers"]["id"]))
+        for raw in client.hvals(channel.unacked_key):
+            ids.add(str(json.loads(raw)[0]["headers"]["id"]))
+    return ids
+
+
 @dataclass
 class EmbeddedStack:
     """Child processes of an embedded run; use as a context manager."""

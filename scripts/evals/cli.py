@@ -61,12 +61,14 @@ class Eta:
 
 
 def _copy_records(work_dir: Path, records: Path | None) -> None:
-    """Bring the copy of the run records up to date when a run stops early."""
+    """Bring the copy of the run records up to date (the reports rewrite it as the run goes)."""
     from scripts.evals.store import RunStore
 
     if records is not None:
-        RunStore(work_dir / "runs.jsonl").write_copy(records)
-        err.print(f"run records copied to {records}")
+        store = RunStore(work_dir / "runs.jsonl")
+        if store.records:
+            store.write_copy(records)
+            err.print(f"{len(store.records)} run records copied to {records}")
 
 
 def eval_command(
@@ -118,8 +120,14 @@ def eval_command(
 
     from scripts.cli import _fail, _interruptible, _settings, _stop_if_signalled
     from scripts.evals.benchmarks import BENCHMARKS
-    from scripts.evals.harness import WorkDirBusy, evaluate, restore_records
-    from scripts.evals.runner import JobFailed, expand_methods, live_work, make_plan
+    from scripts.evals.harness import WorkDirBusy, evaluate, restore_records, work_dir_lock
+    from scripts.evals.runner import (
+        JobFailed,
+        RecordsError,
+        expand_methods,
+        live_work,
+        make_plan,
+    )
     from scripts.evals.store import RunStore
     from workers.pool import load_pool
 
@@ -150,16 +158,14 @@ def eval_command(
     wdir = work_dir or settings.state_dir / "eval" / f"{bench}-{Path(pool_obj.path).stem}"
     store = RunStore(wdir / "runs.jsonl")
     if records is not None:
-        from workers.embed import minilm_embed
-
-        added, dropped = restore_records(store, records, plan, wdir, minilm_embed)
-        if added or dropped:
-            err.print(f"restored {added} run records from {records}")
-        if dropped:
+        try:
+            with work_dir_lock(wdir):  # not while another run appends to the same store
+                added = restore_records(store, records)
+            if added:
+                err.print(f"restored {added} run records from {records}")
+        except WorkDirBusy:
             err.print(
-                f"[yellow]note:[/yellow] {dropped} records of unfinished memory streams in "
-                f"{records} were not restored: their memory stayed on the machine that ran "
-                "them, so those streams run again from their first job"
+                f"[yellow]note:[/yellow] another run holds {wdir}; nothing restored from {records}"
             )
     todo = live_work(plan, store)
     err.print(
@@ -211,15 +217,18 @@ def eval_command(
                 records=records,
             )
         except KeyboardInterrupt:
-            _copy_records(wdir, records)
             err.print(f"[yellow]stopped[/yellow]: finished jobs are kept in {wdir}; rerun to go on")
             raise typer.Exit(130) from None
         except JobFailed as exc:
-            _copy_records(wdir, records)
             err.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(1) from None
+        except RecordsError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
         except WorkDirBusy as exc:
             _fail(exc)
+        finally:  # however the run ends, the copy holds every finished job
+            _copy_records(wdir, records)
     from scripts.evals.report import markdown
 
     typer.echo(markdown(doc))

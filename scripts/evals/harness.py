@@ -31,7 +31,6 @@ from scripts.evals.runner import (
     Segment,
     is_live,
     live_segment,
-    reads_memory,
     stream_name,
     task_order,
     train_segment,
@@ -360,52 +359,20 @@ def carried_over_notes(store: RunStore) -> list[str]:
     ]
 
 
-def restore_records(
-    store: RunStore, path: Path, plan: Plan, work_dir: Path, embed: Embed | None = None
-) -> tuple[int, int]:
+def restore_records(store: RunStore, path: Path) -> int:
     """Add to ``store`` the records of the copy at ``path`` that it lacks, so a run goes on
-    from a copy kept elsewhere (another machine's work directory did not survive); returns
-    (added, dropped). A stream that reads the memory, that this run would continue and whose
-    database is not in ``work_dir`` gets its memory back from its records (each carries its
-    job's memory record; ``embed`` recomputes the task embeddings). Where that cannot be done
-    (no ``embed``, or records written before they carried the memory) its records are dropped:
-    its next job would run on an empty memory, so the stream starts afresh."""
+    from a copy kept elsewhere (the work directory did not survive, or the copy was extended on
+    another machine); returns how many. A memory stream gets its memory back from its records
+    when it goes on (:meth:`scripts.evals.runner.LiveRunner.sync_memory`)."""
     if not path.exists():
-        return 0, 0
-    continued = {m for m in plan.live if reads_memory(m)} | ({"sale-train"} if plan.fit else set())
-    groups: dict[tuple[str, int, str, str], list[dict[str, Any]]] = {}
+        return 0
+    added = 0
+    why = f"restored from {shown_path(path)} (their jobs ran in another work directory)"
     for key, record in RunStore(path).records.items():
         if not store.has(*key):
-            group = (key[0], key[1], key[2], str(record.get("stream") or ""))
-            groups.setdefault(group, []).append(record)
-    added = dropped = 0
-    why = f"restored from {shown_path(path)} (their jobs ran in another work directory)"
-    for (method, _, split, stream), records in groups.items():
-        db = work_dir / f"{stream}.db"
-        if method in continued and stream and not db.exists():
-            wanted = plan.train if split == "train" else plan.test
-            have = {str(r["task_id"]) for r in records}
-            if not {t.task_id for t in wanted} <= have:
-                if embed is None or not all(r.get("memory") for r in records):
-                    dropped += len(records)
-                    continue
-                restore_memory(db, records, embed)
-        for record in records:
             store.add({**record, "carried_over": record.get("carried_over") or why})
             added += 1
-    return added, dropped
-
-
-def restore_memory(db: Path, records: list[dict[str, Any]], embed: Embed) -> int:
-    """Rebuild a stream's memory database from its run records, in stream order."""
-    from models.db import init_db
-    from workers.memory_io import import_memory
-
-    url = f"sqlite:///{db.resolve()}"
-    init_db(url)
-    ordered = sorted(records, key=lambda r: int(r["position"]))
-    names = [f"{db.stem} position {r['position']} ({r['task_id']})" for r in ordered]
-    return import_memory(url, [r["memory"] for r in ordered], embed, names)
+    return added
 
 
 def build_doc(
@@ -508,6 +475,7 @@ def work_dir_lock(work_dir: Path) -> Iterator[None]:
     import fcntl
     import os
 
+    work_dir.mkdir(parents=True, exist_ok=True)
     with open(work_dir / "eval.lock", "a+", encoding="utf-8") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)

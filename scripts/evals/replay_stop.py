@@ -366,7 +366,12 @@ def markdown(doc: dict[str, Any]) -> str:
         "and drops the jury's cost; its 'recorded' columns are its replay without a stop. "
         "Unknown: jobs whose replay reaches a bid that never executed (a fallback the stop "
         "makes necessary, or another award); each counts as a failure that costs nothing, so "
-        "a row with unknowns bounds pass@1 and cost from below.",
+        "a row with unknowns bounds pass@1 and cost from below."
+        + (
+            f" {doc['untraced']} single-agent runs had no trace here and are left out."
+            if doc.get("untraced")
+            else ""
+        ),
         "",
         "| method | tasks | pass@1 recorded | pass@1 with stop | US$ recorded | US$ with stop | "
         "× largest recorded | × largest with stop | executions cut | unknown | "
@@ -459,6 +464,21 @@ def main(
         after = replay_outcome(rec, pool.get(rec.agent), stop)
         stopped.setdefault(rec.task_id, {})[rec.agent] = after
         executions.append(after)
+    singles = [
+        r
+        for r in store.select(split="test")
+        if str(r["method"]).startswith("single:") and r.get("status") == "done"
+    ]
+    untraced = len(singles) - sum(len(v) for v in stopped.values())
+    if untraced:
+        typer.echo(
+            f"note: {untraced} of {len(singles)} single-agent runs have no trace in "
+            f"{work_dir} (restored from a records copy, or carried over from a directory that "
+            "is gone) and are left out of the replay"
+        )
+    if not stopped:
+        typer.echo(f"error: no single-agent run of {work_dir} has a trace here: nothing to replay")
+        raise typer.Exit(1)
     sale_before: dict[str, dict[str, dict[str, Any]]] = {}
     sale_after: dict[str, dict[str, dict[str, Any]]] = {}
     nojury = None
@@ -489,6 +509,7 @@ def main(
         + (" --no-jury" if no_jury else ""),
         "work_dir": shown,
         "stop": stop,
+        "untraced": untraced,
         "uncut": len(uncut),
         "faithful": sum(bool(o["faithful"]) for o in uncut),
         "recorded": summarise(recorded, sale_before, pool),

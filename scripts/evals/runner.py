@@ -26,6 +26,7 @@ import random
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -36,7 +37,7 @@ from typing import Any
 
 from broker.settings import Settings
 from scripts.evals.benchmarks import BenchTask, load_benchmark
-from scripts.evals.store import RunStore
+from scripts.evals.store import RunStore, key_of
 from workers.pool import Pool
 
 REPLAY_METHODS = ("random", "knn", "classifier", "cascade", "oracle", "oracle-small")
@@ -47,6 +48,10 @@ class JobFailed(RuntimeError):
     """A job of the evaluation ended failed or cancelled. That is an error of the stack or of a
     model server (e.g. one that died), not an outcome of the method, so it is never stored as a
     result: the evaluation stops, and a rerun runs the job again."""
+
+
+class RecordsError(ValueError):
+    """Stored run records that cannot be used as they are (e.g. a malformed memory record)."""
 
 
 #: A live SALE variant: ``sale`` or ``sale-nomem`` with setting overrides, e.g.
@@ -388,6 +393,61 @@ class LiveRunner:
             yield self
         self.stack = None
 
+    def sync_memory(
+        self, store: RunStore, method: str, order: int, split: str, segment: Segment
+    ) -> None:
+        """Give a memory stream's database every memory record its stored jobs left, so that
+        it goes on from the same memory: a no-op where the database has them; on a machine
+        that restored the records (``--records``) it rebuilds them. A stream whose records do
+        not carry their memory (written before they did) and whose database lacks it starts
+        afresh: its stored records are dropped and the database is set aside."""
+        from sqlmodel import select
+
+        from models.db import init_db, session_scope
+        from models.tables import MemoryRecord
+        from workers.memory_io import import_memory
+
+        stored = stream_records(store, method, order, split, segment.name)
+        if not stored:
+            return
+        db = self.work_dir / f"{segment.name}.db"
+        url = self.db_url(segment.name)
+        have: set[str] = set()
+        if db.exists():
+            init_db(url)
+            with session_scope(url) as s:
+                have = set(s.exec(select(MemoryRecord.job_id)).all())
+        if any(memory_items(r) is None and r["job_id"] not in have for r in stored):
+            from models.tables import utcnow
+
+            store.drop([key_of(r) for r in stored])
+            if db.exists():
+                db.rename(db.with_name(f"{db.name}.stale-{utcnow():%Y%m%d%H%M%S}"))
+            print(
+                f"{segment.name}: {len(stored)} stored jobs carry no memory record and the "
+                "database lacks them; the stream starts again from its first job",
+                file=sys.stderr,
+            )
+            return
+        try:
+            items = {str(m["job_id"]): m for r in stored for m in memory_items(r) or []}
+            todo = [m for job, m in items.items() if job not in have]
+            if not todo:
+                return
+            from workers.embed import minilm_embed
+
+            keep_ids = all(m.get("id") is not None for m in todo)
+            if keep_ids:
+                todo.sort(key=lambda m: int(m["id"]))
+            init_db(url)
+            import_memory(url, todo, minilm_embed, keep_ids=keep_ids)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RecordsError(
+                f"{segment.name}: the memory its stored jobs carry cannot be restored ({exc}); "
+                "restore a good copy of the run records, or delete this stream's records from "
+                f"{store.path} to run it again"
+            ) from exc
+
     def _enter(self, segment: Segment) -> Any:
         from models.db import init_db
         from workers.context import AuctionContext
@@ -529,9 +589,17 @@ class LiveRunner:
         ]
         if not pending:
             return
-        ctx = self._enter(segment)
         settings = env_settings(segment.env)
         keeps_memory = settings.refine or settings.memory_shortcut > 0
+        split = tasks[0].split
+        if keeps_memory:
+            self.sync_memory(store, method, order, split, segment)
+            pending = [
+                (i, t)
+                for i, t in enumerate(tasks)
+                if not stream_done(store, method, order, t, segment.name)
+            ]
+        ctx = self._enter(segment)
         for position, task in pending:
             job_id = self.finished_job(ctx, task.task_id, None) or submit(
                 task.spec.model_dump(mode="json"), ctx
@@ -542,22 +610,51 @@ class LiveRunner:
             record = run_record(task, view, method, order, position)
             record |= {"stream": segment.name, "repeat_stop": env_settings(segment.env).repeat_stop}
             if keeps_memory:  # what the stream's later jobs read: it goes on from the records
-                record["memory"] = memory_of(ctx.db_url, job_id)
+                kept = stream_records(store, method, order, split, segment.name)
+                record["memory"] = memory_since(ctx.db_url, memory_jobs(kept))
             store.add(record)
             self.on_progress(f"{method} o{order} {task.task_id} {view['verdict']}", 1)
 
 
-def memory_of(db_url: str, job_id: str) -> dict[str, Any] | None:
-    """The job's memory record as exported (None: the job wrote none)."""
-    from sqlmodel import select
+def stream_records(
+    store: RunStore, method: str, order: int, split: str, stream: str
+) -> list[dict[str, Any]]:
+    """The stored records of one stream, in stream order."""
+    found = [
+        r
+        for r in store.select(method=method, split=split)
+        if int(r["order"]) == order and r.get("stream") == stream
+    ]
+    return sorted(found, key=lambda r: int(r["position"]))
+
+
+def memory_items(record: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The memory records a run record carries (None: it carries none, written before records
+    did; a single object: written before they carried every record since the previous job)."""
+    memory = record.get("memory")
+    if memory is None:
+        return None
+    return list(memory) if isinstance(memory, list) else [memory]
+
+
+def memory_jobs(records: Sequence[dict[str, Any]]) -> set[str]:
+    """The jobs whose memory records ``records`` carry."""
+    return {str(m["job_id"]) for r in records for m in memory_items(r) or []}
+
+
+def memory_since(db_url: str, covered: set[str]) -> list[dict[str, Any]]:
+    """Every memory record of the database (with its id) whose job is not in ``covered``: the
+    stored job's own and any a job that was not stored left behind (a failed execution still
+    writes one, and later jobs of the stream read it)."""
+    from sqlmodel import col, select
 
     from models.db import session_scope
     from models.tables import MemoryRecord
     from workers.memory_io import export_record
 
     with session_scope(db_url) as s:
-        found = s.exec(select(MemoryRecord).where(MemoryRecord.job_id == job_id)).first()
-        return export_record(found) if found is not None else None
+        rows = s.exec(select(MemoryRecord).order_by(col(MemoryRecord.id))).all()
+        return [export_record(r, with_id=True) for r in rows if r.job_id not in covered]
 
 
 def retries_spent(view: dict[str, Any]) -> str | None:

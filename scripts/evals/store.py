@@ -55,6 +55,12 @@ class RunStore:
             os.fsync(fh.fileno())
         self.records[key_of(record)] = record
 
+    def drop(self, keys: list[Key]) -> None:
+        """Forget these records: the file is rewritten without them, atomically."""
+        for key in keys:
+            self.records.pop(key, None)
+        self.write_copy(self.path)
+
     def write_copy(self, path: Path) -> None:
         """Write every record to ``path``, sorted by key, replacing it atomically: a copy of
         the run kept where the work directory is not (e.g. in the repository)."""

@@ -632,6 +632,8 @@ def test_one_run_at_a_time_holds_a_work_directory(tmp_path: Path) -> None:
         pass
     with work_dir_lock(tmp_path):  # released when the first run ends
         pass
+    with work_dir_lock(tmp_path / "new" / "work"):  # a work directory not made yet is made
+        assert (tmp_path / "new" / "work" / "eval.lock").exists()
 
 
 def test_outcome_table_says_where_each_answer_lands() -> None:
@@ -751,69 +753,100 @@ def test_the_outcome_methods_dispatch_to_their_picks() -> None:
 
 def test_a_run_goes_on_from_a_copy_of_its_records_kept_elsewhere(tmp_path: Path) -> None:
     """The copy written with each report restores a run on a machine whose work directory is
-    gone: every record comes back, except a memory stream it would continue half-finished."""
-    from models.schemas import TaskSpec
-    from scripts.evals.benchmarks import BenchTask
+    gone, and brings a work directory up to date with a copy another machine extended."""
     from scripts.evals.harness import restore_records
-    from scripts.evals.runner import Plan
 
-    spec = TaskSpec(kind="search", prompt="q?", answer="a")
-    tests = [BenchTask("search", f"t{i}", "test", "short", spec) for i in range(2)]
-    plan = Plan(tests, [], ["single:small", "sale-nomem", "sale"], orders=2, fit=False)
     old = RunStore(tmp_path / "old" / "runs.jsonl")
     for i in range(2):
         old.add(record("single:small", 0, i, "small", True))
-        old.add({**record("sale-nomem", 0, i, "small", True), "stream": "sale-nomem-o0"})
-        old.add({**record("sale", 0, i, "small", True), "stream": "sale-o0"})  # finished
-    old.add({**record("sale", 1, 0, "small", True), "stream": "sale-o1-n2"})  # half-finished
+        old.add({**record("sale", 1, i, "small", True), "stream": "sale-o1-n2"})
     copy = tmp_path / "repo" / "search.runs.jsonl"
     old.write_copy(copy)
-    assert len(copy.read_text().splitlines()) == 7
+    assert len(copy.read_text().splitlines()) == 4
 
-    work = tmp_path / "new"
-    store = RunStore(work / "runs.jsonl")
-    assert restore_records(store, copy, plan, work) == (6, 1)
-    assert store.has("sale", 0, "test", "t1") and not store.has("sale", 1, "test", "t0")
-    assert all("restored from" in str(r["carried_over"]) for r in store.select())
-    assert restore_records(RunStore(work / "runs.jsonl"), copy, plan, work) == (0, 1)
+    store = RunStore(tmp_path / "new" / "runs.jsonl")
+    store.add(record("single:small", 0, 0, "small", False))  # this machine's own run is kept
+    assert restore_records(store, copy) == 3
+    assert store.get("single:small", 0, "test", "t0")["passed"] is False
+    assert store.has("sale", 1, "test", "t1") and store.has("single:small", 0, "test", "t1")
+    restored = [r for r in store.select() if r.get("carried_over")]
+    assert len(restored) == 3 and all("restored from" in r["carried_over"] for r in restored)
+    assert restore_records(RunStore(tmp_path / "new" / "runs.jsonl"), copy) == 0
+    assert restore_records(store, tmp_path / "missing.jsonl") == 0
+    store.drop([("sale", 1, "test", "t0")])
+    assert not RunStore(tmp_path / "new" / "runs.jsonl").has("sale", 1, "test", "t0")
 
-    (work / "sale-o1-n2.db").touch()  # the stream's memory is here: it goes on where it was
-    assert restore_records(store, copy, plan, work) == (1, 0)
-    assert restore_records(store, tmp_path / "missing.jsonl", plan, work) == (0, 0)
+
+def _memory(job: str, text: str, record_id: int | None, verdict: str = "passed") -> dict:
+    from workers.memory_io import FIELDS
+
+    memory: dict[str, object] = {name: None for name in FIELDS}
+    bids = [{"agent": "small", "round": "first", "status": "ok", "plan": f"plan {job}",
+             "auction_label": "win", "verified_label": "win"}]  # fmt: skip
+    memory |= {"job_id": job, "kind": "search", "task_text": text, "bids": bids, "attempts": [],
+               "award_agent": "small", "award_round": "first", "provisional_agent": "small",
+               "verdict": verdict, "total_tokens": 10, "total_cost_usd": 0.001,
+               "created_at": "2026-11-27T10:00:00+00:00"}  # fmt: skip
+    if record_id is not None:
+        memory["id"] = record_id
+    return memory
 
 
-def test_a_half_finished_memory_stream_gets_its_memory_back_from_its_records(
-    tmp_path: Path,
+def test_a_memory_stream_gets_its_memory_back_from_its_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from models.schemas import TaskSpec
-    from scripts.evals.benchmarks import BenchTask
-    from scripts.evals.harness import restore_records
-    from scripts.evals.runner import Plan
-    from workers.memory_io import FIELDS, export_memory
+    import workers.embed
+    from broker.settings import Settings
+    from models.db import init_db
+    from scripts.evals.runner import LiveRunner, Segment, memory_since
+    from workers.memory_io import export_memory
+    from workers.pool import load_pool
 
-    spec = TaskSpec(kind="search", prompt="q?", answer="a")
-    tests = [BenchTask("search", f"t{i}", "test", "short", spec) for i in range(3)]
-    plan = Plan(tests, [], ["sale"], orders=1, fit=False)
-    copy = tmp_path / "search.runs.jsonl"
-    old = RunStore(copy)
-    for i in (1, 0):  # stored in any order; the memory is rebuilt in stream order
-        memory: dict[str, object] = {name: None for name in FIELDS}
-        memory |= {"job_id": f"j{i}", "kind": "search", "task_text": f"question {i}", "bids": [],
-                   "attempts": [], "award_agent": "small", "award_round": "first",
-                   "provisional_agent": "small", "verdict": "passed", "total_tokens": 10,
-                   "total_cost_usd": 0.001, "created_at": f"2026-11-27T10:00:0{i}"}  # fmt: skip
-        run = record("sale", 0, i, "small", True)
-        old.add({**run, "stream": "sale-o0", "memory": memory})
-    work = tmp_path / "work"
-    store = RunStore(work / "runs.jsonl")
+    monkeypatch.setattr(workers.embed, "minilm_embed", lambda texts: [[1.0, 0.0] for _ in texts])
+    pool = load_pool(Path("examples/pools/scripted.toml"))
+    runner = LiveRunner(Settings(_env_file=None), pool, tmp_path / "work")
+    segment = Segment("sale-o0")
+    store = RunStore(tmp_path / "work" / "runs.jsonl")
+    # Job t1 came after a job whose execution failed (not stored, but its memory record was
+    # written and read by t1): t1's record carries both, with their ids (gaps kept).
+    both = [_memory("jx", "failed one", 2, "failed"), _memory("j1", "q1", 3)]
+    store.add({**record("sale", 0, 1, "small", True), "job_id": "j1", "stream": "sale-o0",
+               "memory": both})  # fmt: skip
+    store.add({**record("sale", 0, 0, "small", True), "job_id": "j0", "stream": "sale-o0",
+               "memory": [_memory("j0", "q0", 1)]})  # fmt: skip
+    runner.sync_memory(store, "sale", 0, "test", segment)
+    url = runner.db_url("sale-o0")
+    rebuilt = export_memory(url)
+    assert [r["job_id"] for r in rebuilt] == ["j0", "jx", "j1"]
+    assert {m["job_id"]: m["id"] for m in memory_since(url, set())} == {"j0": 1, "jx": 2, "j1": 3}
+    assert memory_since(url, {"j0", "jx"}) == [{**_memory("j1", "q1", 3), "kind": "search"}]
+    runner.sync_memory(store, "sale", 0, "test", segment)  # the database has them: no-op
+    assert len(export_memory(url)) == 3
 
-    def embed(texts: list[str]) -> list[list[float]]:
-        return [[1.0, 0.0] for _ in texts]
+    # A malformed memory record is named, with what to do, and nothing is written.
+    from scripts.evals.runner import RecordsError
 
-    assert restore_records(store, copy, plan, work, embed) == (2, 0)
-    rebuilt = export_memory(f"sqlite:///{work / 'sale-o0.db'}")
-    assert [r["job_id"] for r in rebuilt] == ["j0", "j1"]
-    assert rebuilt[1]["task_text"] == "question 1" and rebuilt[0]["verdict"] == "passed"
+    bad = RunStore(tmp_path / "bad" / "runs.jsonl")
+    broken = {k: v for k, v in _memory("j5", "q5", 1).items() if k != "bids"}
+    bad.add({**record("sale", 0, 0, "small", True), "job_id": "j5", "stream": "sale-o0",
+             "memory": [broken]})  # fmt: skip
+    lost = LiveRunner(Settings(_env_file=None), pool, tmp_path / "bad")
+    with pytest.raises(RecordsError, match=r"sale-o0: .*lacks bids.*delete this stream's"):
+        lost.sync_memory(bad, "sale", 0, "test", segment)
+    assert export_memory(lost.db_url("sale-o0")) == []
+
+    # Records written before they carried the memory, without their database: start afresh.
+    old = RunStore(tmp_path / "old" / "runs.jsonl")
+    old.add({**record("sale", 1, 0, "small", True), "job_id": "j9", "stream": "sale-o1-n2"})
+    stale = LiveRunner(Settings(_env_file=None), pool, tmp_path / "old")
+    init_db(stale.db_url("sale-o1-n2"))  # a database that lacks their memory is set aside
+    stale.sync_memory(old, "sale", 1, "test", Segment("sale-o1-n2"))
+    assert not old.has("sale", 1, "test", "t0")
+    assert [p.name.split(".stale-")[0] for p in (tmp_path / "old").glob("*.stale-*")] == [
+        "sale-o1-n2.db"
+    ]
+    assert not (tmp_path / "old" / "sale-o1-n2.db").exists()
+    assert not RunStore(tmp_path / "old" / "runs.jsonl").has("sale", 1, "test", "t0")
 
 
 def test_the_lever_script_runs_in_its_own_work_dir_from_a_copy_of_the_full_runs_records(

@@ -149,3 +149,22 @@ def test_runs_recorded_under_a_stop_replay_only_under_one_as_tight(tmp_path: Any
     for looser in (0, 3):
         with pytest.raises(typer.BadParameter, match=r"SALE_REPEAT_STOP=2.*between 1 and 2"):
             check_replayable(store, looser)
+
+
+def test_runs_without_a_trace_here_are_named_and_nothing_is_made_of_none(tmp_path: Any) -> None:
+    from typer.testing import CliRunner
+
+    from scripts.evals.replay_stop import main
+
+    work = tmp_path / "search"
+    store = RunStore(work / "runs.jsonl")
+    store.add({"method": "single:a", "order": 0, "split": "test", "task_id": "t", "job_id": "j",
+               "status": "done", "bench": "search", "repeat_stop": 2,
+               "carried_over": "restored from x.runs.jsonl"})  # fmt: skip
+    app = typer.Typer()
+    app.command()(main)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["--work-dir", str(work), "--stop", "2", "--out", str(out)])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 1 and "1 of 1 single-agent runs have no trace" in said
+    assert "nothing to replay" in said and not out.exists()

@@ -111,7 +111,8 @@ def test_eval_runs_every_method_and_a_rerun_runs_nothing(tmp_path: Path) -> None
     # go on from a copy of the records); one that does not read it has no need to.
     for r in records:
         if r["method"] in ("sale", "sale-train"):
-            assert r["memory"]["job_id"] == r["job_id"] and r["memory"]["bids"], r["method"]
+            memory = {m["job_id"]: m for m in r["memory"]}
+            assert memory[r["job_id"]]["bids"] and memory[r["job_id"]]["id"] >= 1, r["method"]
     assert all("memory" not in r for r in nomem)
     assert all(r["award_round"] == "first" for r in nomem)
     assert all(b["round"] == "first" for r in nomem for b in r["bids"])
@@ -184,6 +185,26 @@ def test_eval_goes_on_from_its_records_copy_in_a_new_work_dir(tmp_path: Path) ->
     assert len(copy.read_text().splitlines()) == 3
     doc = json.loads((tmp_path / "out" / "humaneval.json").read_text())
     assert any("2 run records (single:small) were restored from" in n for n in doc["notes"])
+
+
+@pytest.mark.timeout(900)
+def test_a_memory_stream_goes_on_with_its_memory_in_a_new_work_dir(tmp_path: Path) -> None:
+    copy = tmp_path / "repo" / "humaneval.runs.jsonl"
+    args = ["--bench", "humaneval", "--methods", "sale", "--orders", "1", "--no-fit"]
+    args += ["--no-plots", "--records", str(copy)]
+    first = _run(tmp_path, *args, "--limit", "1", timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    shutil.rmtree(tmp_path / "work")  # the machine is gone; the copy is not
+    again = _run(tmp_path, *args, "--limit", "2", timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "restored 1 run records" in " ".join(again.stderr.split())
+    with session_scope(f"sqlite:///{tmp_path / 'work' / 'sale-o0.db'}") as s:
+        from models.tables import MemoryRecord
+
+        kept = s.exec(select(MemoryRecord).order_by(MemoryRecord.id)).all()
+    first_job = json.loads(copy.read_text().splitlines()[0])["job_id"]
+    # The second job ran on the first one's memory, rebuilt from the copy with its id.
+    assert (kept[0].job_id, kept[0].id, len(kept)) == (first_job, 1, 2)
 
 
 def test_eval_rejects_unknown_methods_and_benchmarks(tmp_path: Path) -> None:

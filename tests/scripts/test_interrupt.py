@@ -74,3 +74,44 @@ def test_restore_unacked_puts_a_taken_but_unfinished_task_back_on_its_queue(
         again = queue(conn.default_channel).get(no_ack=True)
         assert again is not None and again.payload == {"job": 1}
     assert restore_unacked(url) == 0  # nothing left to restore
+
+
+def test_pending_task_ids_sees_queued_and_taken_messages(redis_url: str) -> None:
+    import subprocess
+    import sys
+
+    from kombu import Connection, Exchange, Queue
+
+    from scripts.runtime import pending_task_ids
+
+    url = redis_url.rsplit("/", 1)[0] + "/10"  # a database of its own on the shared server
+    name = "sale.test.pending"
+    queue = Queue(name, Exchange(name), name)
+    with Connection(url) as conn:
+        conn.default_channel.client.flushdb()
+        producer = conn.Producer()
+        for task_id in ("t1", "t2"):
+            producer.publish(
+                {"job": task_id},
+                exchange=queue.exchange,
+                routing_key=name,
+                declare=[queue],
+                headers={"id": task_id},
+            )
+    assert pending_task_ids(url, [name]) == {"t1", "t2"}
+    assert pending_task_ids(url, ["sale.test.other"]) == set()
+    taker = (  # takes t1 without acknowledging it, and dies
+        "import os\n"
+        "from kombu import Connection, Exchange, Queue\n"
+        f"q = Queue({name!r}, Exchange({name!r}), {name!r})\n"
+        f"m = q(Connection({url!r}).default_channel).get(no_ack=False)\n"
+        "assert m is not None\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", taker], check=True, timeout=60)
+    assert pending_task_ids(url, [name]) == {"t1", "t2"}  # one waiting, one taken
+    with Connection(url) as conn:
+        while queue(conn.default_channel).get(no_ack=True) is not None:
+            pass
+        conn.default_channel.client.delete(conn.default_channel.unacked_key)
+    assert pending_task_ids(url, [name]) == set()

@@ -10,7 +10,7 @@ from sqlmodel import col, select
 
 from models.db import init_db, session_scope
 from models.tables import Job, MemoryRecord
-from workers.memory import MemoryEntry, nearest
+from workers.memory import MemoryEntry, build_pairs, nearest
 from workers.memory_io import export_memory, import_memory
 
 
@@ -28,9 +28,9 @@ def _db(tmp_path: Path, name: str) -> str:
 def _record(url: str, job_id: str, text: str, verdict: str) -> None:
     bids = [
         {"agent": "small", "round": "first", "status": "ok", "plan": f"plan for {text}",
-         "auction_label": "lost", "verified_label": None},
+         "auction_label": "lose", "verified_label": None},
         {"agent": "large", "round": "first", "status": "ok", "plan": "the big plan",
-         "auction_label": "won", "verified_label": "won" if verdict == "passed" else "lost"},
+         "auction_label": "win", "verified_label": "win" if verdict == "passed" else "lose"},
     ]  # fmt: skip
     with session_scope(url) as s:
         s.add(Job(id=job_id, kind="coding", prompt=text, spec={}, pool_path="", status="done"))
@@ -54,22 +54,38 @@ def _entries(url: str) -> list[MemoryEntry]:
 def test_an_exported_memory_imports_into_another_database_as_it_was(tmp_path: Path) -> None:
     source = _db(tmp_path, "source")
     _record(source, "j1", "add two numbers", "passed")
+    _record(source, "j0", "gone", "failed")
     _record(source, "j2", "find the capital", "failed")
+    with session_scope(source) as s:  # ids with a gap: 1, 3
+        s.delete(s.exec(select(MemoryRecord).where(MemoryRecord.job_id == "j0")).one())
     exported = export_memory(source)
     assert [r["job_id"] for r in exported] == ["j1", "j2"]
-    assert "embedding" not in exported[0] and exported[0]["bids"][1]["auction_label"] == "won"
+    assert "embedding" not in exported[0] and exported[0]["bids"][1]["auction_label"] == "win"
     json.dumps(exported)  # JSON-ready
 
     target = _db(tmp_path, "target")
     assert import_memory(target, exported, fake_embed) == 2
     assert import_memory(target, exported, fake_embed) == 0  # one record per job
     assert export_memory(target) == exported
-    # Retrieval sees the same memory: the same records, ids in the same order, same vectors.
+    # Retrieval sees the same memory: the same records in the same order, same vectors.
     before, after = _entries(source), _entries(target)
-    assert [(e.record_id, list(e.embedding), e.bids, e.verdict) for e in after] == [
-        (e.record_id, list(e.embedding), e.bids, e.verdict) for e in before
+    assert [(list(e.embedding), e.bids, e.verdict) for e in after] == [
+        (list(e.embedding), e.bids, e.verdict) for e in before
     ]
-    assert nearest([1.0, 0.0], after, 1)[0].bids[0]["plan"] == "plan for add two numbers"
+    assert [e.record_id for e in after] == [1, 2]  # numbered by the target database
+    near = nearest([1.0, 0.0], after, 1)
+    assert near[0].bids[0]["plan"] == "plan for add two numbers"
+    # Refinement reads the imported memory as it read the original: the same pairs.
+    pairs = build_pairs("small", near, "auction", 2)
+    assert [(p.losing_agent, p.winning_agent, p.losing_plan) for p in pairs] == [
+        ("small", "large", "plan for add two numbers")
+    ]
+    assert pairs == build_pairs("small", nearest([1.0, 0.0], before, 1), "auction", 2)
+    # Restoring a database of one's own keeps the ids, gaps included.
+    kept = _db(tmp_path, "kept")
+    with_ids = [{**r, "id": i} for r, i in zip(exported, (1, 3), strict=True)]
+    assert import_memory(kept, with_ids, fake_embed, keep_ids=True) == 2
+    assert [e.record_id for e in _entries(kept)] == [1, 3]
     with session_scope(target) as s:
         job = s.exec(select(Job).where(Job.id == "j2")).one()
     assert (job.status, job.verdict, job.kind) == ("done", "failed", "coding")
