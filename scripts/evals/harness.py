@@ -22,6 +22,7 @@ from scripts.evals.methods import (
     KnnRouter,
     Pick,
     TrainingSet,
+    pick_by_auction,
     pick_from_outcomes,
     pick_random,
     replay,
@@ -29,11 +30,13 @@ from scripts.evals.methods import (
 from scripts.evals.runner import (
     Plan,
     Segment,
+    env_settings,
     is_live,
     live_segment,
     stream_name,
     task_order,
     train_segment,
+    variant_env,
     variant_weights,
 )
 from scripts.evals.store import RunStore
@@ -93,6 +96,19 @@ def replay_records(
     if routers and embed is not None:
         ids = [t.task_id for t in plan.test]
         vectors = dict(zip(ids, embed([t.spec.prompt for t in plan.test]), strict=True))
+    auctions = {
+        str(r["task_id"]): r
+        for r in store.select(method="sale-nomem", split="test")
+        if int(r["order"]) == 0 and r.get("status") == "done"
+    }
+    nomem = env_settings(variant_env("sale-nomem"))
+    if "auction-router" in plan.methods and auctions:
+        notes.append(
+            "auction-router is sale-nomem+plan_mode=generic replayed: the recorded sale-nomem "
+            "auctions pick the agent (the award, then self-check fallbacks as the job makes "
+            "them), and each pick replays that agent's single-agent run, whose prompt (a direct "
+            "job's generic plan) is the one plan_mode=generic executes; one order, as sale-nomem"
+        )
     records = []
     for order in range(plan.orders):
         rng = random.Random(1000 + order)
@@ -108,9 +124,26 @@ def replay_records(
                     pick = pick_from_outcomes(method, outcomes, prices, pool.largest.name)
                 elif method in routers:
                     pick = routers[method].pick(vectors[task.task_id])
+                elif method == "auction-router" and order == 0 and task.task_id in auctions:
+                    auction = auctions[task.task_id]
+                    picked = pick_by_auction(
+                        auction["bids"],
+                        outcomes,
+                        prices,
+                        nomem.self_check_fallback,
+                        nomem.self_check_escalation,
+                    )
+                    if picked is None:
+                        continue
+                    pick = picked
                 else:
                     continue
                 rec = replay(pick, outcomes)
+                if method == "auction-router":  # the auction was paid for, live
+                    auction = auctions[task.task_id]
+                    for key in ("tokens", "cost_usd", "wall_s"):
+                        rec[f"auction_{key}"] = auction[f"auction_{key}"]
+                        rec[key] += auction[f"auction_{key}"]
                 rec.update(
                     method=method,
                     order=order,

@@ -81,6 +81,47 @@ def pick_cascade(outcomes: Mapping[str, Outcome], prices: Mapping[str, float]) -
     return Pick(tried[-1], tuple(tried))
 
 
+def pick_by_auction(
+    bids: Sequence[Mapping[str, Any]],
+    outcomes: Mapping[str, Outcome],
+    prices: Mapping[str, float],
+    fallbacks: int,
+    escalation: str,
+) -> Pick | None:
+    """The agent a recorded memoryless auction awards (its first-round bids ranked by their
+    recorded scores, as the job ranked them), then, while that agent's answer fails its
+    self-check and fallbacks are left, the one the job falls back to (``escalation`` "up": the
+    best bid of an agent pricier than every one tried; "ranking": the next-best bid of an agent
+    not tried). With each agent running a direct job's generic plan (``plan_mode=generic``),
+    every try is that agent's single-agent run. None when no bid was scored."""
+    from workers.auction import Candidate, ranking
+
+    scored = [
+        b
+        for b in bids
+        if b.get("status") == "ok" and b.get("round") == "first" and b.get("score") is not None
+    ]
+    if not scored:
+        return None
+    ranked = ranking(
+        [Candidate(i, str(b["agent"]), prices[str(b["agent"])], float(b["score"]))
+         for i, b in enumerate(scored)]
+    )  # fmt: skip
+    tried: list[str] = []
+    for _ in range(fallbacks + 1):
+        floor = max((prices[a] for a in tried), default=-1.0)
+        left = [
+            c for c in ranked
+            if c.agent not in tried and (escalation == "ranking" or prices[c.agent] > floor)
+        ]  # fmt: skip
+        if not left:
+            break
+        tried.append(left[0].agent)
+        if outcomes.get(left[0].agent, {}).get("self_check") is not False:
+            break
+    return Pick(tried[-1], tuple(tried))
+
+
 #: The methods that read nothing but the task's recorded single-agent outcomes.
 OUTCOME_METHODS = ("oracle", "oracle-small", "cascade")
 

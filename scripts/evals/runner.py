@@ -40,7 +40,18 @@ from scripts.evals.benchmarks import BenchTask, load_benchmark
 from scripts.evals.store import RunStore, key_of
 from workers.pool import Pool
 
-REPLAY_METHODS = ("random", "knn", "classifier", "cascade", "oracle", "oracle-small")
+REPLAY_METHODS = (
+    "random",
+    "knn",
+    "classifier",
+    "cascade",
+    "oracle",
+    "oracle-small",
+    "auction-router",
+)
+#: ``auction-router``: ``sale-nomem+plan_mode=generic`` replayed, i.e. the recorded
+#: ``sale-nomem`` auctions used only to pick the agent (award, then self-check fallbacks), each
+#: pick replaying that agent's single-agent run (the same prompt: a direct job's generic plan).
 LIVE_METHODS = ("sale-nomem", "sale")
 
 

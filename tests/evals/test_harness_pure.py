@@ -84,6 +84,77 @@ def test_cascade_escalates_on_failed_self_check_and_pays_for_every_try() -> None
     assert pick.tried == ("small",) and replay(pick, outs)["passed"] is False
 
 
+def test_the_auction_router_takes_the_award_then_falls_back_as_the_job_does() -> None:
+    from scripts.evals.methods import pick_by_auction
+
+    def bid(agent: str, score: float | None, status: str = "ok") -> dict[str, object]:
+        return {"agent": agent, "round": "first", "status": status, "score": score}
+
+    bids = [
+        bid("large", 0.2),
+        bid("small", -0.5),
+        bid("medium", 0.1),
+        bid("medium", None, "failed"),
+    ]
+    outs = {
+        "small": outcome("small", False, False),  # the award fails its self-check
+        "medium": outcome("medium", True, True),
+        "large": outcome("large", True, True),
+    }
+    assert pick_by_auction(bids, outs, PRICES, 2, "up") == Pick("medium", ("small", "medium"))
+    assert pick_by_auction(bids, outs, PRICES, 0, "up") == Pick("small", ("small",))
+    # "up" never goes back to a cheaper agent; "ranking" takes the next-best bid.
+    cheap_last = [bid("medium", -1.0), bid("large", 0.0), bid("small", -0.5)]
+    outs["medium"] = outcome("medium", False, False)
+    assert pick_by_auction(cheap_last, outs, PRICES, 2, "up").tried == ("medium", "large")
+    assert pick_by_auction(cheap_last, outs, PRICES, 2, "ranking").tried == (
+        "medium",
+        "small",
+        "large",
+    )
+    unchecked = {**outs, "small": outcome("small", False, None)}  # no check: no fallback
+    assert pick_by_auction(bids, unchecked, PRICES, 2, "up") == Pick("small", ("small",))
+    assert pick_by_auction([bid("small", None, "failed")], outs, PRICES, 2, "up") is None
+
+
+def test_the_auction_router_row_pays_the_recorded_auction_and_the_picked_runs(
+    tmp_path: Path,
+) -> None:
+    from models.schemas import TaskSpec
+    from scripts.evals.benchmarks import BenchTask
+    from scripts.evals.harness import replay_records
+    from scripts.evals.runner import Plan
+    from workers.pool import load_pool
+
+    pool = load_pool(Path("examples/pools/scripted.toml"))
+    spec = TaskSpec(kind="search", prompt="q?", answer="a")
+    task = BenchTask("search", "t0", "test", "short", spec)
+    store = RunStore(tmp_path / "runs.jsonl")
+    for agent, passed, check in (("small", False, False), ("medium", True, True),
+                                 ("large", True, True)):  # fmt: skip
+        store.add({**_single("search", "t0", agent, passed), "split": "test",
+                   "self_check": check, "cost_usd": {"small": 0.1, "medium": 0.5,
+                   "large": 1.0}[agent]})  # fmt: skip
+    bids = [{"agent": "small", "round": "first", "status": "ok", "score": -1.0},
+            {"agent": "large", "round": "first", "status": "ok", "score": 0.5}]  # fmt: skip
+    store.add({"method": "sale-nomem", "order": 0, "split": "test", "task_id": "t0",
+               "status": "done", "bids": bids, "auction_tokens": 40, "auction_cost_usd": 0.05,
+               "auction_wall_s": 3.0})  # fmt: skip
+    plan = Plan([task], [], ["auction-router"], orders=2, fit=False)
+    records, notes = replay_records(plan, store, pool, None)
+    [rec] = records  # one order, as sale-nomem
+    assert (rec["method"], rec["order"], rec["agent"], rec["tried"]) == (
+        "auction-router",
+        0,
+        "large",
+        ["small", "large"],
+    )  # the small award failed its check; "up" skips to the pricier bid that is left
+    assert rec["passed"] and rec["replayed"]
+    assert rec["cost_usd"] == pytest.approx(0.05 + 0.1 + 1.0)
+    assert (rec["auction_cost_usd"], rec["auction_tokens"], rec["tokens"]) == (0.05, 40, 240)
+    assert any(n.startswith("auction-router is sale-nomem+plan_mode=generic") for n in notes)
+
+
 def test_random_is_seeded_and_covers_the_pool() -> None:
     a = [pick_random(list(PRICES), random.Random(5)).agent for _ in range(3)]
     b = [pick_random(list(PRICES), random.Random(5)).agent for _ in range(3)]

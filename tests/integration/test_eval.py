@@ -73,12 +73,15 @@ def test_eval_runs_every_method_and_a_rerun_runs_nothing(tmp_path: Path) -> None
     assert doc["complete"] is True and doc["n_tasks"] == 2 and doc["n_train_tasks"] == 2
     methods = {row["method"]: row for row in doc["methods"]}
     expected = {"single:small", "single:medium", "single:large", "random", "knn", "classifier"}
-    expected |= {"cascade", "oracle", "oracle-small", "sale-nomem", "sale"}
+    expected |= {"cascade", "oracle", "oracle-small", "auction-router", "sale-nomem", "sale"}
     assert set(methods) == expected
     for name, row in methods.items():
         assert row["n_tasks"] == 2, name
         replayed = ("random", "knn", "classifier", "cascade", "oracle", "oracle-small")
-        assert row["replayed"] is (name in replayed)
+        assert row["replayed"] is (name in (*replayed, "auction-router"))
+    # The auction router pays for sale-nomem's recorded auctions, and runs nothing of its own.
+    router, nomem = methods["auction-router"], methods["sale-nomem"]
+    assert router["overhead_token_share"] > 0.0 and router["orders"] == nomem["orders"] == 1
     assert methods["single:large"]["largest_share"] == 1.0
     assert methods["single:small"]["largest_share"] == 0.0
     assert methods["sale"]["overhead_token_share"] > 0.0  # bids and jury calls cost tokens
