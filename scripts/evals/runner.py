@@ -305,6 +305,16 @@ def run_record(
             for b in view.get("bids", [])
             if b.get("round") != "direct"
         ],
+        # Every execution attempt (the award's, then self-check fallbacks), so that a row
+        # without fallbacks can be replayed from the records: attempt 0 is its answer.
+        "executions": [
+            {
+                k: e.get(k)
+                for k in ("attempt", "agent", "verdict", "self_check", "stop_reason", "tokens")
+            }
+            | {"cost_usd": float(e.get("cost_usd") or 0.0)}
+            for e in view.get("executions") or []
+        ],
         "replayed": False,
         "code": code_version(),
         "finished_at": time.time(),

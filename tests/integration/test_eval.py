@@ -117,6 +117,12 @@ def test_eval_runs_every_method_and_a_rerun_runs_nothing(tmp_path: Path) -> None
             memory = {m["job_id"]: m for m in r["memory"]}
             assert memory[r["job_id"]]["bids"] and memory[r["job_id"]]["id"] >= 1, r["method"]
     assert all("memory" not in r for r in nomem)
+    # Each record lists its execution attempts; the last is the answer that counts.
+    for r in records:
+        attempts = r["executions"]
+        assert [a["attempt"] for a in attempts] == list(range(len(attempts))) and attempts
+        assert attempts[-1]["agent"] == r["agent"] and attempts[-1]["verdict"] == r["verdict"]
+        assert sum(a["cost_usd"] for a in attempts) <= r["cost_usd"] + 1e-12
     assert all(r["award_round"] == "first" for r in nomem)
     assert all(b["round"] == "first" for r in nomem for b in r["bids"])
     again = _run(tmp_path, *args, timeout=600)
