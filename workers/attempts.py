@@ -71,18 +71,16 @@ def attempt_bid(ctx: AuctionContext, s: Session, job_id: str, attempt: int) -> B
         return s.get(Bid, award.bid_id)
     executed = {e.agent for e in attempts_of(s, job_id) if e.attempt < attempt}
     prices = {a.name: a.output_price for a in ctx.pool.agents}
-    floor = -1.0  # "ranking": any agent's bid
-    if ctx.settings.self_check_escalation == "up":
-        floor = max((prices.get(agent, 0.0) for agent in executed), default=floor)
-    left = [
+    scored = [
         b
         for b in ok_bids(s, job_id, "first") + ok_bids(s, job_id, "refined")
-        if b.score is not None and b.agent not in executed and prices.get(b.agent, 0.0) > floor
+        if b.score is not None
     ]
-    if not left:
+    ranked = auction.ranking([candidate(ctx, b) for b in scored])
+    best = auction.fallback_pick(ranked, executed, prices, ctx.settings.self_check_escalation)
+    if best is None:
         return None
-    best = auction.ranking([candidate(ctx, b) for b in left])[0]
-    return next(b for b in left if b.id == best.bid_id)
+    return next(b for b in scored if b.id == best.bid_id)
 
 
 def plan_fallback(ctx: AuctionContext, job_id: str, attempt: int) -> str | None:

@@ -18,8 +18,9 @@ mechanism lives here so it can be tested on hand-computed cases.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 
 def cost_term(w_c: float, output_price: float, plan_tokens: int) -> float:
@@ -150,6 +151,30 @@ def provisional_winner(candidates: Sequence[Candidate]) -> Candidate:
 def ranking(candidates: Sequence[Candidate]) -> list[Candidate]:
     """All candidates, best first, by the same rule as the winner."""
     return sorted(candidates, key=_rank_key)
+
+
+class _Bidder(Protocol):
+    @property
+    def agent(self) -> str: ...
+
+
+B = TypeVar("B", bound=_Bidder)
+
+
+def fallback_pick(
+    ranked: Sequence[B], executed: Collection[str], prices: Mapping[str, float], escalation: str
+) -> B | None:
+    """The first of ``ranked`` (bids or candidates, best first) that executes next: with no
+    agent executed yet, the first; after a failed self-check, the first of an agent that has not
+    executed, and with ``escalation`` "up" only of one priced above every agent that has (a
+    failure never falls back to a cheaper agent). None when no such bid is left. The job's
+    fallbacks and their replays all pick by this rule."""
+    floor = -1.0  # "ranking": any agent's bid
+    if escalation == "up":
+        floor = max((prices.get(agent, 0.0) for agent in executed), default=floor)
+    return next(
+        (b for b in ranked if b.agent not in executed and prices.get(b.agent, 0.0) > floor), None
+    )
 
 
 def refinement_eligible(prices: Mapping[str, float], winner_price: float) -> list[str]:

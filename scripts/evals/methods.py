@@ -94,7 +94,7 @@ def pick_by_auction(
     best bid of an agent pricier than every one tried; "ranking": the next-best bid of an agent
     not tried). With each agent running a direct job's generic plan (``plan_mode=generic``),
     every try is that agent's single-agent run. None when no bid was scored."""
-    from workers.auction import Candidate, ranking
+    from workers.auction import Candidate, fallback_pick, ranking
 
     scored = [
         b
@@ -109,15 +109,11 @@ def pick_by_auction(
     )  # fmt: skip
     tried: list[str] = []
     for _ in range(fallbacks + 1):
-        floor = max((prices[a] for a in tried), default=-1.0)
-        left = [
-            c for c in ranked
-            if c.agent not in tried and (escalation == "ranking" or prices[c.agent] > floor)
-        ]  # fmt: skip
-        if not left:
+        nxt = fallback_pick(ranked, tried, prices, escalation)
+        if nxt is None:
             break
-        tried.append(left[0].agent)
-        if outcomes.get(left[0].agent, {}).get("self_check") is not False:
+        tried.append(nxt.agent)
+        if outcomes.get(nxt.agent, {}).get("self_check") is not False:
             break
     return Pick(tried[-1], tuple(tried))
 

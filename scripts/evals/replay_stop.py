@@ -39,7 +39,7 @@ from scripts.evals.harness import fit_from_train, shown_path
 from scripts.evals.methods import OUTCOME_METHODS, cheapest_first, pick_from_outcomes, replay
 from scripts.evals.runner import env_settings, is_live, reads_memory, stream_name, variant_env
 from scripts.evals.store import RunStore
-from workers.auction import Candidate, bid_value, cost_term, ranking
+from workers.auction import Candidate, bid_value, cost_term, fallback_pick, ranking
 from workers.bidding import ok_bids
 from workers.execution import EXECUTORS
 from workers.llm import LLMResult, Message
@@ -258,16 +258,12 @@ def replay_job(
     cost = tokens = cut = 0.0
     done: list[dict[str, Any]] = []  # each replayed execution (for the fidelity count)
     executed: list[str] = []
+    prices = {a.name: a.output_price for a in pool.agents}
     for _ in range(fallbacks + 1):
-        floor = max((pool.get(a).output_price for a in executed), default=-1.0)
-        left = [
-            b for b in ranked
-            if b.agent not in executed
-            and (escalation == "ranking" or pool.get(b.agent).output_price > floor)
-        ]  # fmt: skip
-        if not left:
+        nxt = fallback_pick(ranked, executed, prices, escalation)
+        if nxt is None:
             break
-        rec = executions.get(left[0].id or -1)
+        rec = executions.get(nxt.id or -1)
         if rec is None:
             return {"unknown": True, "cut": int(cut), "executions": done}
         out = replay_outcome(rec, pool.get(rec.agent), stop)

@@ -11,6 +11,7 @@ from workers.auction import (
     bid_value,
     constant_jurors,
     cost_term,
+    fallback_pick,
     final_award,
     jury_value,
     plan_entropy,
@@ -327,3 +328,14 @@ def test_final_award_lowest_of_several_better_refined_bids() -> None:
 def test_final_award_without_refined_bids_is_the_provisional() -> None:
     provisional = cand(3, "large", 0.36, -2.0)
     assert final_award(provisional, []) == provisional
+
+
+def test_a_fallback_goes_to_the_best_bid_left_and_with_up_never_to_a_cheaper_agent() -> None:
+    prices = {"small": 0.03, "medium": 0.12, "large": 0.36}
+    ranked = ranking([Candidate(1, "medium", 0.12, -1.0), Candidate(2, "small", 0.03, -0.5),
+                      Candidate(3, "large", 0.36, 0.0)])  # fmt: skip
+    assert fallback_pick(ranked, [], prices, "up") == ranked[0]  # nothing executed: the award
+    assert fallback_pick(ranked, ["medium"], prices, "ranking").agent == "small"
+    assert fallback_pick(ranked, ["medium"], prices, "up").agent == "large"
+    assert fallback_pick(ranked, ["medium", "large"], prices, "up") is None
+    assert fallback_pick(ranked, ["medium", "large"], prices, "ranking").agent == "small"
