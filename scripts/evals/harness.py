@@ -140,7 +140,6 @@ def replay_records(
                     continue
                 rec = replay(pick, outcomes)
                 if method == "auction-router":  # the auction was paid for, live
-                    auction = auctions[task.task_id]
                     for key in ("tokens", "cost_usd", "wall_s"):
                         rec[f"auction_{key}"] = auction[f"auction_{key}"]
                         rec[key] += auction[f"auction_{key}"]

@@ -143,7 +143,11 @@ def reads_memory(method: str) -> bool:
     One that does not is independent of the task order (each job sees only its own task), so
     the harness runs it in one order: more orders would repeat the same jobs.
     """
-    settings = env_settings(variant_env(method))
+    return memory_read(env_settings(variant_env(method)))
+
+
+def memory_read(settings: Settings) -> bool:
+    """Whether auctions under these settings read the memory."""
     return settings.refine or settings.memory_shortcut > 0
 
 
@@ -565,6 +569,7 @@ class LiveRunner:
         from workers.canvas import submit
 
         ctx = self._enter(segment)
+        repeat_stop = env_settings(segment.env).repeat_stop  # recorded with each run
         queues: dict[str, list[BenchTask]] = {}
         for task, agent in work:
             queues.setdefault(agent, []).append(task)
@@ -586,7 +591,7 @@ class LiveRunner:
                     continue
                 del running[job_id]
                 record = run_record(task, view, f"single:{agent}", 0, 0)
-                store.add({**record, "repeat_stop": env_settings(segment.env).repeat_stop})
+                store.add({**record, "repeat_stop": repeat_stop})
                 self.on_progress(f"single:{agent} {task.task_id} {view['verdict']}", 1)
                 start_next(agent)
             time.sleep(0.5)
@@ -611,7 +616,7 @@ class LiveRunner:
         if not pending:
             return
         settings = env_settings(segment.env)
-        keeps_memory = settings.refine or settings.memory_shortcut > 0
+        keeps_memory = memory_read(settings)
         split = tasks[0].split
         if keeps_memory:
             self.sync_memory(store, method, order, split, segment)
@@ -629,7 +634,7 @@ class LiveRunner:
             while (view := self._finished(ctx, job_id, since, task.task_id)) is None:
                 time.sleep(1.0)
             record = run_record(task, view, method, order, position)
-            record |= {"stream": segment.name, "repeat_stop": env_settings(segment.env).repeat_stop}
+            record |= {"stream": segment.name, "repeat_stop": settings.repeat_stop}
             if keeps_memory:  # what the stream's later jobs read: it goes on from the records
                 kept = stream_records(store, method, order, split, segment.name)
                 record["memory"] = memory_since(ctx.db_url, memory_jobs(kept))
