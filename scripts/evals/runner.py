@@ -428,7 +428,7 @@ class LiveRunner:
         afresh: its stored records are dropped and the database is set aside."""
         from sqlmodel import select
 
-        from models.db import init_db, session_scope
+        from models.db import get_engine, init_db, session_scope
         from models.tables import MemoryRecord
         from workers.memory_io import import_memory
 
@@ -447,6 +447,9 @@ class LiveRunner:
 
             store.drop([key_of(r) for r in stored])
             if db.exists():
+                # Close this process's pooled connections first: they would go on reading the
+                # renamed file, not the new database the stream starts in.
+                get_engine(url).dispose()
                 db.rename(db.with_name(f"{db.name}.stale-{utcnow():%Y%m%d%H%M%S}"))
             print(
                 f"{segment.name}: {len(stored)} stored jobs carry no memory record and the "

@@ -917,6 +917,10 @@ def test_a_memory_stream_gets_its_memory_back_from_its_records(
         "sale-o1-n2.db"
     ]
     assert not (tmp_path / "old" / "sale-o1-n2.db").exists()
+    # The stream's new database is a new file, not the one set aside.
+    init_db(stale.db_url("sale-o1-n2"))
+    assert export_memory(stale.db_url("sale-o1-n2")) == []
+    assert (tmp_path / "old" / "sale-o1-n2.db").exists()
     assert not RunStore(tmp_path / "old" / "runs.jsonl").has("sale", 1, "test", "t0")
 
 
