@@ -18,24 +18,26 @@ if [ ! -f "$records" ]; then
   [ -f "$full" ] || { echo "no $full: run the full run first (docs/results/README.md)" >&2; exit 2; }
   mkdir -p "$out" && cp "$full" "$records"
 fi
-# The second row combines the two auction levers that cut cost (no jurors, short bids) on top of
-# the default repeat stop; `repeat_stop=0` is that default turned off.
+# A lever that does not act on the memory runs on `sale-nomem` (memoryless: one order stands
+# for every order, so a row is 10 jobs instead of 20, and its difference to `sale-nomem` is the
+# lever's alone); a lever of the memory or of the published mechanism runs on `sale`. Three
+# levers need no row here: `plan_mode=generic` and `self_check_fallback=0` are replayed from the
+# `sale-nomem` jobs (`auction-router`, `sale-nomem-nofallback`, in every report), and the
+# repeat stop from the recorded traces (scripts/evals/replay_stop.py). The second row combines
+# the two auction levers that cut cost (no jurors, short bids).
 common=(
-  sale+mechanism=paper sale+weights=nojury+bid_max_tokens=128
-  sale+self_check_fallback=0
+  sale+mechanism=paper sale-nomem+weights=nojury+bid_max_tokens=128
+  sale-nomem+plan_mode=guidance sale+memory_shortcut=0.9
 )
 tail=(
-  sale+weights=handset sale+weights=handset+jury_debias=standardize+jury_degenerate=abstain
-  sale+plan_mode=guidance sale+plan_mode=generic sale+memory_shortcut=0.9 sale+weights=handset+jury_debias=rotate
-  sale+task_first_prompts=true sale+self_check_escalation=ranking
+  sale-nomem+weights=handset sale-nomem+weights=handset+jury_debias=standardize+jury_degenerate=abstain
+  sale-nomem+weights=handset+jury_debias=rotate sale-nomem+bid_max_tokens=128
+  sale-nomem+weights=nojury sale-nomem+task_first_prompts=true
+  sale-nomem+self_check_escalation=ranking
 )
 case "$bench" in
-  humaneval)
-    levers=("${common[@]}" sale+bid_max_tokens=128 sale+weights=nojury sale+repeat_stop=0
-      "${tail[@]}" sale+self_check_smoke=true) ;;
-  search)
-    levers=("${common[@]}" sale+search_answer_types=true sale+weights=nojury
-      sale+bid_max_tokens=128 "${tail[@]}") ;;
+  humaneval) levers=("${common[@]}" "${tail[@]}" sale-nomem+self_check_smoke=true) ;;
+  search) levers=("${common[@]}" sale-nomem+search_answer_types=true "${tail[@]}") ;;
   *) echo "unknown benchmark $bench: humaneval or search" >&2; exit 2 ;;
 esac
 SALE=${SALE:-.venv/bin/sale}

@@ -50,6 +50,7 @@ def _execution_view(execution: Execution, trace: list[ExecutionStep]) -> dict[st
         "answer": execution.answer,
         "tokens": execution.tokens_in + execution.tokens_out,
         "cost_usd": execution.cost_usd,
+        "latency_s": execution.latency_s,
         "stop_reason": execution.stop_reason,
         "error": execution.error,
         "self_check": execution.self_check,

@@ -77,8 +77,9 @@ def eval_command(
         str,
         typer.Option(
             help="comma list: single (each agent alone) or single:<agent>, random, knn, "
-            "classifier, cascade, oracle, oracle-small, auction-router, sale-nomem, sale; 'all' "
-            "for every method"
+            "classifier, cascade, oracle, oracle-small, auction-router, sale-nomem-nofallback, "
+            "sale-nomem, sale, or a SALE variant such as sale+jury_debias=rotate; 'all' for "
+            "every method"
         ),
     ] = "all",
     limit: Annotated[int | None, typer.Option(help="first N test tasks of the split")] = None,

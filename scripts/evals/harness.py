@@ -26,8 +26,10 @@ from scripts.evals.methods import (
     pick_from_outcomes,
     pick_random,
     replay,
+    replay_first_attempt,
 )
 from scripts.evals.runner import (
+    AUCTION_REPLAYS,
     Plan,
     Segment,
     env_settings,
@@ -109,6 +111,19 @@ def replay_records(
             "them), and each pick replays that agent's single-agent run, whose prompt (a direct "
             "job's generic plan) is the one plan_mode=generic executes; one order, as sale-nomem"
         )
+    if "sale-nomem-nofallback" in plan.methods and auctions:
+        untracked = sum(not r.get("executions") for r in auctions.values())
+        notes.append(
+            "sale-nomem-nofallback is sale-nomem+self_check_fallback=0 replayed: each recorded "
+            "sale-nomem job's auction and its first execution attempt, the award's, which is "
+            "all such a job runs; one order, as sale-nomem"
+            + (
+                f"; {untracked} sale-nomem record(s) predate the recording of attempts and "
+                "are left out"
+                if untracked
+                else ""
+            )
+        )
     records = []
     for order in range(plan.orders):
         rng = random.Random(1000 + order)
@@ -136,6 +151,13 @@ def replay_records(
                     if picked is None:
                         continue
                     pick = picked
+                elif method == "sale-nomem-nofallback" and order == 0:
+                    first = replay_first_attempt(auctions.get(task.task_id) or {})
+                    if first is not None:
+                        first.update(method=method, order=order, position=position,
+                                     split="test", task_id=task.task_id, bin=task.bin)  # fmt: skip
+                        records.append(first)
+                    continue
                 else:
                     continue
                 rec = replay(pick, outcomes)
@@ -485,7 +507,7 @@ def build_doc(
         ),
         "goals": metrics.goals(
             rows,
-            plan.live,
+            plan.live + [m for m in plan.methods if m in AUCTION_REPLAYS],
             f"single:{largest}",
             len(plan.test),
             coding=bool(plan.test) and plan.test[0].spec.kind == "coding",

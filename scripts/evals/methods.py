@@ -118,6 +118,39 @@ def pick_by_auction(
     return Pick(tried[-1], tuple(tried))
 
 
+def replay_first_attempt(job: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A recorded memoryless SALE job as it would have ended without self-check fallbacks
+    (``self_check_fallback=0``): the auction it paid for and its first execution attempt, the
+    award's, which is what such a job executes. The attempt's share of the job's execution wall
+    time is its share of the attempts' model-call seconds (of their tokens when a record
+    predates those). None when the record lists no attempts (made before they were recorded)."""
+    attempts = sorted(job.get("executions") or [], key=lambda e: int(e.get("attempt") or 0))
+    if not attempts:
+        return None
+    first = attempts[0]
+    weight = "latency_s" if all(e.get("latency_s") is not None for e in attempts) else "tokens"
+    total = sum(float(e.get(weight) or 0.0) for e in attempts)
+    share = float(first.get(weight) or 0.0) / total if total > 0 else 1.0
+    wall = float(job.get("execution_wall_s") or 0.0) * share
+    check = first.get("self_check")
+    return {
+        "agent": str(first["agent"]),
+        "tried": [str(first["agent"])],
+        "verdict": first.get("verdict") or "unknown",
+        "passed": first.get("verdict") == "passed",
+        "self_check": None if check is None else check == "passed",
+        "stop_reason": first.get("stop_reason"),
+        "attempts": 1,
+        "tokens": int(job["auction_tokens"]) + int(first.get("tokens") or 0),
+        "auction_tokens": int(job["auction_tokens"]),
+        "cost_usd": float(job["auction_cost_usd"]) + float(first.get("cost_usd") or 0.0),
+        "auction_cost_usd": float(job["auction_cost_usd"]),
+        "wall_s": float(job["auction_wall_s"]) + wall,
+        "auction_wall_s": float(job["auction_wall_s"]),
+        "replayed": True,
+    }
+
+
 #: The methods that read nothing but the task's recorded single-agent outcomes.
 OUTCOME_METHODS = ("oracle", "oracle-small", "cascade")
 

@@ -48,10 +48,15 @@ REPLAY_METHODS = (
     "oracle",
     "oracle-small",
     "auction-router",
+    "sale-nomem-nofallback",
 )
 #: ``auction-router``: ``sale-nomem+plan_mode=generic`` replayed, i.e. the recorded
 #: ``sale-nomem`` auctions used only to pick the agent (award, then self-check fallbacks), each
 #: pick replaying that agent's single-agent run (the same prompt: a direct job's generic plan).
+#: ``sale-nomem-nofallback``: ``sale-nomem+self_check_fallback=0`` replayed, i.e. each recorded
+#: ``sale-nomem`` job's auction and its first execution attempt (the award's).
+#: Both read ``sale-nomem``'s records: memoryless, so one order, like it.
+AUCTION_REPLAYS = ("auction-router", "sale-nomem-nofallback")
 LIVE_METHODS = ("sale-nomem", "sale")
 
 
@@ -314,7 +319,15 @@ def run_record(
         "executions": [
             {
                 k: e.get(k)
-                for k in ("attempt", "agent", "verdict", "self_check", "stop_reason", "tokens")
+                for k in (
+                    "attempt",
+                    "agent",
+                    "verdict",
+                    "self_check",
+                    "stop_reason",
+                    "tokens",
+                    "latency_s",
+                )
             }
             | {"cost_usd": float(e.get("cost_usd") or 0.0)}
             for e in view.get("executions") or []

@@ -155,6 +155,76 @@ def test_the_auction_router_row_pays_the_recorded_auction_and_the_picked_runs(
     assert any(n.startswith("auction-router is sale-nomem+plan_mode=generic") for n in notes)
 
 
+def _attempt(n: int, agent: str, verdict: str, check: str | None, **extra: object) -> dict:
+    return {"attempt": n, "agent": agent, "verdict": verdict, "self_check": check,
+            "stop_reason": "final_answer", "tokens": 100 * (n + 1),
+            "cost_usd": 0.01 * (n + 1), **extra}  # fmt: skip
+
+
+def test_a_job_without_fallbacks_is_its_auction_and_first_attempt() -> None:
+    from scripts.evals.methods import replay_first_attempt
+
+    job = {"auction_tokens": 50, "auction_cost_usd": 0.002, "auction_wall_s": 4.0,
+           "execution_wall_s": 30.0,
+           "executions": [_attempt(1, "large", "passed", "passed", latency_s=20.0),
+                          _attempt(0, "small", "failed", "failed", latency_s=10.0)]}  # fmt: skip
+    rec = replay_first_attempt(job)
+    assert rec is not None
+    # attempt 0 (listed second) is the award's: it failed its check, and without a fallback
+    # the job ends there; it pays the auction and that attempt only
+    assert (rec["agent"], rec["tried"], rec["passed"], rec["self_check"]) == (
+        "small", ["small"], False, False)  # fmt: skip
+    assert (rec["tokens"], rec["auction_tokens"]) == (150, 50)
+    assert rec["cost_usd"] == pytest.approx(0.012)
+    assert rec["wall_s"] == pytest.approx(4.0 + 30.0 * 10 / 30)  # its share of model seconds
+    # a record from before latency was recorded: the wall is split by tokens
+    for e in job["executions"]:
+        del e["latency_s"]
+    assert replay_first_attempt(job)["wall_s"] == pytest.approx(4.0 + 30.0 * 100 / 300)
+    assert replay_first_attempt({**job, "executions": []}) is None  # attempts not recorded
+
+
+def test_the_nofallback_row_replays_sale_nomem_jobs_and_names_what_it_leaves_out(
+    tmp_path: Path,
+) -> None:
+    from models.schemas import TaskSpec
+    from scripts.evals.benchmarks import BenchTask
+    from scripts.evals.harness import replay_records
+    from scripts.evals.runner import Plan
+    from workers.pool import load_pool
+
+    pool = load_pool(Path("examples/pools/scripted.toml"))
+    tasks = [BenchTask("search", f"t{i}", "test", "short",
+                       TaskSpec(kind="search", prompt=f"q{i}?", answer="a"))
+             for i in range(2)]  # fmt: skip
+    store = RunStore(tmp_path / "runs.jsonl")
+    for task in tasks:
+        for agent in PRICES:
+            store.add({**_single("search", task.task_id, agent, True), "split": "test"})
+    auction = {"method": "sale-nomem", "order": 0, "split": "test", "status": "done",
+               "auction_tokens": 40, "auction_cost_usd": 0.05, "auction_wall_s": 3.0,
+               "execution_wall_s": 9.0}  # fmt: skip
+    store.add(
+        {
+            **auction,
+            "task_id": "t0",
+            "executions": [
+                _attempt(0, "small", "failed", "failed"),
+                _attempt(1, "large", "passed", "passed"),
+            ],
+        }
+    )
+    store.add({**auction, "task_id": "t1", "executions": []})  # predates the attempts
+    plan = Plan(tasks, [], ["sale-nomem-nofallback"], orders=2, fit=False)
+    records, notes = replay_records(plan, store, pool, None)
+    [rec] = records  # t1 has no attempts; one order, as sale-nomem
+    assert (rec["method"], rec["order"], rec["task_id"], rec["agent"], rec["passed"]) == (
+        "sale-nomem-nofallback", 0, "t0", "small", False)  # fmt: skip
+    assert rec["cost_usd"] == pytest.approx(0.06) and rec["replayed"] is True
+    [note] = [n for n in notes if n.startswith("sale-nomem-nofallback")]
+    assert "1 sale-nomem record(s) predate" in note
+
+
 def test_random_is_seeded_and_covers_the_pool() -> None:
     a = [pick_random(list(PRICES), random.Random(5)).agent for _ in range(3)]
     b = [pick_random(list(PRICES), random.Random(5)).agent for _ in range(3)]
@@ -782,11 +852,15 @@ def test_every_lever_row_of_the_lever_script_is_a_valid_sale_variant() -> None:
     from scripts.evals.runner import variant_env, variant_weights
 
     script = (Path(__file__).resolve().parents[2] / "scripts" / "levers.sh").read_text()
-    levers = set(re.findall(r"\bsale\+[a-z_]+=[A-Za-z0-9_.+=\-]+", script))
-    assert len(levers) >= 14
+    levers = set(re.findall(r"\bsale(?:-nomem)?\+[a-z_]+=[A-Za-z0-9_.+=\-]+", script))
+    assert len(levers) == 13
     for lever in levers:
-        variant_env(lever)  # an unknown setting or a bad value raises, naming it
+        env = variant_env(lever)  # an unknown setting or a bad value raises, naming it
         variant_weights(lever)
+        # only the levers of the memory and of the published mechanism need the memory
+        assert (env["SALE_REFINE"] == "true") is (
+            "memory_shortcut" in lever or "mechanism" in lever
+        ), lever
 
 
 def test_the_goals_name_the_cost_floor_of_routing() -> None:
@@ -949,7 +1023,7 @@ def test_the_lever_script_runs_in_its_own_work_dir_from_a_copy_of_the_full_runs_
     copy = checkout / "docs" / "results" / "levers" / "search.runs.jsonl"
     assert copy.read_text() == full.read_text()
     lines = calls.read_text().splitlines()
-    assert len(lines) >= 14  # one eval per lever
+    assert len(lines) == 12  # one eval per lever
     for line in lines:
         assert f"--work-dir {tmp_path}/sale-eval/search-levers" in line
         assert "--records docs/results/levers/search.runs.jsonl" in line

@@ -74,14 +74,19 @@ def test_eval_runs_every_method_and_a_rerun_runs_nothing(tmp_path: Path) -> None
     methods = {row["method"]: row for row in doc["methods"]}
     expected = {"single:small", "single:medium", "single:large", "random", "knn", "classifier"}
     expected |= {"cascade", "oracle", "oracle-small", "auction-router", "sale-nomem", "sale"}
+    expected |= {"sale-nomem-nofallback"}
     assert set(methods) == expected
     for name, row in methods.items():
         assert row["n_tasks"] == 2, name
         replayed = ("random", "knn", "classifier", "cascade", "oracle", "oracle-small")
-        assert row["replayed"] is (name in (*replayed, "auction-router"))
+        assert row["replayed"] is (name in (*replayed, "auction-router", "sale-nomem-nofallback"))
     # The auction router pays for sale-nomem's recorded auctions, and runs nothing of its own.
     router, nomem = methods["auction-router"], methods["sale-nomem"]
     assert router["overhead_token_share"] > 0.0 and router["orders"] == nomem["orders"] == 1
+    # Without fallbacks a sale-nomem job is its auction and first attempt: never dearer.
+    first = methods["sale-nomem-nofallback"]
+    assert first["orders"] == 1 and first["overhead_token_share"] > 0.0
+    assert 0.0 < first["cost_usd"] <= nomem["cost_usd"]
     assert methods["single:large"]["largest_share"] == 1.0
     assert methods["single:small"]["largest_share"] == 0.0
     assert methods["sale"]["overhead_token_share"] > 0.0  # bids and jury calls cost tokens
