@@ -133,6 +133,7 @@ def replay_records(
                 continue  # single-agent runs not finished for this task yet
             for method in plan.methods:
                 pick: Pick
+                rec: dict[str, Any] | None = None
                 if method == "random":
                     pick = pick_random(pool.names, rng)
                 elif method in OUTCOME_METHODS:
@@ -152,19 +153,18 @@ def replay_records(
                         continue
                     pick = picked
                 elif method == "sale-nomem-nofallback" and order == 0:
-                    first = replay_first_attempt(auctions.get(task.task_id) or {})
-                    if first is not None:
-                        first.update(method=method, order=order, position=position,
-                                     split="test", task_id=task.task_id, bin=task.bin)  # fmt: skip
-                        records.append(first)
-                    continue
+                    rec = replay_first_attempt(auctions.get(task.task_id) or {})
+                    if rec is None:
+                        continue
                 else:
                     continue
-                rec = replay(pick, outcomes)
-                if method == "auction-router":  # the auction was paid for, live
-                    for key in ("tokens", "cost_usd", "wall_s"):
-                        rec[f"auction_{key}"] = auction[f"auction_{key}"]
-                        rec[key] += auction[f"auction_{key}"]
+                if rec is None:  # a pick: the picked agent's single-agent run
+                    rec = replay(pick, outcomes)
+                    rec["self_check"] = outcomes[pick.agent].get("self_check")
+                    if method == "auction-router":  # the auction was paid for, live
+                        for key in ("tokens", "cost_usd", "wall_s"):
+                            rec[f"auction_{key}"] = auction[f"auction_{key}"]
+                            rec[key] += auction[f"auction_{key}"]
                 rec.update(
                     method=method,
                     order=order,
@@ -172,7 +172,6 @@ def replay_records(
                     split="test",
                     task_id=task.task_id,
                     bin=task.bin,
-                    self_check=outcomes[pick.agent].get("self_check"),
                 )
                 records.append(rec)
     return records, notes
