@@ -60,6 +60,18 @@ class Eta:
         return text + (f" (+ {untimed} jobs not yet timed)" if untimed else "")
 
 
+def _order_list(text: str | None) -> list[int] | None:
+    """``--only-orders``: a comma list of order numbers; a ValueError names what is wrong."""
+    if text is None:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(
+            f"--only-orders {text!r}: give order numbers separated by commas, e.g. 0 or 0,1"
+        ) from None
+
+
 def _copy_records(work_dir: Path, records: Path | None) -> None:
     """Bring the copy of the run records up to date (the reports rewrite it as the run goes)."""
     from scripts.evals.store import RunStore
@@ -87,6 +99,14 @@ def eval_command(
         int | None, typer.Option(help="first N train tasks (routers, fit); default: --limit")
     ] = None,
     orders: Annotated[int, typer.Option(help="task orders for SALE (mean ± std)")] = 2,
+    only_orders: Annotated[
+        str | None,
+        typer.Option(
+            help="run only these task orders of the SALE methods (comma list of 0..orders-1), "
+            "to split a long run over processes or machines: each its own --work-dir and "
+            "--records, merged by a --report-only run given the other's records"
+        ),
+    ] = None,
     fit: Annotated[
         bool, typer.Option(help="fit the weights on the train split before the SALE runs")
     ] = True,
@@ -153,6 +173,7 @@ def eval_command(
             train_limit=train_limit,
             orders=orders,
             fit=fit,
+            only_orders=_order_list(only_orders),
         )
     except ValueError as exc:
         err.print(f"[red]error:[/red] {exc}")

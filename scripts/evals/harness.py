@@ -635,14 +635,23 @@ def evaluate(
             f"{', '.join(one_order)} ran in one task order: without refinement or the memory "
             "shortcut no auction reads the memory, so another order would repeat the same jobs"
         )
-    remaining = live_work(plan, store)
+
+    def left() -> dict[str, int]:  # what the whole run still has to run, every order
+        return live_work(plan.whole(), store)
+
     if report_only:
         notes.append(
             "report only: jobs still to run: "
-            + (", ".join(f"{k} {v}" for k, v in remaining.items() if v) or "none")
+            + (", ".join(f"{k} {v}" for k, v in left().items() if v) or "none")
         )
-        return doc(not sum(remaining.values()))
-    if sum(remaining.values()):
+        return doc(not sum(left().values()))
+    if plan.only_orders is not None:
+        notes.append(
+            "this process ran task order(s) "
+            + ", ".join(map(str, sorted(plan.only_orders)))
+            + " of the SALE methods only (--only-orders); the others are merged through --records"
+        )
+    if sum(live_work(plan, store).values()):
         runner = LiveRunner(settings, pool, work_dir, on_progress=progress)
         with (
             work_dir_lock(work_dir),
@@ -670,7 +679,7 @@ def evaluate(
             # Orders outer, methods inner: a run stopped early has every method's first order.
             for order in range(plan.orders):
                 for method in plan.live:
-                    if order >= plan.orders_of(method):
+                    if not plan.runs_order(method, order):
                         continue
                     segment = live_segment(method, order, len(plan.test), fitted, default, nojury)
                     runner.run_stream(store, method, order, task_order(plan.test, order), segment)
@@ -680,4 +689,4 @@ def evaluate(
         notes.append(why)
     if plan.fit and weights_path.exists() and not any("fitted" in n for n in notes):
         notes.append(f"SALE used the weights fitted on the train split: {weights_path}")
-    return doc(True)
+    return doc(not sum(left().values()))

@@ -20,6 +20,7 @@ classifier, cascade, oracle) are computed from the stored single-agent outcomes.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import random
@@ -735,6 +736,9 @@ class Plan:
     methods: list[str]
     orders: int
     fit: bool
+    #: The task orders this process runs (``--only-orders``); None for all. A run split over
+    #: processes or machines runs each its own orders and merges them through ``--records``.
+    only_orders: frozenset[int] | None = None
 
     @property
     def singles(self) -> list[str]:
@@ -748,6 +752,16 @@ class Plan:
     def orders_of(self, method: str) -> int:
         """How many task orders a live method runs: one when it never reads the memory."""
         return self.orders if reads_memory(method) else 1
+
+    def runs_order(self, method: str, order: int) -> bool:
+        """Whether this process runs ``method`` in task order ``order``."""
+        return order < self.orders_of(method) and (
+            self.only_orders is None or order in self.only_orders
+        )
+
+    def whole(self) -> Plan:
+        """The same plan over every order: what the run as a whole has left."""
+        return dataclasses.replace(self, only_orders=None)
 
     def needs_train(self) -> bool:
         return self.fit or any(m in ("knn", "classifier") for m in self.methods)
@@ -765,9 +779,16 @@ def make_plan(
     train_limit: int | None,
     orders: int,
     fit: bool,
+    only_orders: Sequence[int] | None = None,
 ) -> Plan:
     if orders < 1:
         raise ValueError("--orders must be at least 1")
+    only = None if only_orders is None else frozenset(only_orders)
+    if only is not None and (not only or not only <= set(range(orders))):
+        raise ValueError(
+            f"--only-orders {','.join(map(str, sorted(only))) or '(none)'} is not among the "
+            f"task orders of --orders {orders}, numbered 0 to {orders - 1}; give some of those"
+        )
     test = load_benchmark(bench, "test")
     train = load_benchmark(bench, "train")
     if limit is not None:
@@ -776,13 +797,13 @@ def make_plan(
     if tl is not None:
         train = train[:tl]
     fit = fit and any(is_live(m) for m in methods)
-    plan = Plan(test, train, methods, orders, fit)
+    plan = Plan(test, train, methods, orders, fit, only)
     if not plan.needs_train():
-        plan = Plan(test, [], methods, orders, fit)
+        plan = dataclasses.replace(plan, train=[])
     if plan.needs_all_singles():
         # Replay methods and the fit need every agent's outcome; run them even if not listed.
         extra = [f"single:{a}" for a in pool.names if f"single:{a}" not in methods]
-        plan = Plan(plan.test, plan.train, extra + methods, orders, fit)
+        plan = dataclasses.replace(plan, methods=extra + methods)
     return plan
 
 
@@ -803,6 +824,7 @@ def live_work(plan: Plan, store: RunStore) -> dict[str, int]:
         out[m] = sum(
             not stream_done(store, m, k, t, stream_name(m, k, len(plan.test)))
             for k in range(plan.orders_of(m))
+            if plan.runs_order(m, k)
             for t in plan.test
         )
     return out

@@ -710,6 +710,38 @@ def test_methods_that_read_no_memory_run_one_order() -> None:
     assert (plan.orders_of("sale"), plan.orders_of("sale-nomem")) == (3, 1)
 
 
+def test_only_orders_picks_the_orders_this_process_runs_and_rejects_others(tmp_path: Path) -> None:
+    from scripts.evals.cli import _order_list
+    from scripts.evals.runner import live_work, make_plan
+    from workers.pool import load_pool
+
+    pool = load_pool(Path("examples/pools/scripted.toml"))
+
+    def plan_of(methods: list[str], only: list[int]) -> Any:
+        return make_plan(
+            "humaneval",
+            methods,
+            pool,
+            limit=2,
+            train_limit=0,
+            orders=2,
+            fit=False,
+            only_orders=only,
+        )
+
+    plan = plan_of(["sale", "sale-nomem"], [1])
+    store = RunStore(tmp_path / "runs.jsonl")
+    assert [plan.runs_order("sale", k) for k in (0, 1)] == [False, True]
+    assert not plan.runs_order("sale-nomem", 0)  # its one order is not this process's
+    assert live_work(plan, store) == {"single": 0, "sale": 2, "sale-nomem": 0}
+    assert live_work(plan.whole(), store) == {"single": 0, "sale": 4, "sale-nomem": 2}
+    with pytest.raises(ValueError, match="numbered 0 to 1"):
+        plan_of(["sale"], [2])
+    assert _order_list("0, 1") == [0, 1] and _order_list(None) is None
+    with pytest.raises(ValueError, match="separated by commas"):
+        _order_list("first")
+
+
 def test_the_train_split_calls_every_juror_whatever_the_default() -> None:
     from broker.settings import Settings
     from scripts.evals.runner import env_settings, train_segment

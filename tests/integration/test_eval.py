@@ -221,6 +221,34 @@ def test_a_memory_stream_goes_on_with_its_memory_in_a_new_work_dir(tmp_path: Pat
     assert (kept[0].job_id, kept[0].id, len(kept)) == (first_job, 1, 2)
 
 
+@pytest.mark.timeout(900)
+def test_a_run_split_by_order_over_two_work_dirs_merges_into_one_report(tmp_path: Path) -> None:
+    args = ["--bench", "humaneval", "--methods", "sale", "--orders", "2", "--no-fit"]
+    args += ["--limit", "1", "--no-plots"]
+    mine, theirs = tmp_path / "mine.runs.jsonl", tmp_path / "theirs.runs.jsonl"
+    # A second machine: its own work dir and records copy (the last --work-dir counts).
+    other = ["--work-dir", str(tmp_path / "work2"), "--records", str(theirs)]
+    first = _run(tmp_path, *args, "--only-orders", "0", "--records", str(mine), timeout=600)
+    second = _run(tmp_path, *args, "--only-orders", "1", *other, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert second.returncode == 0, second.stderr[-3000:]
+    for copy, order in ((mine, 0), (theirs, 1)):
+        got = [json.loads(line) for line in copy.read_text().splitlines()]
+        assert [(r["method"], r["order"]) for r in got] == [("sale", order)]
+    half = json.loads((tmp_path / "out" / "humaneval.json").read_text())
+    assert half["complete"] is False  # each half alone is not the whole run
+    assert any("ran task order(s) 1 of the SALE methods only" in n for n in half["notes"])
+    merged = _run(tmp_path, *args, "--report-only", "--records", str(theirs), timeout=600)
+    assert merged.returncode == 0, merged.stderr[-3000:]
+    assert "restored 1 run records" in " ".join(merged.stderr.split())
+    doc = json.loads((tmp_path / "out" / "humaneval.json").read_text())
+    assert doc["complete"] is True
+    assert next(r for r in doc["methods"] if r["method"] == "sale")["orders"] == 2
+    assert len(theirs.read_text().splitlines()) == 2  # the copy now holds both orders
+    bad = _run(tmp_path, *args, "--only-orders", "2", timeout=120)
+    assert bad.returncode == 2 and "numbered 0 to 1" in " ".join(bad.stderr.split())
+
+
 def test_eval_rejects_unknown_methods_and_benchmarks(tmp_path: Path) -> None:
     bad = _run(tmp_path, "--methods", "sale,magic", timeout=120)
     assert bad.returncode == 2 and "unknown method 'magic'" in bad.stderr
