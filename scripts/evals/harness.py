@@ -486,7 +486,7 @@ def build_doc(
         "command": command,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "complete": complete,
-        "pool": str(pool.path),
+        "pool": shown_path(pool.path),
         "agents": {a.name: a.output_price for a in pool.agents},
         "largest_agent": largest,
         "decoding": "temperature 0 (pool params); replay methods reuse the single-agent runs",

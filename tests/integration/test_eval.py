@@ -242,7 +242,7 @@ def test_a_run_split_by_order_over_two_work_dirs_merges_into_one_report(tmp_path
     assert merged.returncode == 0, merged.stderr[-3000:]
     assert "restored 1 run records" in " ".join(merged.stderr.split())
     doc = json.loads((tmp_path / "out" / "humaneval.json").read_text())
-    assert doc["complete"] is True
+    assert doc["complete"] is True and doc["pool"] == "examples/pools/scripted.toml"
     assert next(r for r in doc["methods"] if r["method"] == "sale")["orders"] == 2
     assert len(theirs.read_text().splitlines()) == 2  # the copy now holds both orders
     bad = _run(tmp_path, *args, "--only-orders", "2", timeout=120)
