@@ -412,6 +412,18 @@ def carried_over_notes(store: RunStore) -> list[str]:
     ]
 
 
+def stored_fit_note(weights_path: Path) -> str:
+    """What a rewrite of the tables says of the fit the run made (its weights file, if any)."""
+    from workers.weights import load_weights
+
+    if not weights_path.exists():
+        return "no weights were fitted on the train split: SALE used the default weights"
+    return (
+        f"SALE used the weights fitted on the train split ({shown_path(weights_path)}): "
+        + load_weights(weights_path).source
+    )
+
+
 def restore_records(store: RunStore, path: Path) -> int:
     """Add to ``store`` the records of the copy at ``path`` that it lacks, so a run goes on
     from a copy kept elsewhere (the work directory did not survive, or the copy was extended on
@@ -578,7 +590,9 @@ def evaluate(
 
     work_dir.mkdir(parents=True, exist_ok=True)
     store = RunStore(work_dir / "runs.jsonl")
-    command = "sale eval " + " ".join(shlex.quote(a) for a in sys.argv[1:] if a != "eval")
+    # The command that makes these results: a --report-only rewrite names the run it reports.
+    args = [a for a in sys.argv[1:] if a not in ("eval", "--report-only")]
+    command = "sale eval " + " ".join(shlex.quote(a) for a in args)
     notes: list[str] = []
     weights_path = work_dir / "weights.json"
     nojury_path = work_dir / "weights-nojury.json"
@@ -641,9 +655,11 @@ def evaluate(
 
     if report_only:
         notes.append(
-            "report only: jobs still to run: "
+            "tables rewritten from the stored runs (--report-only); jobs still to run: "
             + (", ".join(f"{k} {v}" for k, v in left().items() if v) or "none")
         )
+        if plan.fit:
+            notes.append(stored_fit_note(weights_path))
         return doc(not sum(left().values()))
     if plan.only_orders is not None:
         notes.append(

@@ -742,6 +742,17 @@ def test_only_orders_picks_the_orders_this_process_runs_and_rejects_others(tmp_p
         _order_list("first")
 
 
+def test_a_rewrite_of_the_tables_names_the_fit_of_the_run(tmp_path: Path) -> None:
+    from scripts.evals.harness import stored_fit_note
+
+    path = tmp_path / "weights.json"
+    assert "SALE used the default weights" in stored_fit_note(path)
+    source = "fitted by workers.fit on 15 SALE auctions (12 with a solver)"
+    path.write_text(json.dumps({"version": "fit-x", "w_c": 0.1, "w_h": 0.9, "source": source}))
+    note = stored_fit_note(path)
+    assert note.startswith("SALE used the weights fitted on the train split (") and source in note
+
+
 def test_the_train_split_calls_every_juror_whatever_the_default() -> None:
     from broker.settings import Settings
     from scripts.evals.runner import env_settings, train_segment

@@ -71,6 +71,7 @@ def test_eval_runs_every_method_and_a_rerun_runs_nothing(tmp_path: Path) -> None
     assert proc.returncode == 0, proc.stderr[-4000:]
     doc = json.loads((tmp_path / "out" / "humaneval.json").read_text())
     assert doc["complete"] is True and doc["n_tasks"] == 2 and doc["n_train_tasks"] == 2
+    first_notes = doc["notes"]
     methods = {row["method"]: row for row in doc["methods"]}
     expected = {"single:small", "single:medium", "single:large", "random", "knn", "classifier"}
     expected |= {"cascade", "oracle", "oracle-small", "auction-router", "sale-nomem", "sale"}
@@ -134,6 +135,17 @@ def test_eval_runs_every_method_and_a_rerun_runs_nothing(tmp_path: Path) -> None
     assert again.returncode == 0, again.stderr[-4000:]
     assert "single 0, sale-train 0, sale-nomem 0, sale 0" in " ".join(again.stderr.split())
     assert len(_records(tmp_path)) == len(records)
+    # A rewrite of the tables names the run it reports and the fit that run made.
+    rewrite = _run(tmp_path, *args, "--report-only", timeout=300)
+    assert rewrite.returncode == 0, rewrite.stderr[-4000:]
+    doc = json.loads((tmp_path / "out" / "humaneval.json").read_text())
+    assert "--report-only" not in doc["command"] and "--train-limit 2" in doc["command"]
+    assert any(n.startswith("tables rewritten from the stored runs") for n in doc["notes"])
+    # Two scripted train tasks that no agent solves: nothing was fitted, and the rewrite says so.
+    assert any(n.startswith("no train task was solved") for n in first_notes)
+    assert (
+        "no weights were fitted on the train split: SALE used the default weights" in doc["notes"]
+    )
 
 
 @pytest.mark.timeout(1200)
