@@ -654,13 +654,14 @@ def evaluate(
         return live_work(plan.whole(), store)
 
     if report_only:
+        todo = left()
         notes.append(
             "tables rewritten from the stored runs (--report-only); jobs still to run: "
-            + (", ".join(f"{k} {v}" for k, v in left().items() if v) or "none")
+            + (", ".join(f"{k} {v}" for k, v in todo.items() if v) or "none")
         )
         if plan.fit:
             notes.append(stored_fit_note(weights_path))
-        return doc(not sum(left().values()))
+        return doc(not sum(todo.values()))
     if plan.only_orders is not None:
         notes.append(
             "this process ran task order(s) "
