@@ -45,6 +45,7 @@ PAPER_MECHANISM: dict[str, object] = {
     "task_first_prompts": False,  # the paper's prompts: the system message, then the task
     "memory_shortcut": 0.0,  # the paper: every job goes through the auction
     "plan_mode": "follow",  # the paper: the winner executes its own plan
+    "coding_plan_mode": "inherit",  # the paper: one plan mode for every kind of job
     "repeat_stop": 0,  # the paper: an execution runs to its answer or its limits
 }
 
@@ -175,6 +176,11 @@ class Settings(BaseSettings):
         "agent, which executes the generic plan of a direct job (the single-agent runs' plan) "
         "instead of its bid.",
     )
+    coding_plan_mode: Literal["inherit", "follow", "guidance", "generic"] = Field(
+        default="inherit",
+        description="The plan mode of coding jobs (follow, guidance or generic, as plan_mode); "
+        "inherit: plan_mode. Other kinds of job always use plan_mode.",
+    )
     repeat_stop: int = Field(
         default=2,
         ge=0,
@@ -217,6 +223,13 @@ class Settings(BaseSettings):
             for name, value in PAPER_MECHANISM.items():
                 object.__setattr__(self, name, value)
         return self
+
+    def plan_mode_for(self, kind: str) -> Literal["follow", "guidance", "generic"]:
+        """The plan mode of a job of this kind: ``coding_plan_mode`` for coding jobs when it is
+        set, else ``plan_mode``."""
+        if kind == "coding" and self.coding_plan_mode != "inherit":
+            return self.coding_plan_mode
+        return self.plan_mode
 
     @property
     def effective_pool_file(self) -> Path:

@@ -179,10 +179,11 @@ def insert_once(ctx: AuctionContext, row: Any) -> None:
         log.info("duplicate %s ignored (redelivered task)", type(row).__name__)
 
 
-def prompt_style(ctx: AuctionContext) -> PromptStyle:
-    """The execution layout the settings ask for (task first, plan as guidance, repeat stop)."""
+def prompt_style(ctx: AuctionContext, kind: str) -> PromptStyle:
+    """The execution layout the settings ask for a job of this kind (task first, the plan
+    mode, repeat stop)."""
     return PromptStyle(
-        ctx.settings.task_first_prompts, ctx.settings.plan_mode, ctx.settings.repeat_stop
+        ctx.settings.task_first_prompts, ctx.settings.plan_mode_for(kind), ctx.settings.repeat_stop
     )
 
 

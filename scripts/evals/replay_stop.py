@@ -417,7 +417,7 @@ def sale_jobs(
         if not is_live(method):
             continue
         settings = env_settings(variant_env(method))
-        if reads_memory(method) or settings.plan_mode == "generic":
+        if reads_memory(method) or "generic" in (settings.plan_mode, settings.coding_plan_mode):
             continue
         records = {
             str(r["job_id"]): r

@@ -80,3 +80,25 @@ def test_the_repeat_stop_is_on_by_default_and_off_in_the_paper_mechanism(
     monkeypatch.setenv("SALE_REPEAT_STOP", "3")
     monkeypatch.setenv("SALE_MECHANISM", "paper")
     assert Settings(_env_file=None).repeat_stop == 0
+
+
+def test_coding_plan_mode_sets_the_plan_mode_of_coding_jobs_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SALE_MECHANISM", raising=False)
+    monkeypatch.delenv("SALE_PLAN_MODE", raising=False)
+    monkeypatch.delenv("SALE_CODING_PLAN_MODE", raising=False)
+    s = Settings(_env_file=None)
+    assert s.coding_plan_mode == "inherit"
+    assert (s.plan_mode_for("coding"), s.plan_mode_for("search")) == ("follow", "follow")
+    monkeypatch.setenv("SALE_PLAN_MODE", "guidance")
+    monkeypatch.setenv("SALE_CODING_PLAN_MODE", "generic")
+    s = Settings(_env_file=None)
+    assert (s.plan_mode_for("coding"), s.plan_mode_for("search")) == ("generic", "guidance")
+    monkeypatch.setenv("SALE_MECHANISM", "paper")
+    s = Settings(_env_file=None)
+    assert (s.plan_mode_for("coding"), s.plan_mode_for("search")) == ("follow", "follow")
+    monkeypatch.setenv("SALE_MECHANISM", "custom")
+    monkeypatch.setenv("SALE_CODING_PLAN_MODE", "always")
+    with pytest.raises(ValueError, match="coding_plan_mode"):
+        Settings(_env_file=None)

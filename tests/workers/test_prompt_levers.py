@@ -204,3 +204,20 @@ def test_generic_plan_mode_executes_a_direct_jobs_plan_instead_of_the_bid(tmp_pa
     run_whole_job(make_ctx(tmp_path / "f", llm))
     system = next(m for _a, stage, m in llm.calls if stage == "execute")[0]["content"]
     assert awarding.DIRECT_PLAN not in system
+
+
+def test_coding_plan_mode_overrides_plan_mode_for_coding_jobs_only(tmp_path: Path) -> None:
+    coding = TaskSpec(kind="coding", prompt=PROMPT, tests=TESTS, entry_point="add")
+    search = TaskSpec(kind="search", prompt="Who wrote X?\n[[scripted small.answer=Y]]", answer="Y")
+    llm = RecordingLLM()
+    ctx = make_ctx(tmp_path, llm, coding_plan_mode="generic", plan_mode="guidance")
+    for job_id, spec in (("job-c", coding), ("job-s", search)):
+        jobs.create_job(ctx, spec, job_id)
+        bidding.run_bid(ctx, job_id, "small", "first", None)
+        awarding.decide_award(ctx, job_id)
+        attempts.run_execution(ctx, job_id)
+    executed = [m[0]["content"] for _a, stage, m in llm.calls if stage == "execute"]
+    coding_system = next(s for s in executed if "run_tests" in s)
+    search_system = next(s for s in executed if "run_tests" not in s)
+    assert coding_system.endswith("YOUR PLAN (follow it):\n" + awarding.DIRECT_PLAN)
+    assert "(guidance, not orders)" in search_system and awarding.DIRECT_PLAN not in search_system
