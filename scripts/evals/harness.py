@@ -477,6 +477,8 @@ def build_doc(
         if not records:
             continue
         row = {"method": method, **metrics.method_summary(records, largest, bins)}
+        if is_live(method):  # an order not yet started leaves no record to count
+            row["planned_orders"] = plan.orders_of(method)
         rows.append(row)
     solved = solved_alone(store, "test")
     # The signals are read from every auction with labels: the test split's live SALE runs and

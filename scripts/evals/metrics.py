@@ -112,16 +112,18 @@ def goals(
     """For each live method's row: pass@1 at least the largest agent's; total cost at most
     ``COST_GOAL`` × its; better than the cascade on pass@1 or cost and worse on neither; and
     (coding) the auction at most ``OVERHEAD_GOAL`` of the tokens. ``complete`` is False while
-    the row or a reference row lacks a task of an order: its verdicts are provisional, with costs
-    compared per task (scaled to ``n_tasks``)."""
+    the row or a reference row lacks a task of an order, or one of its ``planned_orders`` (a
+    live row's, when the harness sets it): its verdicts are provisional, with costs compared per
+    task (scaled to ``n_tasks``)."""
     by_name = {r["method"]: r for r in rows}
     ref, cascade = by_name.get(largest_method), by_name.get("cascade")
     if ref is None:
         return []
 
-    def full(row: dict[str, Any]) -> bool:
+    def full(row: dict[str, Any]) -> bool:  # every planned order, each with every task
         counts = row.get("n_per_order") or [row["n_tasks"]]
-        return all(n == n_tasks for n in counts)
+        planned = int(row.get("planned_orders", len(counts)))
+        return len(counts) >= planned and all(n == n_tasks for n in counts)
 
     def per_task(row: dict[str, Any]) -> float:  # a provisional row covers fewer tasks
         return float(row["cost_usd"]) / max(1, int(row["n_tasks"])) * n_tasks

@@ -32,6 +32,12 @@ def _pm(row: dict[str, Any], key: str, digits: int = 3, scale: float = 1.0) -> s
     return text
 
 
+def _orders(row: dict[str, Any]) -> str:
+    """The orders a row has records of, and how many it should have when that is more."""
+    planned = int(row.get("planned_orders", row["orders"]))
+    return f"{row['orders']} (of {planned})" if planned > row["orders"] else str(row["orders"])
+
+
 def markdown(doc: dict[str, Any]) -> str:
     """The results as Markdown: the main table, per-bin tables, the signals, the command."""
     lines = [
@@ -50,7 +56,7 @@ def markdown(doc: dict[str, Any]) -> str:
             f"| {row['method']} | {_pm(row, 'pass_at_1')} | {_pm(row, 'cost_usd', 5)} | "
             f"{_pm(row, 'usd_per_mtok', 4)} | {_pm(row, 'largest_share', 2)} | "
             f"{_pm(row, 'overhead_token_share', 2)} | {_pm(row, 'overhead_wall_share', 2)} | "
-            f"{row['n_tasks']} × {row['orders']} | {'yes' if row['replayed'] else 'no'} |"
+            f"{row['n_tasks']} × {_orders(row)} | {'yes' if row['replayed'] else 'no'} |"
         )
     bins = sorted({b for row in doc["methods"] for b in row["bins"]})
     if bins:

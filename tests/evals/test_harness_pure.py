@@ -359,6 +359,18 @@ def test_goals_compare_each_sale_row_with_the_largest_agent_and_the_cascade() ->
     assert (got["sale+x=1"]["pass_goal"], got["sale+x=1"]["cascade_goal"]) == (False, False)
     assert got["sale-nomem"]["complete"] is False  # 2 of the 3 test tasks
     assert got["sale-nomem"]["cost_ratio"] == pytest.approx(0.1)  # per task: 0.1 vs 1.0
+    # A row with every task of the orders it has begun still lacks the orders it has not.
+    one_of_two = row("sale+y=2", [("small", True), ("small", True), ("large", False)], 0.2)
+    assert metrics.goals([largest, one_of_two], ["sale+y=2"], "single:large", 3, True)[0][
+        "complete"
+    ]
+    one_of_two["planned_orders"] = 2
+    (g,) = metrics.goals([largest, one_of_two], ["sale+y=2"], "single:large", 3, True)
+    assert g["complete"] is False and g["cost_ratio"] == pytest.approx(0.2)
+    one_of_two.update(replayed=False, bins={}, code=[])
+    doc = {"bench": "b", "pool": "p", "command": "c", "date": "d", "complete": False}
+    doc.update(n_tasks=3, orders=2, decoding="t0", methods=[one_of_two])
+    assert "| 3 × 1 (of 2) | no |" in report.markdown(doc)
     search = metrics.goals(rows, ["sale"], "single:large", 3, coding=False)
     assert search[0]["overhead_goal"] is None
     assert metrics.goals([cheap], ["sale"], "single:large", 3, True) == []  # no reference
