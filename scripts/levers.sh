@@ -3,6 +3,7 @@
 # on the first 10 test tasks over 2 orders, most telling lever first. Each run adds one lever to
 # --methods; finished rows stay in the work directory and in the records copy OUT_DIR/<bench>.runs.jsonl
 # (committed), so a stopped run is resumed by running this again, on this machine or another.
+# After each row, OUT_DIR/README.md puts both benchmarks' rows side by side, each against its base.
 # The rows have a work directory of their own: a 10-task `sale` order 1 is another stream than the
 # 30-task run's, with the same record keys. Its single-agent runs and train auctions are the full
 # run's: the records copy starts as a copy of the full run's. Usage:
@@ -41,10 +42,12 @@ case "$bench" in
   *) echo "unknown benchmark $bench: humaneval or search" >&2; exit 2 ;;
 esac
 SALE=${SALE:-.venv/bin/sale}
+PYTHON=${PYTHON:-.venv/bin/python}
 methods=all
 for lever in "${levers[@]}"; do
   methods=$methods,$lever
   echo "== $bench: $lever" >&2
   "$SALE" eval --bench "$bench" --limit 10 --train-limit 15 --orders 2 --work-dir "$work" \
     --records "$records" --methods "$methods" --out "$out"
+  "$PYTHON" -m scripts.evals.levers_table "$out"  # both benchmarks' rows side by side
 done
