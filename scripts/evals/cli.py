@@ -90,8 +90,9 @@ def eval_command(
         typer.Option(
             help="comma list: single (each agent alone) or single:<agent>, random, knn, "
             "classifier, cascade, oracle, oracle-small, auction-router, sale-nomem-nofallback, "
-            "sale-nomem, sale, or a SALE variant such as sale+jury_debias=rotate; 'all' for "
-            "every method"
+            "sale-nomem, sale, or a SALE variant such as sale+jury_debias=rotate (and "
+            "auction-router+X: sale-nomem+X with the generic plan, replayed from the recorded "
+            "sale-nomem+X auctions); 'all' for every method"
         ),
     ] = "all",
     limit: Annotated[int | None, typer.Option(help="first N test tasks of the split")] = None,

@@ -29,12 +29,13 @@ from scripts.evals.methods import (
     replay_first_attempt,
 )
 from scripts.evals.runner import (
-    AUCTION_REPLAYS,
     Plan,
     Segment,
     env_settings,
+    is_auction_replay,
     is_live,
     live_segment,
+    router_source,
     stream_name,
     task_order,
     train_segment,
@@ -98,12 +99,27 @@ def replay_records(
     if routers and embed is not None:
         ids = [t.task_id for t in plan.test]
         vectors = dict(zip(ids, embed([t.spec.prompt for t in plan.test]), strict=True))
-    auctions = {
-        str(r["task_id"]): r
-        for r in store.select(method="sale-nomem", split="test")
-        if int(r["order"]) == 0 and r.get("status") == "done"
-    }
-    nomem = env_settings(variant_env("sale-nomem"))
+
+    def recorded(method: str) -> dict[str, dict[str, Any]]:  # a live row's finished jobs
+        return {
+            str(r["task_id"]): r
+            for r in store.select(method=method, split="test")
+            if int(r["order"]) == 0 and r.get("status") == "done"
+        }
+
+    auctions = recorded("sale-nomem")
+    # Each auction-router row: the recorded auctions it replays and the settings they ran with.
+    routers_of: dict[str, tuple[dict[str, dict[str, Any]], Settings]] = {}
+    for method in plan.methods:
+        source = router_source(method)
+        if source is not None:
+            routers_of[method] = (recorded(source), env_settings(variant_env(source)))
+            if method != "auction-router":
+                notes.append(
+                    f"{method} is {source}+plan_mode=generic replayed from the recorded {source} "
+                    f"auctions, as auction-router is from sale-nomem's"
+                    + ("" if routers_of[method][0] else f" (no {source} job is recorded yet)")
+                )
     if "auction-router" in plan.methods and auctions:
         notes.append(
             "auction-router is sale-nomem+plan_mode=generic replayed: the recorded sale-nomem "
@@ -140,14 +156,15 @@ def replay_records(
                     pick = pick_from_outcomes(method, outcomes, prices, pool.largest.name)
                 elif method in routers:
                     pick = routers[method].pick(vectors[task.task_id])
-                elif method == "auction-router" and order == 0 and task.task_id in auctions:
-                    auction = auctions[task.task_id]
+                elif method in routers_of and order == 0 and task.task_id in routers_of[method][0]:
+                    auction = routers_of[method][0][task.task_id]
+                    settings = routers_of[method][1]
                     picked = pick_by_auction(
                         auction["bids"],
                         outcomes,
                         prices,
-                        nomem.self_check_fallback,
-                        nomem.self_check_escalation,
+                        settings.self_check_fallback,
+                        settings.self_check_escalation,
                     )
                     if picked is None:
                         continue
@@ -161,7 +178,7 @@ def replay_records(
                 if rec is None:  # a pick: the picked agent's single-agent run
                     rec = replay(pick, outcomes)
                     rec["self_check"] = outcomes[pick.agent].get("self_check")
-                    if method == "auction-router":  # the auction was paid for, live
+                    if method in routers_of:  # the auction was paid for, live
                         for key in ("tokens", "cost_usd", "wall_s"):
                             rec[f"auction_{key}"] = auction[f"auction_{key}"]
                             rec[key] += auction[f"auction_{key}"]
@@ -520,7 +537,7 @@ def build_doc(
         ),
         "goals": metrics.goals(
             rows,
-            plan.live + [m for m in plan.methods if m in AUCTION_REPLAYS],
+            plan.live + [m for m in plan.methods if is_auction_replay(m)],
             f"single:{largest}",
             len(plan.test),
             coding=bool(plan.test) and plan.test[0].spec.kind == "coding",

@@ -33,6 +33,9 @@ def lever_of(method: str) -> tuple[str, str]:
     ``jury_debias=rotate``); a base row is its own base with the lever ``–``."""
     if method in REPLAYED:
         return REPLAYED[method]
+    if method.startswith("auction-router+"):  # sale-nomem+X with the generic plan, replayed
+        lever = method.removeprefix("auction-router+").replace("+", " + ")
+        return "sale-nomem", f"{lever} + plan_mode=generic (replayed)"
     base, _, rest = method.partition("+")
     return base, (rest.replace("+", " + ") if rest else "–")
 

@@ -58,6 +58,51 @@ REPLAY_METHODS = (
 #: ``sale-nomem`` job's auction and its first execution attempt (the award's).
 #: Both read ``sale-nomem``'s records: memoryless, so one order, like it.
 AUCTION_REPLAYS = ("auction-router", "sale-nomem-nofallback")
+
+#: ``auction-router+X`` (e.g. ``auction-router+weights=nojury+bid_max_tokens=128``): the
+#: memoryless live row ``sale-nomem+X`` with ``plan_mode=generic``, replayed as
+#: ``auction-router`` is from ``sale-nomem``: from the recorded ``sale-nomem+X`` auctions.
+_ROUTER = re.compile(r"^auction-router((?:\+[a-z_]+=[A-Za-z0-9_.\-]+)*)$")
+
+
+def router_source(method: str) -> str | None:
+    """The live row whose recorded auctions an ``auction-router`` row replays (``sale-nomem``
+    for ``auction-router``, ``sale-nomem+X`` for ``auction-router+X``); None for another
+    method."""
+    match = _ROUTER.match(method)
+    return None if match is None else "sale-nomem" + match.group(1)
+
+
+def is_auction_replay(method: str) -> bool:
+    """A row replayed from recorded SALE auctions (its goals are reported as a SALE row's)."""
+    return method in AUCTION_REPLAYS or router_source(method) is not None
+
+
+def check_router(method: str) -> None:
+    """A ValueError unless ``method`` is an ``auction-router`` row that can be replayed: its
+    source row must be a valid memoryless SALE variant that executes the bid's own plan (the
+    router's own lever is the generic plan)."""
+    source = router_source(method)
+    if source is None:
+        raise ValueError(f"{method!r} is not an auction-router row")
+    overrides = [key for key, _ in _variant(source)[1]]
+    if {"plan_mode", "coding_plan_mode"} & set(overrides):
+        raise ValueError(
+            f"{method!r}: an auction-router row already executes the generic plan; leave "
+            "plan_mode and coding_plan_mode out of it"
+        )
+    try:
+        settings = env_settings(variant_env(source))
+    except ValueError as exc:
+        raise ValueError(f"{method!r} replays {source!r}, which is not valid: {exc}") from exc
+    if memory_read(settings):
+        raise ValueError(
+            f"{method!r} replays the auctions of {source!r}, which reads the memory (one order's "
+            "auctions would stand for every order's); only memoryless rows can be replayed: "
+            "leave out refine and memory_shortcut"
+        )
+
+
 LIVE_METHODS = ("sale-nomem", "sale")
 
 
@@ -177,6 +222,8 @@ def expand_methods(requested: Sequence[str], pool: Pool) -> list[str]:
             for n in names:
                 if is_live(n):
                     variant_env(n)  # an unknown or invalid setting fails here
+                elif router_source(n) is not None:
+                    check_router(n)
                 elif n not in base:
                     raise ValueError(
                         f"unknown method {n!r}; the methods are: single (every agent alone), "
@@ -767,7 +814,7 @@ class Plan:
         return self.fit or any(m in ("knn", "classifier") for m in self.methods)
 
     def needs_all_singles(self) -> bool:
-        return any(m in REPLAY_METHODS for m in self.methods) or self.fit
+        return any(m in REPLAY_METHODS or is_auction_replay(m) for m in self.methods) or self.fit
 
 
 def make_plan(

@@ -41,6 +41,10 @@ def test_lever_of_splits_a_row_into_its_base_and_its_settings() -> None:
         "weights=nojury + bid_max_tokens=128",
     )
     assert levers_table.lever_of("auction-router") == ("sale-nomem", "plan_mode=generic (replayed)")
+    assert levers_table.lever_of("auction-router+weights=nojury+bid_max_tokens=128") == (
+        "sale-nomem",
+        "weights=nojury + bid_max_tokens=128 + plan_mode=generic (replayed)",
+    )
 
 
 def test_each_row_is_set_against_its_base_on_the_same_benchmark(tmp_path: Path) -> None:
