@@ -22,13 +22,18 @@ fi
 # A lever that does not act on the memory runs on `sale-nomem` (memoryless: one order stands
 # for every order, so a row is 10 jobs instead of 20, and its difference to `sale-nomem` is the
 # lever's alone); a lever of the memory or of the published mechanism runs on `sale`. Three
-# levers need no row here: `plan_mode=generic` and `self_check_fallback=0` are replayed from the
-# `sale-nomem` jobs (`auction-router`, `sale-nomem-nofallback`, in every report), and the
-# repeat stop from the recorded traces (scripts/evals/replay_stop.py). The second row combines
-# the two auction levers that cut cost (no jurors, short bids).
+# levers need no live row here: `plan_mode=generic` and `self_check_fallback=0` are replayed from
+# the `sale-nomem` jobs (`auction-router`, `sale-nomem-nofallback`, in every report), and the
+# repeat stop from the recorded traces (scripts/evals/replay_stop.py). The first row combines the
+# two auction levers that cut cost (no jurors, short bids); its generic-plan twin is replayed
+# from its auctions (`auction-router+...`, no job of its own). `sale` itself is a row: the
+# shuffled order of the 10-task run is a stream of its own (see above).
+base=single,random,knn,classifier,cascade,oracle,oracle-small,auction-router,sale-nomem-nofallback
+base=$base,sale-nomem
+cheap=weights=nojury+bid_max_tokens=128
 common=(
-  sale+mechanism=paper sale-nomem+weights=nojury+bid_max_tokens=128
-  sale-nomem+plan_mode=guidance sale+memory_shortcut=0.9
+  "sale-nomem+$cheap,auction-router+$cheap" sale-nomem+plan_mode=guidance
+  sale sale+mechanism=paper sale+memory_shortcut=0.9
 )
 tail=(
   sale-nomem+weights=handset sale-nomem+weights=handset+jury_debias=standardize+jury_degenerate=abstain
@@ -43,7 +48,7 @@ case "$bench" in
 esac
 SALE=${SALE:-.venv/bin/sale}
 PYTHON=${PYTHON:-.venv/bin/python}
-methods=all
+methods=$base
 for lever in "${levers[@]}"; do
   methods=$methods,$lever
   echo "== $bench: $lever" >&2

@@ -153,6 +153,47 @@ def test_the_auction_router_row_pays_the_recorded_auction_and_the_picked_runs(
     assert rec["cost_usd"] == pytest.approx(0.05 + 0.1 + 1.0)
     assert (rec["auction_cost_usd"], rec["auction_tokens"], rec["tokens"]) == (0.05, 40, 240)
     assert any(n.startswith("auction-router is sale-nomem+plan_mode=generic") for n in notes)
+    # auction-router+X replays the recorded sale-nomem+X auctions, with X's own settings: here
+    # no fallback, so the small award's failed check ends the job.
+    source = "sale-nomem+self_check_fallback=0+bid_max_tokens=64"
+    store.add({"method": source, "order": 0, "split": "test", "task_id": "t0",
+               "status": "done", "bids": bids, "auction_tokens": 20, "auction_cost_usd": 0.02,
+               "auction_wall_s": 1.0})  # fmt: skip
+    router = "auction-router+self_check_fallback=0+bid_max_tokens=64"
+    missing = "auction-router+bid_max_tokens=32"  # its source never ran
+    plan = Plan([task], [], ["auction-router", router, missing], orders=2, fit=False)
+    records, notes = replay_records(plan, store, pool, None)
+    by_method = {r["method"]: r for r in records}
+    assert set(by_method) == {"auction-router", router}
+    rec = by_method[router]
+    assert (rec["agent"], rec["tried"], rec["passed"]) == ("small", ["small"], False)
+    assert rec["cost_usd"] == pytest.approx(0.02 + 0.1) and rec["auction_tokens"] == 20
+    assert by_method["auction-router"]["agent"] == "large"  # its own source, as before
+    assert f"{router} is {source}+plan_mode=generic replayed" in " ".join(notes)
+    assert "(no sale-nomem+bid_max_tokens=32 job is recorded yet)" in " ".join(notes)
+
+
+def test_auction_router_rows_name_a_memoryless_source_that_runs_its_own_plan() -> None:
+    from scripts.evals.runner import expand_methods, is_auction_replay, router_source
+    from workers.pool import load_pool
+
+    pool = load_pool(Path("examples/pools/scripted.toml"))
+    assert router_source("auction-router") == "sale-nomem"
+    assert router_source("auction-router+weights=nojury") == "sale-nomem+weights=nojury"
+    assert router_source("sale-nomem") is None and not is_auction_replay("sale")
+    assert is_auction_replay("sale-nomem-nofallback") and is_auction_replay("auction-router+a=1")
+    good = "auction-router+weights=nojury+bid_max_tokens=128"
+    assert expand_methods([f"sale-nomem,{good}"], pool) == ["sale-nomem", good]
+    for bad, why in (
+        ("auction-router+refine=true", "reads the memory"),
+        ("auction-router+memory_shortcut=0.9", "reads the memory"),
+        ("auction-router+plan_mode=guidance", "already executes the generic plan"),
+        ("auction-router+coding_plan_mode=follow", "already executes the generic plan"),
+        ("auction-router+nope=1", "'nope' is not a setting"),
+        ("auction-router+weights=odd", "is not one of"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            expand_methods([bad], pool)
 
 
 def _attempt(n: int, agent: str, verdict: str, check: str | None, **extra: object) -> dict:
@@ -901,21 +942,39 @@ def test_shown_path_hides_the_machine_layout() -> None:
     assert shown_path("/nowhere/else") == "/nowhere/else"
 
 
-def test_every_lever_row_of_the_lever_script_is_a_valid_sale_variant() -> None:
-    import re
+@pytest.mark.parametrize("bench", ["humaneval", "search"])
+def test_every_lever_row_of_the_lever_script_is_a_valid_method(bench: str, tmp_path: Path) -> None:
+    import shutil
+    import subprocess
 
-    from scripts.evals.runner import variant_env, variant_weights
+    from scripts.evals.runner import expand_methods, is_live, variant_env
+    from workers.pool import load_pool
 
-    script = (Path(__file__).resolve().parents[2] / "scripts" / "levers.sh").read_text()
-    levers = set(re.findall(r"\bsale(?:-nomem)?\+[a-z_]+=[A-Za-z0-9_.+=\-]+", script))
-    assert len(levers) == 13
-    for lever in levers:
-        env = variant_env(lever)  # an unknown setting or a bad value raises, naming it
-        variant_weights(lever)
+    checkout = tmp_path / "checkout"
+    (checkout / "scripts").mkdir(parents=True)
+    shutil.copy(Path(__file__).resolve().parents[2] / "scripts" / "levers.sh", checkout / "scripts")
+    (checkout / "docs" / "results" / "levers").mkdir(parents=True)
+    (checkout / "docs" / "results" / "levers" / f"{bench}.runs.jsonl").write_text("")
+    calls = tmp_path / "calls.txt"
+    fake = tmp_path / "fake"
+    fake.write_text(f'#!/usr/bin/env bash\necho "$@" >> {calls}\n')
+    fake.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "SALE": str(fake), "PYTHON": str(fake), "HOME": str(tmp_path)}
+    run = subprocess.run(["bash", str(checkout / "scripts" / "levers.sh"), bench], env=env)
+    assert run.returncode == 0
+    evals = [line for line in calls.read_text().splitlines() if line.startswith("eval")]
+    methods = evals[-1].split("--methods ")[1].split()[0]
+    pool = load_pool(Path("examples/pools/local.toml"))
+    expanded = expand_methods([methods], pool)  # an unknown method or setting raises, naming it
+    live = [m for m in expanded if is_live(m)]
+    assert len(live) == 14 and "sale" in live and "sale-nomem" in live
+    for lever in live:
+        env_of = variant_env(lever)
         # only the levers of the memory and of the published mechanism need the memory
-        assert (env["SALE_REFINE"] == "true") is (
-            "memory_shortcut" in lever or "mechanism" in lever
+        assert (env_of["SALE_REFINE"] == "true") is (
+            lever == "sale" or "memory_shortcut" in lever or "mechanism" in lever
         ), lever
+    assert "auction-router+weights=nojury+bid_max_tokens=128" in expanded
 
 
 def test_the_goals_name_the_cost_floor_of_routing() -> None:
@@ -1066,8 +1125,12 @@ def test_the_lever_script_runs_in_its_own_work_dir_from_a_copy_of_the_full_runs_
     fake = tmp_path / "sale"
     fake.write_text(f'#!/usr/bin/env bash\necho "$@" >> {calls}\n')
     fake.chmod(0o755)
+    tables = tmp_path / "tables.txt"
+    python = tmp_path / "python"
+    python.write_text(f'#!/usr/bin/env bash\necho "$@" >> {tables}\n')
+    python.chmod(0o755)
     run = ["bash", str(checkout / "scripts" / "levers.sh"), "search"]
-    env = {"PATH": "/usr/bin:/bin", "SALE": str(fake), "HOME": str(tmp_path)}
+    env = {"PATH": "/usr/bin:/bin", "SALE": str(fake), "PYTHON": str(python), "HOME": str(tmp_path)}
     missing = subprocess.run(run, env=env, capture_output=True, text=True)
     assert missing.returncode == 2 and "run the full run first" in missing.stderr
     full = checkout / "docs" / "results" / "full-run-stop2" / "search.runs.jsonl"
@@ -1078,10 +1141,24 @@ def test_the_lever_script_runs_in_its_own_work_dir_from_a_copy_of_the_full_runs_
     copy = checkout / "docs" / "results" / "levers" / "search.runs.jsonl"
     assert copy.read_text() == full.read_text()
     lines = calls.read_text().splitlines()
-    assert len(lines) == 12  # one eval per lever
+    assert len(lines) == 13  # one eval per row (`sale` is one)
+    first = lines[0].split("--methods ")[1].split()[0].split(",")
+    assert first[0] == "single" and "sale" not in first  # the cheap rows come before `sale`
+    assert first[-2:] == [
+        "sale-nomem+weights=nojury+bid_max_tokens=128",
+        "auction-router+weights=nojury+bid_max_tokens=128",
+    ]
+    assert "--methods" in lines[2] and lines[2].split("--methods ")[1].split()[0].endswith(",sale")
+    # each eval adds its row to the ones before: the last has them all
+    assert lines[-1].split("--methods ")[1].split()[0].startswith(lines[0].split()[-3])
     for line in lines:
         assert f"--work-dir {tmp_path}/sale-eval/search-levers" in line
         assert "--records docs/results/levers/search.runs.jsonl" in line
+    # after each row, the lever table is rewritten from the reports
+    assert (
+        tables.read_text().splitlines()
+        == ["-m scripts.evals.levers_table docs/results/levers"] * 13
+    )
     copy.write_text("kept\n")  # a second run goes on from its own copy
     assert subprocess.run(run, env=env, capture_output=True).returncode == 0
     assert copy.read_text() == "kept\n"
