@@ -724,5 +724,5 @@ def evaluate(
         _, why = fit_from_train(store, pool, weights_path, bench)
         notes.append(why)
     if plan.fit and weights_path.exists() and not any("fitted" in n for n in notes):
-        notes.append(f"SALE used the weights fitted on the train split: {weights_path}")
+        notes.append(stored_fit_note(weights_path))
     return doc(not sum(left().values()))
