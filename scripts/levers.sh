@@ -25,23 +25,25 @@ fi
 # levers need no live row here: `plan_mode=generic` and `self_check_fallback=0` are replayed from
 # the `sale-nomem` jobs (`auction-router`, `sale-nomem-nofallback`, in every report), and the
 # repeat stop from the recorded traces (scripts/evals/replay_stop.py). The first row combines the
-# two auction levers that cut cost (no jurors, short bids); its generic-plan twin is replayed
-# from its auctions (`auction-router+...`, no job of its own). `sale` itself is a row: the
+# two auction levers that cut cost (no jurors, short bids). `sale` itself is a row: the
 # shuffled order of the 10-task run is a stream of its own (see above). The memory shortcut has
 # no row: on these test tasks it cannot fire at any threshold above 0.42 (no task has 3 others
 # more similar; `python -m scripts.evals.shortcut_reach`), so its row would be `sale`'s jobs again.
 base=single,random,knn,classifier,cascade,oracle,oracle-small,auction-router,sale-nomem-nofallback
 base=$base,sale-nomem
-cheap=weights=nojury+bid_max_tokens=128
+# A row of auction settings alone also gets its generic-plan twin, replayed from its auctions
+# (`auction-router+X`, no job of its own; scripts/evals/runner.py: ROUTER_SETTINGS).
+twin() { echo "sale-nomem+$1,auction-router+$1"; }
 common=(
-  "sale-nomem+$cheap,auction-router+$cheap" sale-nomem+plan_mode=guidance
+  "$(twin weights=nojury+bid_max_tokens=128)" sale-nomem+plan_mode=guidance
   sale sale+mechanism=paper
 )
 tail=(
-  sale-nomem+weights=handset sale-nomem+weights=handset+jury_debias=standardize+jury_degenerate=abstain
-  sale-nomem+weights=handset+jury_debias=rotate sale-nomem+bid_max_tokens=128
-  sale-nomem+weights=nojury sale-nomem+task_first_prompts=true
-  sale-nomem+self_check_escalation=ranking
+  "$(twin weights=handset)"
+  "$(twin weights=handset+jury_debias=standardize+jury_degenerate=abstain)"
+  "$(twin weights=handset+jury_debias=rotate)" "$(twin bid_max_tokens=128)"
+  "$(twin weights=nojury)" sale-nomem+task_first_prompts=true
+  "$(twin self_check_escalation=ranking)"
 )
 case "$bench" in
   humaneval) levers=("${common[@]}" "${tail[@]}" sale-nomem+self_check_smoke=true) ;;

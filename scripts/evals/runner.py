@@ -78,10 +78,30 @@ def is_auction_replay(method: str) -> bool:
     return method in AUCTION_REPLAYS or router_source(method) is not None
 
 
+#: The settings an ``auction-router+X`` row may set: those that act on the auction and on which
+#: agent executes, not on how an execution runs or is self-checked. Its executions are the
+#: single-agent runs, made with the default execution settings.
+ROUTER_SETTINGS = frozenset(
+    {
+        "weights",
+        "bid_max_tokens",
+        "top_logprobs",
+        "jury_mode",
+        "jury_debias",
+        "jury_degenerate",
+        "jury_min_weight",
+        "jury_max_tokens",
+        "self_check_fallback",
+        "self_check_escalation",
+        "shuffle_seed",
+    }
+)
+
+
 def check_router(method: str) -> None:
     """A ValueError unless ``method`` is an ``auction-router`` row that can be replayed: its
-    source row must be a valid memoryless SALE variant that executes the bid's own plan (the
-    router's own lever is the generic plan)."""
+    source row must be a valid memoryless SALE variant whose settings act on the auction alone
+    (:data:`ROUTER_SETTINGS`; the router's own lever is the generic plan)."""
     source = router_source(method)
     if source is None:
         raise ValueError(f"{method!r} is not an auction-router row")
@@ -100,6 +120,15 @@ def check_router(method: str) -> None:
             f"{method!r} replays the auctions of {source!r}, which reads the memory (one order's "
             "auctions would stand for every order's); only memoryless rows can be replayed: "
             "leave out refine and memory_shortcut"
+        )
+    other = [
+        key for key in overrides if key not in ROUTER_SETTINGS and key in Settings.model_fields
+    ]
+    if other:
+        raise ValueError(
+            f"{method!r}: {', '.join(other)} would change how an execution runs or is "
+            "self-checked, but an auction-router row replays the single-agent runs, made with "
+            "the default settings; it can set only " + ", ".join(sorted(ROUTER_SETTINGS))
         )
 
 

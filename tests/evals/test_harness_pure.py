@@ -190,6 +190,8 @@ def test_auction_router_rows_name_a_memoryless_source_that_runs_its_own_plan() -
         ("auction-router+plan_mode=guidance", "already executes the generic plan"),
         ("auction-router+coding_plan_mode=follow", "already executes the generic plan"),
         ("auction-router+nope=1", "'nope' is not a setting"),
+        ("auction-router+task_first_prompts=true", "task_first_prompts would change"),
+        ("auction-router+self_check_smoke=true+repeat_stop=0", "self_check_smoke, repeat_stop"),
         ("auction-router+weights=odd", "is not one of"),
     ):
         with pytest.raises(ValueError, match=why):
@@ -971,10 +973,11 @@ def test_every_lever_row_of_the_lever_script_is_a_valid_method(bench: str, tmp_p
     for lever in live:
         env_of = variant_env(lever)
         # only the levers of the memory and of the published mechanism need the memory
-        assert (env_of["SALE_REFINE"] == "true") is (
-            lever == "sale" or "mechanism" in lever
-        ), lever
-    assert "auction-router+weights=nojury+bid_max_tokens=128" in expanded
+        assert (env_of["SALE_REFINE"] == "true") is (lever == "sale" or "mechanism" in lever), lever
+    routers = [m for m in expanded if m.startswith("auction-router+")]
+    assert "auction-router+weights=nojury+bid_max_tokens=128" in routers
+    assert len(routers) == 7  # every row of auction settings alone has its replayed twin
+    assert all("sale-nomem+" + m.removeprefix("auction-router+") in live for m in routers)
 
 
 def test_the_goals_name_the_cost_floor_of_routing() -> None:
