@@ -34,9 +34,12 @@ base=$base,sale-nomem
 # A row of auction settings alone also gets its generic-plan twin, replayed from its auctions
 # (`auction-router+X`, no job of its own; scripts/evals/runner.py: ROUTER_SETTINGS).
 twin() { echo "sale-nomem+$1,auction-router+$1"; }
+# The second row is the candidate default those two rows pointed to (the sixth session's first
+# rows): SALE with its memory, no jury, short bids, and on coding the generic plan.
 common=(
-  "$(twin weights=nojury+bid_max_tokens=128)" sale-nomem+plan_mode=guidance
-  sale sale+mechanism=paper
+  "$(twin weights=nojury+bid_max_tokens=128)"
+  sale+weights=nojury+bid_max_tokens=128+coding_plan_mode=generic
+  sale-nomem+plan_mode=guidance sale sale+mechanism=paper
 )
 tail=(
   "$(twin weights=handset)"

@@ -969,11 +969,11 @@ def test_every_lever_row_of_the_lever_script_is_a_valid_method(bench: str, tmp_p
     pool = load_pool(Path("examples/pools/local.toml"))
     expanded = expand_methods([methods], pool)  # an unknown method or setting raises, naming it
     live = [m for m in expanded if is_live(m)]
-    assert len(live) == 13 and "sale" in live and "sale-nomem" in live
+    assert len(live) == 14 and "sale" in live and "sale-nomem" in live
     for lever in live:
         env_of = variant_env(lever)
-        # only the levers of the memory and of the published mechanism need the memory
-        assert (env_of["SALE_REFINE"] == "true") is (lever == "sale" or "mechanism" in lever), lever
+        # the rows on `sale` read the memory, the rows on `sale-nomem` never
+        assert (env_of["SALE_REFINE"] == "true") is (lever.split("+")[0] == "sale"), lever
     routers = [m for m in expanded if m.startswith("auction-router+")]
     assert "auction-router+weights=nojury+bid_max_tokens=128" in routers
     assert len(routers) == 7  # every row of auction settings alone has its replayed twin
@@ -1144,14 +1144,14 @@ def test_the_lever_script_runs_in_its_own_work_dir_from_a_copy_of_the_full_runs_
     copy = checkout / "docs" / "results" / "levers" / "search.runs.jsonl"
     assert copy.read_text() == full.read_text()
     lines = calls.read_text().splitlines()
-    assert len(lines) == 12  # one eval per row (`sale` is one)
+    assert len(lines) == 13  # one eval per row (`sale` is one)
     first = lines[0].split("--methods ")[1].split()[0].split(",")
     assert first[0] == "single" and "sale" not in first  # the cheap rows come before `sale`
     assert first[-2:] == [
         "sale-nomem+weights=nojury+bid_max_tokens=128",
         "auction-router+weights=nojury+bid_max_tokens=128",
     ]
-    assert "--methods" in lines[2] and lines[2].split("--methods ")[1].split()[0].endswith(",sale")
+    assert lines[3].split("--methods ")[1].split()[0].endswith(",sale")
     # each eval adds its row to the ones before: the last has them all
     assert lines[-1].split("--methods ")[1].split()[0].startswith(lines[0].split()[-3])
     for line in lines:
@@ -1160,7 +1160,7 @@ def test_the_lever_script_runs_in_its_own_work_dir_from_a_copy_of_the_full_runs_
     # after each row, the lever table is rewritten from the reports
     assert (
         tables.read_text().splitlines()
-        == ["-m scripts.evals.levers_table docs/results/levers"] * 12
+        == ["-m scripts.evals.levers_table docs/results/levers"] * 13
     )
     copy.write_text("kept\n")  # a second run goes on from its own copy
     assert subprocess.run(run, env=env, capture_output=True).returncode == 0
