@@ -96,11 +96,13 @@ def markdown(docs: dict[str, dict[str, Any]]) -> str:
     for rows in per_bench.values():
         methods += [m for m in rows if m not in methods]
     methods.sort(key=lambda m: (lever_of(m)[1] != "–", lever_of(m)[0], lever_of(m)[1]))
+    sizes = sorted({int(doc.get("n_tasks", 0)) for doc in docs.values()})
+    tasks = " or ".join(map(str, sizes))
     lines = [
-        "# The lever rows of issue #6",
+        "# SALE configurations side by side (issue #6)",
         "",
-        "One row per SALE configuration on the first 10 test tasks of each benchmark (real local "
-        "pool). A cell is pass@1 (± its spread over task orders), total cost × the largest "
+        f"One row per SALE configuration on the first {tasks} test tasks of each benchmark (real "
+        "local pool). A cell is pass@1 (± its spread over task orders), total cost × the largest "
         "agent alone (task by task, counting every bid, juror and execution call) and the "
         "auction's share of the tokens; then, in brackets, the difference to its base row on "
         "the same benchmark (pass@1, cost ×); then tasks × orders run. A row without memory "
@@ -108,7 +110,7 @@ def markdown(docs: dict[str, dict[str, Any]]) -> str:
         "Provisional rows lack some job; their cost is still compared task by task.",
         "",
         "Written by `python -m scripts.evals.levers_table` from the reports beside it; each "
-        "report names the command that reproduces it (`scripts/levers.sh BENCH`).",
+        "report names the command that reproduces it.",
         "",
         "| base | lever | " + " | ".join(docs) + " |",
         "|---|---|" + "---|" * len(docs),

@@ -1212,3 +1212,42 @@ def test_a_segment_records_the_repeat_stop_its_workers_run_with(
     monkeypatch.setenv("SALE_REPEAT_STOP", "3")  # the driver's environment reaches the workers
     assert env_settings({}).repeat_stop == 3
     assert env_settings(variant_env("sale+mechanism=paper")).repeat_stop == 0
+
+
+def test_the_candidates_script_runs_its_rows_on_the_full_runs_records(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    from scripts.evals.runner import expand_methods
+    from workers.pool import load_pool
+
+    checkout = tmp_path / "checkout"
+    (checkout / "scripts").mkdir(parents=True)
+    source = Path(__file__).resolve().parents[2] / "scripts" / "candidates.sh"
+    shutil.copy(source, checkout / "scripts")
+    calls = tmp_path / "calls.txt"
+    fake = tmp_path / "fake"
+    fake.write_text(f'#!/usr/bin/env bash\necho "$@" >> {calls}\n')
+    fake.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "SALE": str(fake), "PYTHON": str(fake), "HOME": str(tmp_path)}
+    run = ["bash", str(checkout / "scripts" / "candidates.sh"), "search"]
+    missing = subprocess.run(run, env=env, capture_output=True, text=True)
+    assert missing.returncode == 2 and "run the full run first" in missing.stderr
+    full = checkout / "docs" / "results" / "full-run-stop2" / "search.runs.jsonl"
+    full.parent.mkdir(parents=True)
+    full.write_text('{"method": "single:small"}\n')
+    done = subprocess.run(run, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    copy = checkout / "docs" / "results" / "candidates" / "search.runs.jsonl"
+    assert copy.read_text() == full.read_text()  # its own copy, seeded from the full run's
+    eval_line, table_line = calls.read_text().splitlines()
+    assert f"--work-dir {tmp_path}/sale-eval/search-candidates" in eval_line
+    assert "--limit 30 --train-limit 15 --orders 2" in eval_line
+    assert "--records docs/results/candidates/search.runs.jsonl" in eval_line
+    methods = eval_line.split("--methods ")[1].split()[0]
+    expanded = expand_methods([methods], load_pool(Path("examples/pools/local.toml")))
+    assert expanded[-2:] == [
+        "sale-nomem+weights=nojury+bid_max_tokens=128",
+        "auction-router+weights=nojury+bid_max_tokens=128",
+    ]
+    assert table_line == "-m scripts.evals.levers_table docs/results/candidates"

@@ -30,7 +30,7 @@ def method(name: str, n_per_order: list[int], std: float = 0.0, **extra: Any) ->
 
 def doc(goals: list[dict[str, Any]], methods: list[dict[str, Any]]) -> dict[str, Any]:
     refs = [method("single:large", [10]), method("cascade", [10, 10])]
-    return {"largest_agent": "large", "goals": goals, "methods": refs + methods}
+    return {"largest_agent": "large", "goals": goals, "methods": refs + methods, "n_tasks": 10}
 
 
 def test_lever_of_splits_a_row_into_its_base_and_its_settings() -> None:
@@ -75,6 +75,7 @@ def test_each_row_is_set_against_its_base_on_the_same_benchmark(tmp_path: Path) 
     order = [line.split(" | ")[1] for line in md.splitlines() if line.startswith("| sale")]
     assert order[:2] == ["–", "–"]
     assert "the largest agent alone passes 0.500 for $0.01000" in md
+    assert "on the first 10 test tasks of each benchmark" in md
 
 
 def test_main_writes_the_table_beside_the_reports(tmp_path: Path, capsys: Any) -> None:
