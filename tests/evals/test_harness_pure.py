@@ -946,22 +946,14 @@ def test_shown_path_hides_the_machine_layout() -> None:
 
 @pytest.mark.parametrize("bench", ["humaneval", "search"])
 def test_every_lever_row_of_the_lever_script_is_a_valid_method(bench: str, tmp_path: Path) -> None:
-    import shutil
     import subprocess
 
     from scripts.evals.runner import expand_methods, is_live, variant_env
     from workers.pool import load_pool
 
-    checkout = tmp_path / "checkout"
-    (checkout / "scripts").mkdir(parents=True)
-    shutil.copy(Path(__file__).resolve().parents[2] / "scripts" / "levers.sh", checkout / "scripts")
+    checkout, calls, env = _script_in_checkout(tmp_path, "levers.sh")
     (checkout / "docs" / "results" / "levers").mkdir(parents=True)
     (checkout / "docs" / "results" / "levers" / f"{bench}.runs.jsonl").write_text("")
-    calls = tmp_path / "calls.txt"
-    fake = tmp_path / "fake"
-    fake.write_text(f'#!/usr/bin/env bash\necho "$@" >> {calls}\n')
-    fake.chmod(0o755)
-    env = {"PATH": "/usr/bin:/bin", "SALE": str(fake), "PYTHON": str(fake), "HOME": str(tmp_path)}
     run = subprocess.run(["bash", str(checkout / "scripts" / "levers.sh"), bench], env=env)
     assert run.returncode == 0
     evals = [line for line in calls.read_text().splitlines() if line.startswith("eval")]
@@ -1118,22 +1110,10 @@ def test_a_memory_stream_gets_its_memory_back_from_its_records(
 def test_the_lever_script_runs_in_its_own_work_dir_from_a_copy_of_the_full_runs_records(
     tmp_path: Path,
 ) -> None:
-    import shutil
     import subprocess
 
-    checkout = tmp_path / "checkout"
-    (checkout / "scripts").mkdir(parents=True)
-    shutil.copy(Path(__file__).resolve().parents[2] / "scripts" / "levers.sh", checkout / "scripts")
-    calls = tmp_path / "calls.txt"
-    fake = tmp_path / "sale"
-    fake.write_text(f'#!/usr/bin/env bash\necho "$@" >> {calls}\n')
-    fake.chmod(0o755)
-    tables = tmp_path / "tables.txt"
-    python = tmp_path / "python"
-    python.write_text(f'#!/usr/bin/env bash\necho "$@" >> {tables}\n')
-    python.chmod(0o755)
+    checkout, calls, env = _script_in_checkout(tmp_path, "levers.sh")
     run = ["bash", str(checkout / "scripts" / "levers.sh"), "search"]
-    env = {"PATH": "/usr/bin:/bin", "SALE": str(fake), "PYTHON": str(python), "HOME": str(tmp_path)}
     missing = subprocess.run(run, env=env, capture_output=True, text=True)
     assert missing.returncode == 2 and "run the full run first" in missing.stderr
     full = checkout / "docs" / "results" / "full-run-stop2" / "search.runs.jsonl"
@@ -1143,7 +1123,8 @@ def test_the_lever_script_runs_in_its_own_work_dir_from_a_copy_of_the_full_runs_
     assert done.returncode == 0, done.stderr
     copy = checkout / "docs" / "results" / "levers" / "search.runs.jsonl"
     assert copy.read_text() == full.read_text()
-    lines = calls.read_text().splitlines()
+    lines = [line for line in calls.read_text().splitlines() if line.startswith("eval")]
+    tables = [line for line in calls.read_text().splitlines() if not line.startswith("eval")]
     assert len(lines) == 13  # one eval per row (`sale` is one)
     first = lines[0].split("--methods ")[1].split()[0].split(",")
     assert first[0] == "single" and "sale" not in first  # the cheap rows come before `sale`
@@ -1158,10 +1139,7 @@ def test_the_lever_script_runs_in_its_own_work_dir_from_a_copy_of_the_full_runs_
         assert f"--work-dir {tmp_path}/sale-eval/search-levers" in line
         assert "--records docs/results/levers/search.runs.jsonl" in line
     # after each row, the lever table is rewritten from the reports
-    assert (
-        tables.read_text().splitlines()
-        == ["-m scripts.evals.levers_table docs/results/levers"] * 13
-    )
+    assert tables == ["-m scripts.evals.levers_table docs/results/levers"] * 13
     copy.write_text("kept\n")  # a second run goes on from its own copy
     assert subprocess.run(run, env=env, capture_output=True).returncode == 0
     assert copy.read_text() == "kept\n"
@@ -1215,21 +1193,12 @@ def test_a_segment_records_the_repeat_stop_its_workers_run_with(
 
 
 def test_the_candidates_script_runs_its_rows_on_the_full_runs_records(tmp_path: Path) -> None:
-    import shutil
     import subprocess
 
     from scripts.evals.runner import expand_methods
     from workers.pool import load_pool
 
-    checkout = tmp_path / "checkout"
-    (checkout / "scripts").mkdir(parents=True)
-    source = Path(__file__).resolve().parents[2] / "scripts" / "candidates.sh"
-    shutil.copy(source, checkout / "scripts")
-    calls = tmp_path / "calls.txt"
-    fake = tmp_path / "fake"
-    fake.write_text(f'#!/usr/bin/env bash\necho "$@" >> {calls}\n')
-    fake.chmod(0o755)
-    env = {"PATH": "/usr/bin:/bin", "SALE": str(fake), "PYTHON": str(fake), "HOME": str(tmp_path)}
+    checkout, calls, env = _script_in_checkout(tmp_path, "candidates.sh")
     run = ["bash", str(checkout / "scripts" / "candidates.sh"), "search"]
     missing = subprocess.run(run, env=env, capture_output=True, text=True)
     assert missing.returncode == 2 and "run the full run first" in missing.stderr
@@ -1251,3 +1220,20 @@ def test_the_candidates_script_runs_its_rows_on_the_full_runs_records(tmp_path: 
         "auction-router+weights=nojury+bid_max_tokens=128",
     ]
     assert table_line == "-m scripts.evals.levers_table docs/results/candidates"
+
+
+def _script_in_checkout(tmp_path: Path, name: str) -> tuple[Path, Path, dict[str, str]]:
+    """scripts/<name> copied into an empty checkout under ``tmp_path``, run with a fake ``sale``
+    and ``python`` that append their arguments to a calls file: (the checkout, the calls file,
+    the environment to run it with)."""
+    import shutil
+
+    checkout = tmp_path / "checkout"
+    (checkout / "scripts").mkdir(parents=True)
+    shutil.copy(Path(__file__).resolve().parents[2] / "scripts" / name, checkout / "scripts")
+    calls = tmp_path / "calls.txt"
+    fake = tmp_path / "fake"
+    fake.write_text(f'#!/usr/bin/env bash\necho "$@" >> {calls}\n')
+    fake.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "SALE": str(fake), "PYTHON": str(fake), "HOME": str(tmp_path)}
+    return checkout, calls, env
