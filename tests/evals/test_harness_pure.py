@@ -1209,7 +1209,15 @@ def test_the_candidates_script_runs_its_rows_on_the_full_runs_records(tmp_path: 
     assert done.returncode == 0, done.stderr
     copy = checkout / "docs" / "results" / "candidates" / "search.runs.jsonl"
     assert copy.read_text() == full.read_text()  # its own copy, seeded from the full run's
-    eval_line, table_line = calls.read_text().splitlines()
+    # with the lever runs' records, their jobs of the candidate row are taken too, nothing else
+    copy.unlink()
+    levers = checkout / "docs" / "results" / "levers" / "search.runs.jsonl"
+    levers.parent.mkdir(parents=True)
+    row = '{"method": "sale-nomem+weights=nojury+bid_max_tokens=128", "order": 0}\n'
+    levers.write_text('{"method": "sale-nomem", "order": 0}\n' + row)
+    assert subprocess.run(run, env=env).returncode == 0
+    assert copy.read_text() == full.read_text() + row
+    eval_line, table_line = calls.read_text().splitlines()[-2:]
     assert f"--work-dir {tmp_path}/sale-eval/search-candidates" in eval_line
     assert "--limit 30 --train-limit 15 --orders 2" in eval_line
     assert "--records docs/results/candidates/search.runs.jsonl" in eval_line
