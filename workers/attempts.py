@@ -130,19 +130,13 @@ def run_execution(
         bid = attempt_bid(ctx, s, job_id, attempt)
         if bid is None or bid.id is None:
             raise AuctionError(job_id, f"no bid left to execute as attempt {attempt}")
+        style = prompt_style(ctx, spec.kind)
         # plan mode "generic": the auction picks the agent, which runs a direct job's plan.
-        generic = ctx.settings.plan_mode_for(spec.kind) == "generic"
-        plan = DIRECT_PLAN if generic else bid.plan or ""
+        plan = DIRECT_PLAN if style.plan_mode == "generic" else bid.plan or ""
     agent = ctx.pool.get(bid.agent)
     max_tokens = min(ctx.settings.execute_max_tokens, spec.limits.max_tokens)
     outcome = EXECUTORS[spec.kind](
-        spec,
-        plan,
-        agent,
-        ctx.llm,
-        max_tokens,
-        progress=progress,
-        style=prompt_style(ctx, spec.kind),
+        spec, plan, agent, ctx.llm, max_tokens, progress=progress, style=style
     )
     verdict = judge_answer(spec, outcome.answer)
     if outcome.error and verdict.value == "unknown":

@@ -121,9 +121,7 @@ def check_router(method: str) -> None:
             "auctions would stand for every order's); only memoryless rows can be replayed: "
             "leave out refine and memory_shortcut"
         )
-    other = [
-        key for key in overrides if key not in ROUTER_SETTINGS and key in Settings.model_fields
-    ]
+    other = [key for key in overrides if key not in ROUTER_SETTINGS]  # all settings: checked above
     if other:
         raise ValueError(
             f"{method!r}: {', '.join(other)} would change how an execution runs or is "
