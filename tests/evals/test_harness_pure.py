@@ -1113,16 +1113,7 @@ def test_the_lever_script_runs_in_its_own_work_dir_from_a_copy_of_the_full_runs_
     import subprocess
 
     checkout, calls, env = _script_in_checkout(tmp_path, "levers.sh")
-    run = ["bash", str(checkout / "scripts" / "levers.sh"), "search"]
-    missing = subprocess.run(run, env=env, capture_output=True, text=True)
-    assert missing.returncode == 2 and "run the full run first" in missing.stderr
-    full = checkout / "docs" / "results" / "full-run-stop2" / "search.runs.jsonl"
-    full.parent.mkdir(parents=True)
-    full.write_text('{"method": "single:small"}\n')
-    done = subprocess.run(run, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    copy = checkout / "docs" / "results" / "levers" / "search.runs.jsonl"
-    assert copy.read_text() == full.read_text()
+    run, _full, copy = _seeded_from_the_full_run(checkout, env, "levers.sh", "levers")
     lines = [line for line in calls.read_text().splitlines() if line.startswith("eval")]
     tables = [line for line in calls.read_text().splitlines() if not line.startswith("eval")]
     assert len(lines) == 13  # one eval per row (`sale` is one)
@@ -1199,16 +1190,7 @@ def test_the_candidates_script_runs_its_rows_on_the_full_runs_records(tmp_path: 
     from workers.pool import load_pool
 
     checkout, calls, env = _script_in_checkout(tmp_path, "candidates.sh")
-    run = ["bash", str(checkout / "scripts" / "candidates.sh"), "search"]
-    missing = subprocess.run(run, env=env, capture_output=True, text=True)
-    assert missing.returncode == 2 and "run the full run first" in missing.stderr
-    full = checkout / "docs" / "results" / "full-run-stop2" / "search.runs.jsonl"
-    full.parent.mkdir(parents=True)
-    full.write_text('{"method": "single:small"}\n')
-    done = subprocess.run(run, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    copy = checkout / "docs" / "results" / "candidates" / "search.runs.jsonl"
-    assert copy.read_text() == full.read_text()  # its own copy, seeded from the full run's
+    run, full, copy = _seeded_from_the_full_run(checkout, env, "candidates.sh", "candidates")
     # with the lever runs' records, their jobs of the candidate row are taken too, nothing else
     copy.unlink()
     levers = checkout / "docs" / "results" / "levers" / "search.runs.jsonl"
@@ -1245,3 +1227,24 @@ def _script_in_checkout(tmp_path: Path, name: str) -> tuple[Path, Path, dict[str
     fake.chmod(0o755)
     env = {"PATH": "/usr/bin:/bin", "SALE": str(fake), "PYTHON": str(fake), "HOME": str(tmp_path)}
     return checkout, calls, env
+
+
+def _seeded_from_the_full_run(
+    checkout: Path, env: dict[str, str], name: str, out: str
+) -> tuple[list[str], Path, Path]:
+    """Run scripts/<name> on search: refused (exit 2) without the full run's records, then,
+    with them, run from its own copy under docs/results/<out>, seeded from them. Returns (the
+    command, the full run's records, the copy)."""
+    import subprocess
+
+    run = ["bash", str(checkout / "scripts" / name), "search"]
+    missing = subprocess.run(run, env=env, capture_output=True, text=True)
+    assert missing.returncode == 2 and "run the full run first" in missing.stderr
+    full = checkout / "docs" / "results" / "full-run-stop2" / "search.runs.jsonl"
+    full.parent.mkdir(parents=True)
+    full.write_text('{"method": "single:small"}\n')
+    done = subprocess.run(run, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    copy = checkout / "docs" / "results" / out / "search.runs.jsonl"
+    assert copy.read_text() == full.read_text()  # its own copy, seeded from the full run's
+    return run, full, copy
