@@ -150,6 +150,7 @@ def eval_command(
         expand_methods,
         live_work,
         make_plan,
+        pinned_in_environment,
     )
     from scripts.evals.store import RunStore
     from workers.pool import load_pool
@@ -162,6 +163,13 @@ def eval_command(
         err.print(
             "[yellow]note:[/yellow] SALE_BROKER_URL is ignored: the evaluation runs its own "
             "embedded stack so each method gets its own database"
+        )
+    pinned = pinned_in_environment(settings)
+    if pinned:
+        err.print(
+            f"[yellow]note:[/yellow] {', '.join(pinned)} ignored: every job of the evaluation runs "
+            "with the settings the recorded runs were measured with (scripts/evals/runner.py: "
+            "MEASURED_BASE); set a setting per method instead, e.g. sale+bid_max_tokens=128"
         )
     pool_obj = load_pool(settings.effective_pool_file)
     try:

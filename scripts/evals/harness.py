@@ -29,6 +29,7 @@ from scripts.evals.methods import (
     replay_first_attempt,
 )
 from scripts.evals.runner import (
+    MEASURED_BASE,
     Plan,
     Segment,
     env_settings,
@@ -700,7 +701,7 @@ def evaluate(
                 for a in plan.singles
                 if not store.has(f"single:{a}", 0, t.split, t.task_id)
             ]
-            runner.run_direct(store, work, Segment("single"))
+            runner.run_direct(store, work, Segment("single", dict(MEASURED_BASE)))
             doc(False)
             if plan.fit:
                 runner.run_stream(store, "sale-train", 0, plan.train, train_segment())

@@ -190,11 +190,44 @@ def variant_weights(method: str) -> str:
     return choice
 
 
+#: The mechanism settings every job of the harness starts from: the defaults the full run and
+#: the lever rows were measured with (docs/results/full-run-stop2, docs/results/levers), pinned
+#: here so that a change of the project's defaults does not change what a recorded method name
+#: means: ``sale-nomem+X`` run today must be comparable with the ``sale-nomem`` jobs on record.
+#: A method's own overrides go over these, and ``mechanism=paper`` over both.
+MEASURED_BASE: dict[str, str] = {
+    "SALE_BID_MAX_TOKENS": "256",
+    "SALE_JURY_MODE": "batched",
+    "SALE_JURY_DEBIAS": "none",
+    "SALE_JURY_DEGENERATE": "keep",
+    "SALE_JURY_MIN_WEIGHT": "0.05",
+    "SALE_MEMORY_LABEL": "verified",
+    "SALE_SELF_CHECK_FALLBACK": "2",
+    "SALE_SELF_CHECK_ESCALATION": "up",
+    "SALE_SELF_CHECK_SMOKE": "false",
+    "SALE_SEARCH_ANSWER_TYPES": "false",
+    "SALE_TASK_FIRST_PROMPTS": "false",
+    "SALE_MEMORY_SHORTCUT": "0",
+    "SALE_PLAN_MODE": "follow",
+    "SALE_CODING_PLAN_MODE": "inherit",
+    "SALE_REPEAT_STOP": "2",
+}
+
+
+def pinned_in_environment(settings: Settings) -> list[str]:
+    """The ``SALE_*`` variables set in the environment (or ``.env``) of these settings that
+    :data:`MEASURED_BASE` overrides in every job of the evaluation (the command says so rather
+    than ignore them silently)."""
+    given = {f"SALE_{name.upper()}" for name in settings.model_fields_set}
+    return sorted(key for key in MEASURED_BASE if key in given)
+
+
 def variant_env(method: str) -> dict[str, str]:
-    """The worker environment of a live method; unknown settings raise ValueError."""
+    """The worker environment of a live method (:data:`MEASURED_BASE` with the method's own
+    overrides); unknown settings raise ValueError."""
     variant_weights(method)  # a bad weights= choice fails here
     base, overrides = _variant(method)
-    env = {"SALE_REFINE": "false" if base == "sale-nomem" else "true"}
+    env = {**MEASURED_BASE, "SALE_REFINE": "false" if base == "sale-nomem" else "true"}
     for key, value in overrides:
         if key == "weights":
             continue

@@ -512,12 +512,19 @@ def test_report_writes_strict_json_markdown_and_plots(tmp_path: Path) -> None:
 def test_sale_variants_parse_into_worker_settings() -> None:
     from pathlib import Path as P
 
-    from scripts.evals.runner import expand_methods, segment_name, stream_name, variant_env
+    from scripts.evals.runner import (
+        MEASURED_BASE,
+        expand_methods,
+        segment_name,
+        stream_name,
+        variant_env,
+    )
     from workers.pool import load_pool
 
     pool = load_pool(P(__file__).resolve().parents[2] / "examples" / "pools" / "scripted.toml")
-    assert variant_env("sale") == {"SALE_REFINE": "true"}
+    assert variant_env("sale") == {**MEASURED_BASE, "SALE_REFINE": "true"}
     assert variant_env("sale-nomem+jury_mode=per_bid") == {
+        **MEASURED_BASE,
         "SALE_REFINE": "false",
         "SALE_JURY_MODE": "per_bid",
     }
@@ -536,13 +543,14 @@ def test_sale_variants_parse_into_worker_settings() -> None:
 def test_weights_choice_picks_the_segments_weights_file_and_is_not_a_worker_setting() -> None:
     from pathlib import Path as P
 
-    from scripts.evals.runner import live_segment, variant_env, variant_weights
+    from scripts.evals.runner import MEASURED_BASE, live_segment, variant_env, variant_weights
     from workers.weights import load_weights
 
     fitted, default = P("/w/weights.json"), P("/pkg/default.json")
     assert variant_weights("sale") == "fitted"
     assert variant_weights("sale+weights=default+jury_debias=rotate") == "default"
     assert variant_env("sale+weights=default+jury_debias=rotate") == {
+        **MEASURED_BASE,
         "SALE_REFINE": "true",
         "SALE_JURY_DEBIAS": "rotate",
     }
@@ -550,7 +558,7 @@ def test_weights_choice_picks_the_segments_weights_file_and_is_not_a_worker_sett
     assert (plain.name, plain.weights_file) == ("sale-o1-n30", fitted)
     chosen = live_segment("sale+weights=default", 0, 30, fitted, default)
     assert chosen.weights_file == default and chosen.name == "sale_weights_default-o0"
-    assert chosen.env == {"SALE_REFINE": "true"}
+    assert chosen.env == {**MEASURED_BASE, "SALE_REFINE": "true"}
     hand = live_segment("sale+weights=handset+jury_debias=rotate", 1, 10, fitted, default)
     assert hand.weights_file is not None and hand.weights_file.name == "handset.json"
     assert hand.name == "sale_weights_handset_jury_debias_rotate-o1-n10"
@@ -561,7 +569,7 @@ def test_weights_choice_picks_the_segments_weights_file_and_is_not_a_worker_sett
         variant_env("sale+weights=mine")
     nojury = P("/w/weights-nojury.json")
     nj = live_segment("sale+weights=nojury", 0, 30, fitted, default, nojury)
-    assert nj.weights_file == nojury and nj.env == {"SALE_REFINE": "true"}
+    assert nj.weights_file == nojury and nj.env == {**MEASURED_BASE, "SALE_REFINE": "true"}
     with pytest.raises(ValueError, match="no weights fitted without jurors"):
         live_segment("sale+weights=nojury", 0, 30, fitted, default)
 
@@ -1181,6 +1189,33 @@ def test_a_segment_records_the_repeat_stop_its_workers_run_with(
     monkeypatch.setenv("SALE_REPEAT_STOP", "3")  # the driver's environment reaches the workers
     assert env_settings({}).repeat_stop == 3
     assert env_settings(variant_env("sale+mechanism=paper")).repeat_stop == 0
+
+
+def test_every_job_of_the_harness_runs_the_measured_settings_whatever_the_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from broker.settings import PAPER_MECHANISM, Settings
+    from scripts.evals.runner import MEASURED_BASE, env_settings, pinned_in_environment, variant_env
+
+    # every lever the paper switches off is pinned (refine is the method's own: sale/sale-nomem)
+    levers = {f"SALE_{key.upper()}" for key in PAPER_MECHANISM} - {"SALE_REFINE"}
+    assert levers <= set(MEASURED_BASE)
+    assert "SALE_BID_MAX_TOKENS" in MEASURED_BASE
+    monkeypatch.setenv("SALE_BID_MAX_TOKENS", "128")  # as if the project's default had moved
+    monkeypatch.setenv("SALE_CODING_PLAN_MODE", "generic")
+    monkeypatch.delenv("SALE_MECHANISM", raising=False)
+    assert Settings().bid_max_tokens == 128
+    measured = env_settings(variant_env("sale-nomem"))
+    assert (measured.bid_max_tokens, measured.coding_plan_mode) == (256, "inherit")
+    lever = env_settings(variant_env("sale-nomem+bid_max_tokens=128"))
+    assert lever.bid_max_tokens == 128 and not lever.refine  # the method's own setting wins
+    paper = env_settings(variant_env("sale+mechanism=paper"))
+    assert (paper.jury_mode, paper.self_check_fallback) == ("per_bid", 0)  # the paper's, over both
+    # the command names what it ignores
+    assert pinned_in_environment(Settings()) == ["SALE_BID_MAX_TOKENS", "SALE_CODING_PLAN_MODE"]
+    monkeypatch.delenv("SALE_BID_MAX_TOKENS")
+    monkeypatch.delenv("SALE_CODING_PLAN_MODE")
+    assert pinned_in_environment(Settings()) == []
 
 
 def test_the_candidates_script_runs_its_rows_on_the_full_runs_records(tmp_path: Path) -> None:
