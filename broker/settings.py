@@ -26,6 +26,9 @@ _OFFLINE_ENV = {
 }
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+#: The packaged weights fitted with a jury (the shipped default before issue #6's lever rows):
+#: the default weights under SALE_MECHANISM=paper, and the evaluation's when it fits none.
+JURY_WEIGHTS_FILE = _PACKAGE_ROOT / "workers" / "weights" / "jury.json"
 
 
 #: The published mechanism (SPEC §3, the paper): SALE_MECHANISM=paper forces these values,
@@ -35,6 +38,7 @@ PAPER_MECHANISM: dict[str, object] = {
     "jury_mode": "per_bid",  # the paper: every juror scores every bid in its own call
     "memory_label": "auction",  # the paper: the awarded bid is the winner
     "refine": True,
+    "bid_max_tokens": 256,  # SPEC §3: "a few hundred tokens at most (default 256)"
     "self_check_fallback": 0,  # the paper: the awarded agent's execution is the answer
     "self_check_escalation": "ranking",  # (only matters with a fallback)
     "self_check_smoke": False,  # (only matters with a fallback)
@@ -78,7 +82,10 @@ class Settings(BaseSettings):
         default=None, description="Agent pool TOML; default examples/pools/local.toml."
     )
     weights_file: Path | None = Field(
-        default=None, description="Scoring weights JSON; default the packaged default weights."
+        default=None,
+        description="Scoring weights JSON; default the packaged default weights "
+        "(workers/weights/default.json: no jury), or under mechanism=paper the packaged fit "
+        "with its jury (workers/weights/jury.json).",
     )
     model_cache_dir: Path | None = None
     model_slots: int = Field(
@@ -95,7 +102,13 @@ class Settings(BaseSettings):
         description="paper: the published mechanism exactly (PAPER_MECHANISM overrides every "
         "lever); custom: each setting as configured.",
     )
-    bid_max_tokens: int = Field(default=256, ge=16, le=4096)
+    bid_max_tokens: int = Field(
+        default=128,
+        ge=16,
+        le=4096,
+        description="Token cap of a bid's plan (default 128, measured by issue #6's lever rows; "
+        "the paper's 256 under mechanism=paper).",
+    )
     top_logprobs: int = Field(default=5, ge=2, le=20)
     jury_mode: Literal["batched", "per_bid"] = "batched"
     jury_debias: Literal["none", "rotate", "standardize"] = Field(
@@ -121,8 +134,10 @@ class Settings(BaseSettings):
     memory_label: Literal["auction", "verified"] = "verified"
     refine_max_pairs: int = Field(default=4, ge=1, le=32)
     refine: bool = Field(
-        default=True,
-        description="Run the refinement round (SPEC §3.6); off: the provisional winner is awarded.",
+        default=False,
+        description="Run the refinement round (SPEC §3.6), which reads the memory; off (the "
+        "default, measured by issue #6's lever rows): the provisional winner is awarded. The "
+        "memory is written either way.",
     )
     self_check_fallback: int = Field(
         default=2,
@@ -169,12 +184,12 @@ class Settings(BaseSettings):
     )
     memory_shortcut_min: int = Field(default=3, ge=1, le=256)
     plan_mode: Literal["follow", "guidance", "generic"] = Field(
-        default="follow",
+        default="generic",
         description="follow: execute the plan; guidance: the plan is advice the executing agent "
         "revises when its own checks disagree, and a coding answer that fails the task's own "
         "examples goes back to it once, with what failed; generic: the auction only picks the "
         "agent, which executes the generic plan of a direct job (the single-agent runs' plan) "
-        "instead of its bid.",
+        "instead of its bid (the default, measured by issue #6's lever rows).",
     )
     coding_plan_mode: Literal["inherit", "follow", "guidance", "generic"] = Field(
         default="inherit",
@@ -230,6 +245,14 @@ class Settings(BaseSettings):
         if kind == "coding" and self.coding_plan_mode != "inherit":
             return self.coding_plan_mode
         return self.plan_mode
+
+    @property
+    def effective_weights_file(self) -> Path | None:
+        """The weights file in use: the configured one; else, under the paper mechanism, the
+        packaged fit with its jury; else None, the packaged default weights (no jury)."""
+        if self.weights_file is None and self.mechanism == "paper":
+            return JURY_WEIGHTS_FILE
+        return self.weights_file
 
     @property
     def effective_pool_file(self) -> Path:

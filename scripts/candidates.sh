@@ -20,7 +20,8 @@ out=docs/results/candidates
 records=$out/$bench.runs.jsonl
 full=docs/results/full-run-stop2/$bench.runs.jsonl
 # No jury and 128-token bids, memoryless (one order stands for every order); its twin runs the
-# generic plan, which is what a coding job executes under SALE_CODING_PLAN_MODE=generic.
+# generic plan, replayed from its auctions. The third row is that twin run live: the shipped
+# default configuration (README, "Default configuration and why"), checked job by job.
 cheap=weights=nojury+bid_max_tokens=128
 if [ ! -f "$records" ]; then
   [ -f "$full" ] || { echo "no $full: run the full run first (scripts/fullrun.sh)" >&2; exit 2; }
@@ -36,6 +37,6 @@ SALE=${SALE:-.venv/bin/sale}
 PYTHON=${PYTHON:-.venv/bin/python}
 export LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_OFFLINE_MODE=true HF_HUB_OFFLINE=1
 "$SALE" eval --bench "$bench" --limit 30 --train-limit 15 --orders 2 \
-  --methods "all,sale-nomem+$cheap,auction-router+$cheap" \
+  --methods "all,sale-nomem+$cheap,auction-router+$cheap,sale-nomem+$cheap+plan_mode=generic" \
   --work-dir "$work" --records "$records" --out "$out" "$@"
 "$PYTHON" -m scripts.evals.levers_table "$out"

@@ -49,7 +49,7 @@ def get_context() -> AuctionContext:
             _context = AuctionContext(
                 settings=settings,
                 pool=load_pool(settings.effective_pool_file),
-                weights=load_weights(settings.weights_file),
+                weights=load_weights(settings.effective_weights_file),
                 llm=call_model,
                 embed=minilm_embed,
             )

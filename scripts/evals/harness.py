@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from broker.settings import Settings
+from broker.settings import JURY_WEIGHTS_FILE, Settings
 from scripts.evals import metrics, report
 from scripts.evals.methods import (
     OUTCOME_METHODS,
@@ -616,9 +616,12 @@ def evaluate(
     notes: list[str] = []
     weights_path = work_dir / "weights.json"
     nojury_path = work_dir / "weights-nojury.json"
+    # Without a fit, the SALE rows score with the packaged fit that has a jury, as they were
+    # measured (MEASURED_BASE), not with the shipped default weights (no jury): weights=default.
+    unfitted = settings.weights_file or JURY_WEIGHTS_FILE
 
     def doc(complete: bool) -> dict[str, Any]:
-        wfile = weights_path if weights_path.exists() else settings.weights_file
+        wfile = weights_path if weights_path.exists() else unfitted
         weights = load_weights(wfile)
         raw = dataclasses.asdict(weights)
         d = build_doc(
@@ -649,7 +652,8 @@ def evaluate(
     if on_default:
         notes.append(
             f"{', '.join(on_default)} scored with the default weights "
-            f"({settings.weights_file or 'workers/weights/default.json'}), not the fitted ones"
+            f"({settings.effective_weights_file or 'workers/weights/default.json'}), not the "
+            "fitted ones"
         )
     on_handset = [m for m in plan.live if variant_weights(m) == "handset"]
     if on_handset:
@@ -711,8 +715,8 @@ def evaluate(
             if plan.fit and on_nojury:
                 nojury, why = fit_from_train(store, pool, nojury_path, bench, jury=False)
                 notes.append(why)
-            default = settings.weights_file
-            fitted = weights_path if weights_path.exists() else default
+            default = settings.effective_weights_file
+            fitted = weights_path if weights_path.exists() else unfitted
             # Orders outer, methods inner: a run stopped early has every method's first order.
             for order in range(plan.orders):
                 for method in plan.live:

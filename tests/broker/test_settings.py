@@ -43,7 +43,8 @@ def test_issue6_prompt_and_shortcut_levers_default_off_and_read_their_variables(
     for name in LEVERS_ON:
         monkeypatch.delenv(name, raising=False)
     off = Settings(_env_file=None)
-    assert (off.task_first_prompts, off.memory_shortcut, off.plan_mode) == (False, 0.0, "follow")
+    # the plan mode's default is issue #6's measured one: the auction picks the agent only
+    assert (off.task_first_prompts, off.memory_shortcut, off.plan_mode) == (False, 0.0, "generic")
     assert off.memory_shortcut_min == 3
     for name, value in LEVERS_ON.items():
         monkeypatch.setenv(name, value)
@@ -90,7 +91,7 @@ def test_coding_plan_mode_sets_the_plan_mode_of_coding_jobs_only(
     monkeypatch.delenv("SALE_CODING_PLAN_MODE", raising=False)
     s = Settings(_env_file=None)
     assert s.coding_plan_mode == "inherit"
-    assert (s.plan_mode_for("coding"), s.plan_mode_for("search")) == ("follow", "follow")
+    assert (s.plan_mode_for("coding"), s.plan_mode_for("search")) == ("generic", "generic")
     monkeypatch.setenv("SALE_PLAN_MODE", "guidance")
     monkeypatch.setenv("SALE_CODING_PLAN_MODE", "generic")
     s = Settings(_env_file=None)
@@ -102,3 +103,28 @@ def test_coding_plan_mode_sets_the_plan_mode_of_coding_jobs_only(
     monkeypatch.setenv("SALE_CODING_PLAN_MODE", "always")
     with pytest.raises(ValueError, match="coding_plan_mode"):
         Settings(_env_file=None)
+
+
+def test_the_default_is_the_measured_cheap_auction_and_paper_restores_the_published_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from broker.settings import JURY_WEIGHTS_FILE
+    from workers.weights import load_weights
+
+    for name in ("SALE_MECHANISM", "SALE_REFINE", "SALE_BID_MAX_TOKENS", "SALE_PLAN_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("SALE_WEIGHTS_FILE", raising=False)
+    s = Settings(_env_file=None)
+    assert (s.refine, s.bid_max_tokens, s.plan_mode) == (False, 128, "generic")
+    assert s.effective_weights_file is None  # the packaged default weights: no juror weighs
+    shipped = load_weights(None)
+    for kind in ("coding", "search"):
+        section = shipped.kinds[kind]
+        assert set(section.jurors.values()) == {0.0} and section.default_juror_weight == 0.0
+    monkeypatch.setenv("SALE_MECHANISM", "paper")
+    paper = Settings(_env_file=None)
+    assert (paper.refine, paper.bid_max_tokens, paper.plan_mode) == (True, 256, "follow")
+    assert paper.effective_weights_file == JURY_WEIGHTS_FILE  # the fit with its jury
+    assert max(load_weights(JURY_WEIGHTS_FILE).kinds["coding"].jurors.values()) > 0.05
+    monkeypatch.setenv("SALE_WEIGHTS_FILE", "/tmp/mine.json")  # a configured file wins
+    assert str(Settings(_env_file=None).effective_weights_file) == "/tmp/mine.json"

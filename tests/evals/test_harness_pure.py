@@ -1240,9 +1240,10 @@ def test_the_candidates_script_runs_its_rows_on_the_full_runs_records(tmp_path: 
     assert "--records docs/results/candidates/search.runs.jsonl" in eval_line
     methods = eval_line.split("--methods ")[1].split()[0]
     expanded = expand_methods([methods], load_pool(Path("examples/pools/local.toml")))
-    assert expanded[-2:] == [
+    assert expanded[-3:] == [
         "sale-nomem+weights=nojury+bid_max_tokens=128",
         "auction-router+weights=nojury+bid_max_tokens=128",
+        "sale-nomem+weights=nojury+bid_max_tokens=128+plan_mode=generic",  # the default, live
     ]
     assert table_line == "-m scripts.evals.levers_table docs/results/candidates"
 

@@ -199,9 +199,9 @@ def test_generic_plan_mode_executes_a_direct_jobs_plan_instead_of_the_bid(tmp_pa
         award = s.exec(select(Award).where(Award.job_id == "job-1")).one()
         bid = s.get(Bid, award.bid_id)
         assert bid is not None and bid.plan and bid.plan not in system
-    # follow (the default) executes the bid's own plan
+    # follow (the paper's) executes the bid's own plan
     llm = RecordingLLM()
-    run_whole_job(make_ctx(tmp_path / "f", llm))
+    run_whole_job(make_ctx(tmp_path / "f", llm, plan_mode="follow"))
     system = next(m for _a, stage, m in llm.calls if stage == "execute")[0]["content"]
     assert awarding.DIRECT_PLAN not in system
 
