@@ -36,7 +36,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from broker.settings import Settings
+from broker.settings import JURY_WEIGHTS_FILE, Settings
 from scripts.evals.benchmarks import BenchTask, load_benchmark
 from scripts.evals.store import RunStore, key_of
 from workers.pool import Pool
@@ -486,8 +486,11 @@ def live_segment(
 
 def train_segment() -> Segment:
     """SALE on the train split, for the fit: every juror is called whatever the weights in use
-    say (``SALE_JURY_MIN_WEIGHT=0``), since the fit learns the jurors' weights from their scores."""
-    return Segment("sale-train", {**variant_env("sale"), "SALE_JURY_MIN_WEIGHT": "0"})
+    say (``SALE_JURY_MIN_WEIGHT=0``), since the fit learns the jurors' weights from their scores.
+    Its awards are scored with the packaged fit that has a jury, as the recorded train splits
+    were (the shipped default weights have none since issue #6)."""
+    env = {**variant_env("sale"), "SALE_JURY_MIN_WEIGHT": "0"}
+    return Segment("sale-train", env, JURY_WEIGHTS_FILE)
 
 
 #: Why a job a stopped evaluation left unfinished is cancelled when the next run starts.
