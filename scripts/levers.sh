@@ -8,6 +8,10 @@
 # 30-task run's, with the same record keys. Its single-agent runs and train auctions are the full
 # run's: the records copy starts as a copy of the full run's. Usage:
 #   ./scripts/levers.sh humaneval|search [WORK_DIR] [OUT_DIR]
+# LEVERS_REVERSE=1 runs the rows last first: a second stream on another work directory and
+# OUT_DIR (its records copy seeded from this one's) meets the first from the other end; stop it
+# where they meet and merge its jobs with `sale eval --report-only --work-dir WORK_DIR --records
+# OUT_DIR2/<bench>.runs.jsonl ...` (records the work directory lacks are restored from the copy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench=${1:?usage: scripts/levers.sh humaneval|search [WORK_DIR] [OUT_DIR]}
@@ -53,6 +57,11 @@ case "$bench" in
   search) levers=("${common[@]}" sale-nomem+search_answer_types=true "${tail[@]}") ;;
   *) echo "unknown benchmark $bench: humaneval or search" >&2; exit 2 ;;
 esac
+if [ "${LEVERS_REVERSE:-0}" = 1 ]; then
+  reversed=()
+  for ((i = ${#levers[@]} - 1; i >= 0; i--)); do reversed+=("${levers[i]}"); done
+  levers=("${reversed[@]}")
+fi
 SALE=${SALE:-.venv/bin/sale}
 PYTHON=${PYTHON:-.venv/bin/python}
 methods=$base

@@ -983,6 +983,38 @@ def test_every_lever_row_of_the_lever_script_is_a_valid_method(bench: str, tmp_p
     assert all("sale-nomem+" + m.removeprefix("auction-router+") in live for m in routers)
 
 
+def test_the_lever_script_reversed_runs_the_same_rows_last_first(tmp_path: Path) -> None:
+    import subprocess
+
+    rows, last = {}, {}
+    for reverse in ("0", "1"):
+        checkout, calls, env = _script_in_checkout(tmp_path / reverse, "levers.sh")
+        (checkout / "docs" / "results" / "levers").mkdir(parents=True)
+        (checkout / "docs" / "results" / "levers" / "humaneval.runs.jsonl").write_text("")
+        run = subprocess.run(
+            ["bash", str(checkout / "scripts" / "levers.sh"), "humaneval"],
+            env={**env, "LEVERS_REVERSE": reverse},
+            capture_output=True,
+            text=True,
+        )
+        assert run.returncode == 0
+        rows[reverse] = [
+            line.removeprefix("== humaneval: ")
+            for line in run.stderr.splitlines()
+            if line.startswith("== humaneval: ")
+        ]
+        evals = [line for line in calls.read_text().splitlines() if line.startswith("eval")]
+        methods = [line.split("--methods ")[1].split()[0] for line in evals]
+        assert len(methods) == len(rows[reverse])
+        # each run keeps the previous runs' methods and adds its row's
+        for before, after, row in zip(methods, methods[1:], rows[reverse][1:], strict=False):
+            assert after == f"{before},{row}"
+        last[reverse] = set(methods[-1].split(","))
+    assert rows["0"][0].startswith("sale-nomem+weights=nojury") and len(rows["0"]) == 13
+    assert rows["1"] == rows["0"][::-1]
+    assert last["1"] == last["0"]  # the last run of either holds every row
+
+
 def test_the_goals_name_the_cost_floor_of_routing() -> None:
     doc = {
         "largest_agent": "large",
