@@ -245,8 +245,8 @@ def run(
     timeout: Annotated[float, typer.Option(help="seconds to wait for the batch")] = 7200.0,
     agent: AgentOpt = None,
 ) -> None:
-    """Run a batch of jobs (JSON lines) through the full auction (or, with --agent, directly
-    on one agent) and print a table."""
+    """Run a batch of jobs (JSON lines) through the auction, as configured (SALE_MECHANISM=paper:
+    the published one), or with --agent directly on one agent, and print a table."""
     from scripts.runtime import EmbeddedStack, running_broker
 
     settings = _settings(pool)
