@@ -616,8 +616,9 @@ def evaluate(
     notes: list[str] = []
     weights_path = work_dir / "weights.json"
     nojury_path = work_dir / "weights-nojury.json"
-    # Without a fit, the SALE rows score with the packaged fit that has a jury, as they were
-    # measured (MEASURED_BASE), not with the shipped default weights (no jury): weights=default.
+    # Before a fit (the train split) and without one, SALE scores with the configured weights,
+    # else the packaged fit that has a jury, as the recorded runs did (see MEASURED_BASE), not
+    # with the shipped default weights (no jury): that is what weights=default picks.
     unfitted = settings.weights_file or JURY_WEIGHTS_FILE
 
     def doc(complete: bool) -> dict[str, Any]:
@@ -708,7 +709,7 @@ def evaluate(
             runner.run_direct(store, work, Segment("single", dict(MEASURED_BASE)))
             doc(False)
             if plan.fit:
-                runner.run_stream(store, "sale-train", 0, plan.train, train_segment())
+                runner.run_stream(store, "sale-train", 0, plan.train, train_segment(unfitted))
                 _, why = fit_from_train(store, pool, weights_path, bench)
                 notes.append(why)
             nojury = None

@@ -484,13 +484,14 @@ def live_segment(
     return Segment(stream_name(method, order, n_tasks), variant_env(method), chosen)
 
 
-def train_segment() -> Segment:
+def train_segment(weights_file: Path = JURY_WEIGHTS_FILE) -> Segment:
     """SALE on the train split, for the fit: every juror is called whatever the weights in use
     say (``SALE_JURY_MIN_WEIGHT=0``), since the fit learns the jurors' weights from their scores.
-    Its awards are scored with the packaged fit that has a jury, as the recorded train splits
-    were (the shipped default weights have none since issue #6)."""
+    Its awards are scored with ``weights_file``: the evaluation's weights before any fit (by
+    default the packaged fit that has a jury, as the recorded train splits were; the shipped
+    default weights have none since issue #6)."""
     env = {**variant_env("sale"), "SALE_JURY_MIN_WEIGHT": "0"}
-    return Segment("sale-train", env, JURY_WEIGHTS_FILE)
+    return Segment("sale-train", env, weights_file)
 
 
 #: Why a job a stopped evaluation left unfinished is cancelled when the next run starts.
