@@ -972,7 +972,8 @@ def test_every_lever_row_of_the_lever_script_is_a_valid_method(bench: str, tmp_p
     pool = load_pool(Path("examples/pools/local.toml"))
     expanded = expand_methods([methods], pool)  # an unknown method or setting raises, naming it
     live = [m for m in expanded if is_live(m)]
-    assert len(live) == 14 and "sale" in live and "sale-nomem" in live
+    assert len(live) == 15 and "sale" in live and "sale-nomem" in live
+    assert live[-1] == "sale-nomem+weights=nojury+bid_max_tokens=128+plan_mode=generic"  # default
     for lever in live:
         env_of = variant_env(lever)
         # the rows on `sale` read the memory, the rows on `sale-nomem` never
@@ -1010,7 +1011,7 @@ def test_the_lever_script_reversed_runs_the_same_rows_last_first(tmp_path: Path)
         for before, after, row in zip(methods, methods[1:], rows[reverse][1:], strict=False):
             assert after == f"{before},{row}"
         last[reverse] = set(methods[-1].split(","))
-    assert rows["0"][0].startswith("sale-nomem+weights=nojury") and len(rows["0"]) == 13
+    assert rows["0"][0].startswith("sale-nomem+weights=nojury") and len(rows["0"]) == 14
     assert rows["1"] == rows["0"][::-1]
     assert last["1"] == last["0"]  # the last run of either holds every row
 
@@ -1159,7 +1160,7 @@ def test_the_lever_script_runs_in_its_own_work_dir_from_a_copy_of_the_full_runs_
     run, _full, copy = _seeded_from_the_full_run(checkout, env, "levers.sh", "levers")
     lines = [line for line in calls.read_text().splitlines() if line.startswith("eval")]
     tables = [line for line in calls.read_text().splitlines() if not line.startswith("eval")]
-    assert len(lines) == 13  # one eval per row (`sale` is one)
+    assert len(lines) == 14  # one eval per row (`sale` is one, the default live the last)
     first = lines[0].split("--methods ")[1].split()[0].split(",")
     assert first[0] == "single" and "sale" not in first  # the cheap rows come before `sale`
     assert first[-2:] == [
@@ -1173,10 +1174,29 @@ def test_the_lever_script_runs_in_its_own_work_dir_from_a_copy_of_the_full_runs_
         assert f"--work-dir {tmp_path}/sale-eval/search-levers" in line
         assert "--records docs/results/levers/search.runs.jsonl" in line
     # after each row, the lever table is rewritten from the reports
-    assert tables == ["-m scripts.evals.levers_table docs/results/levers"] * 13
+    assert tables == ["-m scripts.evals.levers_table docs/results/levers"] * 14
     copy.write_text("kept\n")  # a second run goes on from its own copy
     assert subprocess.run(run, env=env, capture_output=True).returncode == 0
     assert copy.read_text() == "kept\n"
+
+
+def test_the_lever_script_takes_the_defaults_jobs_from_the_candidates_run(tmp_path: Path) -> None:
+    import subprocess
+
+    checkout, _calls, env = _script_in_checkout(tmp_path, "levers.sh")
+    levers = checkout / "docs" / "results" / "levers" / "search.runs.jsonl"
+    levers.parent.mkdir(parents=True)
+    levers.write_text('{"method": "sale-nomem"}\n')
+    default = '{"method": "sale-nomem+weights=nojury+bid_max_tokens=128+plan_mode=generic"}\n'
+    candidates = checkout / "docs" / "results" / "candidates" / "search.runs.jsonl"
+    candidates.parent.mkdir(parents=True)
+    candidates.write_text(
+        '{"method": "sale-nomem+weights=nojury+bid_max_tokens=128"}\n' + default + default
+    )
+    run = ["bash", str(checkout / "scripts" / "levers.sh"), "search"]
+    for _ in range(2):  # taken once: a second run finds them in its records already
+        assert subprocess.run(run, env=env, capture_output=True).returncode == 0
+        assert levers.read_text() == '{"method": "sale-nomem"}\n' + default + default
 
 
 def test_the_full_run_script_keeps_its_records_in_the_repository(tmp_path: Path) -> None:
