@@ -40,9 +40,10 @@ base=$base,sale-nomem
 twin() { echo "sale-nomem+$1,auction-router+$1"; }
 # The second row is the candidate default those two rows pointed to (the sixth session's first
 # rows): SALE with its memory, no jury, short bids, and on coding the generic plan.
+cheap=weights=nojury+bid_max_tokens=128  # the first row's auction settings, in three rows
 common=(
-  "$(twin weights=nojury+bid_max_tokens=128)"
-  sale+weights=nojury+bid_max_tokens=128+coding_plan_mode=generic
+  "$(twin $cheap)"
+  sale+$cheap+coding_plan_mode=generic
   sale-nomem+plan_mode=guidance sale sale+mechanism=paper
 )
 tail=(
@@ -61,7 +62,7 @@ esac
 # with the generic plan, i.e. its replayed twin checked job by job. `scripts/candidates.sh` runs
 # the same row on all 30 test tasks; its jobs on these 10 are the same jobs (same train split,
 # same fit, memoryless, order 0), so they are taken from its records when there, not run again.
-default_row=sale-nomem+weights=nojury+bid_max_tokens=128+plan_mode=generic
+default_row=sale-nomem+$cheap+plan_mode=generic
 candidates=docs/results/candidates/$bench.runs.jsonl
 if [ -f "$candidates" ] && ! grep -qF "\"method\": \"$default_row\"" "$records"; then
   grep -F "\"method\": \"$default_row\"" "$candidates" >> "$records" || true
