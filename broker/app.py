@@ -1,7 +1,7 @@
 """The Celery application: JSON only, explicit queues and routes, late acks, events on.
 
 ``create_app`` builds an app for a settings object and a pool (tests build their own); the
-module-level ``app`` is what ``celery -A broker.app`` and ``sale worker`` use. Building the app
+module-level ``app`` is what ``celery -A sale.broker.app`` and ``sale worker`` use. Building the app
 reads the pool file but connects to nothing: Celery connects lazily.
 """
 
@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from celery import Celery
 from kombu import Queue
-
-from broker.settings import Settings, get_settings
-from workers.pool import CONTROL_QUEUE, Pool, load_pool
+from sale.broker.pool import CONTROL_QUEUE, Pool, load_pool
+from sale.broker.settings import Settings, get_settings
 
 CONTROL_TASKS = (
     "sale.job",
@@ -49,7 +48,7 @@ def create_app(settings: Settings | None = None, pool: Pool | None = None) -> Ce
     }
     transport = {"visibility_timeout": settings.visibility_timeout_s}
     app.conf.update(
-        include=["workers.tasks", "broker.signals"],
+        include=["sale.workers.tasks", "sale.broker.signals"],
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],

@@ -17,7 +17,8 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # litellm fetches its price map from the network at import unless told otherwise; these must be
-# in the environment before litellm is imported anywhere, so they are set when settings load.
+# in the environment before litellm (or the embedder) is imported: the model seam and the
+# embedder put them there (apply_offline_environment) before importing either.
 _OFFLINE_ENV = {
     "LITELLM_LOCAL_MODEL_COST_MAP": "True",
     "LITELLM_OFFLINE_MODE": "true",
@@ -28,7 +29,7 @@ _OFFLINE_ENV = {
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 #: The packaged weights fitted with a jury (the shipped default before issue #6's lever rows):
 #: the default weights under SALE_MECHANISM=paper, and the evaluation's when it fits none.
-JURY_WEIGHTS_FILE = _PACKAGE_ROOT / "workers" / "weights" / "jury.json"
+JURY_WEIGHTS_FILE = _PACKAGE_ROOT / "workers" / "auction" / "weights" / "jury.json"
 
 
 #: The published mechanism (SPEC §3, the paper): SALE_MECHANISM=paper forces these values,
@@ -84,8 +85,8 @@ class Settings(BaseSettings):
     weights_file: Path | None = Field(
         default=None,
         description="Scoring weights JSON; default the packaged default weights "
-        "(workers/weights/default.json: no jury), or under mechanism=paper the packaged fit "
-        "with its jury (workers/weights/jury.json).",
+        "(workers/auction/weights/default.json: no jury), or under mechanism=paper the packaged "
+        "fit with its jury (workers/auction/weights/jury.json).",
     )
     model_cache_dir: Path | None = None
     model_slots: int = Field(
@@ -257,7 +258,7 @@ class Settings(BaseSettings):
     @property
     def effective_pool_file(self) -> Path:
         """The pool file in use: the configured one, else the shipped local pool."""
-        return self.pool_file or _PACKAGE_ROOT / "examples" / "pools" / "local.toml"
+        return self.pool_file or _PACKAGE_ROOT / "broker" / "pools" / "local.toml"
 
     @property
     def effective_database_url(self) -> str:
@@ -285,8 +286,7 @@ def apply_offline_environment() -> None:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, built once."""
-    apply_offline_environment()
+    """The process-wide settings, built once (reading the environment, writing nothing)."""
     return Settings()
 
 

@@ -6,9 +6,8 @@ import logging
 from typing import Any
 
 from celery.signals import setup_logging, worker_process_init
-
-from broker.settings import get_settings
-from models.db import dispose_engines
+from sale.broker.settings import get_settings
+from sale.models.db import dispose_engines
 
 
 @setup_logging.connect

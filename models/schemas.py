@@ -1,7 +1,7 @@
 """I/O schemas: the task spec a user submits.
 
 The task spec is strict: an unknown field, a wrong type or a field that does not fit the job kind
-is a validation error; ``workers.spec.validate_spec`` turns it into a SpecError listing every
+is a validation error; ``sale.workers.spec.validate_spec`` turns it into a SpecError listing every
 problem, raised before anything is written or enqueued.
 """
 

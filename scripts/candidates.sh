@@ -39,4 +39,4 @@ export LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_OFFLINE_MODE=true HF_HUB_OFFLIN
 "$SALE" eval --bench "$bench" --limit 30 --train-limit 15 --orders 2 \
   --methods "all,sale-nomem+$cheap,auction-router+$cheap,sale-nomem+$cheap+plan_mode=generic" \
   --work-dir "$work" --records "$records" --out "$out" "$@"
-"$PYTHON" -m scripts.evals.levers_table "$out"
+"$PYTHON" -m sale.scripts.evals.levers_table "$out"

@@ -32,7 +32,7 @@ fi
 # two auction levers that cut cost (no jurors, short bids). `sale` itself is a row: the
 # shuffled order of the 10-task run is a stream of its own (see above). The memory shortcut has
 # no row: on these test tasks it cannot fire at any threshold above 0.42 (no task has 3 others
-# more similar; `python -m scripts.evals.shortcut_reach`), so its row would be `sale`'s jobs again.
+# more similar; `python -m sale.scripts.evals.shortcut_reach`), so its row would be `sale`'s jobs again.
 base=single,random,knn,classifier,cascade,oracle,oracle-small,auction-router,sale-nomem-nofallback
 base=$base,sale-nomem
 # A row of auction settings alone also gets its generic-plan twin, replayed from its auctions
@@ -81,5 +81,5 @@ for lever in "${levers[@]}"; do
   echo "== $bench: $lever" >&2
   "$SALE" eval --bench "$bench" --limit 10 --train-limit 15 --orders 2 --work-dir "$work" \
     --records "$records" --methods "$methods" --out "$out"
-  "$PYTHON" -m scripts.evals.levers_table "$out"  # both benchmarks' rows side by side
+  "$PYTHON" -m sale.scripts.evals.levers_table "$out"  # both benchmarks' rows side by side
 done

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTED_POOL = ROOT / "examples" / "pools" / "scripted.toml"
+SCRIPTED_POOL = ROOT / "broker" / "pools" / "scripted.toml"
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")

@@ -4,7 +4,7 @@ The file is validated against the Compose specification's JSON schema that ``che
 vendors (``--builtin-schema vendor.compose-spec``), and a copy with one misspelt key is shown to
 fail that check, so a pass means something. The services are then read back with PyYAML (which
 resolves the ``<<`` merges of the ``x-`` extension fields) and compared with the default pool,
-``examples/pools/local.toml``: one worker per agent, each reaching its own model server at the
+``broker/pools/local.toml``: one worker per agent, each reaching its own model server at the
 ``api_base`` the pool gives it.
 """
 
@@ -22,7 +22,7 @@ import yaml  # type: ignore[import-untyped,unused-ignore]  # no stubs installed
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-LOCAL_POOL = ROOT / "examples" / "pools" / "local.toml"
+LOCAL_POOL = ROOT / "broker" / "pools" / "local.toml"
 CHECK_JSONSCHEMA = Path(sys.executable).parent / "check-jsonschema"
 
 
@@ -113,7 +113,7 @@ def test_each_agent_worker_reaches_its_own_model_server(
         assert api_base.hostname == "127.0.0.1"
         assert worker["network_mode"] == f"service:{server_name}"
         assert worker["depends_on"][server_name]["condition"] == "service_healthy"
-        assert command[:3] == ["python", "-m", "scripts.model_server"]
+        assert command[:3] == ["python", "-m", "sale.scripts.local.model_server"]
         assert option(command, "--port") == str(api_base.port)
         assert option(command, "--alias") == agent["local_model"]
         assert option(command, "--threads") == "1"

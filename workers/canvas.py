@@ -13,12 +13,11 @@ import uuid
 from typing import Any
 
 from celery.canvas import Signature
-
-from workers.context import AuctionContext, get_context
-from workers.jobs import create_job
-from workers.pool import CONTROL_QUEUE
-from workers.spec import validate_spec
-from workers.tasks import on_pipeline_error, start_job
+from sale.broker.pool import CONTROL_QUEUE
+from sale.workers.context import AuctionContext, get_context
+from sale.workers.jobs import create_job
+from sale.workers.spec import validate_spec
+from sale.workers.tasks import on_pipeline_error, start_job
 
 
 def new_job_id() -> str:

@@ -11,10 +11,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from broker.settings import Settings, get_settings
-from workers.llm import LLMCall
-from workers.pool import Pool, load_pool
-from workers.weights import Weights, load_weights
+from sale.broker.pool import Pool, load_pool
+from sale.broker.settings import Settings, get_settings
+from sale.workers.auction.weights import Weights, load_weights
+from sale.workers.llm.types import LLMCall
 
 
 @dataclass
@@ -42,8 +42,8 @@ def get_context() -> AuctionContext:
     global _context
     with _lock:
         if _context is None:
-            from workers.embed import minilm_embed
-            from workers.llm import call_model
+            from sale.workers.llm.provider import call_model
+            from sale.workers.memory.embed import minilm_embed
 
             settings = get_settings()
             _context = AuctionContext(

@@ -1,8 +1,10 @@
 """The job every stage works on: its row and status, notes, prompts, embedding and usage.
 
 The auction's stages are plain functions that load by id, do one thing, persist and return ids
-(:mod:`workers.bidding`, :mod:`workers.judging`, :mod:`workers.awarding`,
-:mod:`workers.attempts`, :mod:`workers.memory_update`); the Celery tasks in :mod:`workers.tasks`
+(:mod:`sale.workers.stages.bidding`, :mod:`sale.workers.stages.judging`,
+:mod:`sale.workers.stages.awarding`,
+:mod:`sale.workers.stages.executing`, :mod:`sale.workers.stages.updating`); the Celery tasks in
+:mod:`sale.workers.tasks`
 are thin wrappers around them. Every stage is idempotent: it first looks for the row its work
 would produce and returns that instead of calling a model again, and the unique constraints of
 the tables turn a lost race between two deliveries into "someone else already wrote it"
@@ -18,16 +20,16 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from sale.models.db import session_scope
+from sale.models.schemas import TaskSpec
+from sale.models.tables import Bid, Execution, Job, JuryCall, MemoryRecord, StatusEvent, utcnow
+from sale.workers.context import AuctionContext
+from sale.workers.memory.retrieval import MemoryEntry
+from sale.workers.prompts import PromptStyle, render, task_block, task_first
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from models.db import session_scope
-from models.schemas import TaskSpec
-from models.tables import Bid, Execution, Job, JuryCall, MemoryRecord, StatusEvent, utcnow
-from workers.context import AuctionContext
-from workers.errors import JobNotFoundError
-from workers.memory import MemoryEntry
-from workers.prompts import PromptStyle, render, task_block, task_first
+from sale.errors import JobNotFoundError
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ import json
 from typing import Any
 
 from pydantic import ValidationError
+from sale.models.schemas import Limits, TaskSpec
 
-from models.schemas import Limits, TaskSpec
-from workers.errors import SpecError
+from sale.errors import SpecError
 
 
 def validate_spec(data: Any, source: str = "task spec") -> TaskSpec:

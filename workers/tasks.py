@@ -1,8 +1,11 @@
 """The Celery tasks: thin wrappers that read as the auction's stages in Flower.
 
-Each task loads by id, calls one stage function (:mod:`workers.jobs`, :mod:`workers.bidding`,
-:mod:`workers.judging`, :mod:`workers.awarding`, :mod:`workers.attempts`,
-:mod:`workers.memory_update`), and either returns a small JSON value or replaces itself with the
+Each task loads by id, calls one stage function (:mod:`sale.workers.jobs`,
+:mod:`sale.workers.stages.bidding`,
+:mod:`sale.workers.stages.judging`, :mod:`sale.workers.stages.awarding`,
+:mod:`sale.workers.stages.executing`,
+:mod:`sale.workers.stages.updating`), and either returns a small JSON value or replaces itself with
+the
 next stage's canvas (dynamic fan-out without blocking).
 All tasks are idempotent and acknowledged late (a redelivery finds the rows already written).
 Model calls are retried by Celery only (exponential backoff with jitter, on the typed transient
@@ -21,9 +24,11 @@ from typing import Any
 from celery import Task, chain, chord, group, shared_task
 from celery.exceptions import TaskPredicate
 from celery.utils.log import get_task_logger
-
-from workers.attempts import plan_fallback, record_failed_execution, run_execution
-from workers.awarding import (
+from sale.broker.pool import CONTROL_QUEUE
+from sale.workers.context import AuctionContext, get_context
+from sale.workers.jobs import add_note, create_job, fail_job, set_status
+from sale.workers.spec import validate_spec
+from sale.workers.stages.awarding import (
     SHORTCUT,
     assign_direct,
     award_shortcut,
@@ -31,14 +36,12 @@ from workers.awarding import (
     memory_shortcut,
     score_first_round,
 )
-from workers.bidding import has_bids, record_failed_bid, run_bid
-from workers.context import AuctionContext, get_context
-from workers.errors import RETRIES_SPENT, AuctionError, TransientModelError
-from workers.jobs import add_note, create_job, fail_job, set_status
-from workers.judging import jury_targets, record_abstention, run_jury
-from workers.memory_update import update_memory
-from workers.pool import CONTROL_QUEUE
-from workers.spec import validate_spec
+from sale.workers.stages.bidding import has_bids, record_failed_bid, run_bid
+from sale.workers.stages.executing import plan_fallback, record_failed_execution, run_execution
+from sale.workers.stages.judging import jury_targets, record_abstention, run_jury
+from sale.workers.stages.updating import update_memory
+
+from sale.errors import RETRIES_SPENT, AuctionError, TransientModelError
 
 logger = get_task_logger(__name__)
 
@@ -316,7 +319,7 @@ def update_job_memory(self: Task, job_id: str) -> dict[str, Any]:
     set_status(ctx, job_id, "updating")
     _publish(self, "UPDATING", job_id)
     record_id = update_memory(ctx, job_id)
-    from workers.views import job_summary
+    from sale.workers.views import job_summary
 
     return job_summary(ctx, job_id, record_id)
 

@@ -14,10 +14,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import col, select
-
-from models.db import session_scope
-from models.tables import (
+from sale.models.db import session_scope
+from sale.models.tables import (
     Award,
     Bid,
     Execution,
@@ -27,10 +25,11 @@ from models.tables import (
     MemoryRecord,
     StatusEvent,
 )
-from workers.attempts import attempts_of
-from workers.awarding import DIRECT, SHORTCUT
-from workers.context import AuctionContext
-from workers.jobs import job_usage, load_job
+from sale.workers.context import AuctionContext
+from sale.workers.jobs import job_usage, load_job
+from sale.workers.stages.awarding import DIRECT, SHORTCUT
+from sale.workers.stages.executing import attempts_of
+from sqlmodel import col, select
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import sale.models.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 from alembic import context
+from sale.models.db import get_engine
 from sqlmodel import SQLModel
-
-import models.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
-from models.db import get_engine
 
 target_metadata = SQLModel.metadata
 

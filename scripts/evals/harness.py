@@ -14,9 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from broker.settings import JURY_WEIGHTS_FILE, Settings
-from scripts.evals import metrics, report
-from scripts.evals.methods import (
+from sale.broker.pool import Pool
+from sale.broker.settings import JURY_WEIGHTS_FILE, Settings
+from sale.scripts.evals import metrics, report
+from sale.scripts.evals.methods import (
     OUTCOME_METHODS,
     ClassifierRouter,
     KnnRouter,
@@ -28,7 +29,7 @@ from scripts.evals.methods import (
     replay,
     replay_first_attempt,
 )
-from scripts.evals.runner import (
+from sale.scripts.evals.runner import (
     MEASURED_BASE,
     Plan,
     Segment,
@@ -43,8 +44,7 @@ from scripts.evals.runner import (
     variant_env,
     variant_weights,
 )
-from scripts.evals.store import RunStore
-from workers.pool import Pool
+from sale.scripts.evals.store import RunStore
 
 Embed = Callable[[list[str]], list[list[float]]]
 REPORT_EVERY_S = 300.0  # rewrite the (partial) results at most this often while jobs run
@@ -201,7 +201,7 @@ def train_auctions(store: RunStore, pool: Pool) -> tuple[int, list[Any]]:
 
     Job ids are ``<bench>:<task id>``, so auctions of several benchmarks can be fitted together.
     """
-    from workers.fit import auctions_from_memory, auctions_from_outcomes
+    from sale.workers.auction.fit import auctions_from_memory, auctions_from_outcomes
 
     prices = {a.name: a.output_price for a in pool.agents}
     runs = list(store.select(method="sale-train", split="train"))
@@ -249,7 +249,7 @@ def _fit_document(
     ``what`` was fitted, with the target rule and the pool). Without ``jury`` the fit uses
     entropy and plan cost alone and the document weighs every pool juror 0, so a section still
     names the whole pool and the scorer calls no juror (``SALE_JURY_MIN_WEIGHT``)."""
-    from workers.fit import fit_weights, weights_document
+    from sale.workers.auction.fit import fit_weights, weights_document
 
     result = fit_weights(auctions, pool.names if jury else [])
     doc = weights_document(
@@ -269,7 +269,7 @@ def fit_from_train(
     """Fit the weights on the train split (SALE's bids + single-agent outcomes as labels).
     Without ``jury`` the fit uses entropy and plan cost alone and writes every juror's weight
     as 0, so the scorer calls none (``SALE_JURY_MIN_WEIGHT``)."""
-    from workers.fit import write_weights
+    from sale.workers.auction.fit import write_weights
 
     n_records, auctions = train_auctions(store, pool)
     if not n_records:
@@ -338,7 +338,7 @@ def fit_from_eval_dirs(
     Raises ValueError naming the directory when one holds no run store or no train auctions,
     and when no auction at all has a solver to target.
     """
-    from workers.fit import fit_weights, weights_document, write_weights
+    from sale.workers.auction.fit import fit_weights, weights_document, write_weights
 
     auctions: list[Any] = []
     parts: list[str] = []
@@ -375,15 +375,15 @@ def fit_kinds_from_eval_dirs(
     stay. Without ``jury`` each section is fitted on entropy and plan cost alone, every juror
     at 0. Returns {kind: the fit}. ValueError as :func:`fit_from_eval_dirs`, per kind.
     """
-    from scripts.evals.benchmarks import BENCH_KIND
-    from workers.fit import write_weights
-    from workers.weights import handset_weights_path, parse_weights
+    from sale.scripts.evals.benchmarks import BENCH_KIND
+    from sale.workers.auction.fit import write_weights
+    from sale.workers.auction.weights import handset_weights_path, parse_weights
 
     base_path = base or handset_weights_path()
     if not base_path.is_file():
         raise ValueError(
             f"--base {base_path}: no such file; give a weights file to add the kinds to, e.g. "
-            "workers/weights/default.json, or leave --base out for the hand-set weights"
+            "workers/auction/weights/default.json, or leave --base out for the hand-set weights"
         )
     text = base_path.read_text(encoding="utf-8")
     parse_weights(text, str(base_path))  # a broken base fails here, naming the file
@@ -432,7 +432,7 @@ def carried_over_notes(store: RunStore) -> list[str]:
 
 def stored_fit_note(weights_path: Path) -> str:
     """What a rewrite of the tables says of the fit the run made (its weights file, if any)."""
-    from workers.weights import load_weights
+    from sale.workers.auction.weights import load_weights
 
     if not weights_path.exists():
         return "no weights were fitted on the train split: SALE used the default weights"
@@ -446,7 +446,7 @@ def restore_records(store: RunStore, path: Path) -> int:
     """Add to ``store`` the records of the copy at ``path`` that it lacks, so a run goes on
     from a copy kept elsewhere (the work directory did not survive, or the copy was extended on
     another machine); returns how many. A memory stream gets its memory back from its records
-    when it goes on (:meth:`scripts.evals.runner.LiveRunner.sync_memory`)."""
+    when it goes on (:meth:`sale.scripts.evals.runner.LiveRunner.sync_memory`)."""
     if not path.exists():
         return 0
     added = 0
@@ -605,8 +605,8 @@ def evaluate(
     """Run what is not yet stored, then write the results; returns the document. With
     ``records``, that copy of the run records (see :func:`restore_records`) is rewritten with
     every report."""
-    from scripts.evals.runner import JobFailed, LiveRunner, live_work
-    from workers.weights import load_weights
+    from sale.scripts.evals.runner import JobFailed, LiveRunner, live_work
+    from sale.workers.auction.weights import load_weights
 
     work_dir.mkdir(parents=True, exist_ok=True)
     store = RunStore(work_dir / "runs.jsonl")
@@ -653,14 +653,14 @@ def evaluate(
     if on_default:
         notes.append(
             f"{', '.join(on_default)} scored with the default weights "
-            f"({settings.effective_weights_file or 'workers/weights/default.json'}), not the "
-            "fitted ones"
+            f"({settings.effective_weights_file or 'workers/auction/weights/default.json'}), "
+            "not the fitted ones"
         )
     on_handset = [m for m in plan.live if variant_weights(m) == "handset"]
     if on_handset:
         notes.append(
             f"{', '.join(on_handset)} scored with the packaged hand-set weights "
-            "(workers/weights/handset.json: each juror 1/3), not the fitted ones"
+            "(workers/auction/weights/handset.json: each juror 1/3), not the fitted ones"
         )
     on_nojury = [m for m in plan.live if variant_weights(m) == "nojury"]
     if on_nojury:

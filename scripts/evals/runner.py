@@ -6,7 +6,8 @@ workers, the pool's model servers), one *segment* at a time, each with its own d
 * ``single:<agent>`` — direct jobs (no auction) on every test task, and on the train split when
   a router or the weight fit needs it; the agents run concurrently, each on its own queue.
 * ``sale-train`` (only for ``--fit``) — SALE on the train split; its bids and jury scores, with
-  the single-agent outcomes as labels, feed ``workers.fit`` and the fitted weights file is used
+  the single-agent outcomes as labels, feed ``sale.workers.auction.fit`` and the fitted weights
+  file is used
   by the SALE segments below.
 * ``sale-nomem`` (refinement off) and ``sale`` — one job at a time, in each task order, with a
   fresh memory per order that grows over the stream.
@@ -36,10 +37,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from broker.settings import JURY_WEIGHTS_FILE, Settings
-from scripts.evals.benchmarks import BenchTask, load_benchmark
-from scripts.evals.store import RunStore, key_of
-from workers.pool import Pool
+from sale.broker.pool import Pool
+from sale.broker.settings import JURY_WEIGHTS_FILE, Settings
+from sale.scripts.evals.benchmarks import BenchTask, load_benchmark
+from sale.scripts.evals.store import RunStore, key_of
 
 REPLAY_METHODS = (
     "random",
@@ -157,7 +158,7 @@ def is_live(method: str) -> bool:
 #: ``weights=`` is not a setting but picks the scoring weights of a live method's segment:
 #: ``fitted`` (the default: the work directory's weights fitted on the train split, when there
 #: are any), ``default`` (the weights file ``sale run`` uses — ``SALE_WEIGHTS_FILE``, else the
-#: packaged ``workers/weights/default.json``), ``handset`` (the packaged hand-set weights,
+#: packaged ``workers/auction/weights/default.json``), ``handset`` (the packaged hand-set weights,
 #: every juror 1/3: the setting where the jury levers have a jury to act on) or ``nojury`` (a
 #: fit on the train split with every juror weighing 0: entropy and plan cost alone, so no
 #: juror is called).
@@ -322,11 +323,12 @@ def task_order(tasks: Sequence[BenchTask], order: int) -> list[BenchTask]:
 
 
 def run_self_check(task: BenchTask, answer: str | None, observations: Sequence[str]) -> bool | None:
-    """The job's own self-check (:func:`workers.selfcheck.self_check`, what the agent could see,
+    """The job's own self-check (:func:`sale.workers.agent.selfcheck.self_check`, what the agent
+    could see,
     never the hidden tests): a coding answer on the prompt's docstring examples, in the sandbox,
     or a search answer's grounding in what the agent read. None: a coding task without examples.
     The cascade replays it."""
-    from workers.selfcheck import has_visible_checks, self_check
+    from sale.workers.agent.selfcheck import has_visible_checks, self_check
 
     if not has_visible_checks(task.spec):
         return None
@@ -344,7 +346,7 @@ def _at(history: Sequence[dict[str, Any]], status: str) -> float | None:
 
 
 #: What runs the jobs: a change here makes the checkout ``-dirty``; results and docs do not.
-CODE_PATHS = ("workers", "scripts", "broker", "models", "examples", "pyproject.toml")
+CODE_PATHS = ("sale", "workers", "scripts", "broker", "models", "examples", "pyproject.toml")
 
 
 @functools.cache
@@ -469,7 +471,7 @@ def live_segment(
     """The segment one live method's stream runs in: its database, its workers' settings and
     the weights it scores with (``weights=fitted``, the default, ``default``, ``handset`` or
     ``nojury``: the fit without jurors, which the caller must have made)."""
-    from workers.weights import handset_weights_path
+    from sale.workers.auction.weights import handset_weights_path
 
     choice = variant_weights(method)
     chosen: Path | None = default
@@ -521,9 +523,9 @@ class LiveRunner:
         """Start redis and the model servers (workers come per segment); stop all on exit."""
         import os
 
-        from models.db import init_db
-        from scripts.runtime import EmbeddedStack
-        from workers.jobs import cancel_unfinished
+        from sale.models.db import init_db
+        from sale.scripts.local.runtime import EmbeddedStack
+        from sale.workers.jobs import cancel_unfinished
 
         runtime_dir = self.work_dir / "runtime"
         shutil.rmtree(runtime_dir / "redis", ignore_errors=True)  # no stale queues on resume
@@ -537,7 +539,7 @@ class LiveRunner:
         self.stack = EmbeddedStack(settings, self.pool)
         with self.stack:
             os.environ["SALE_BROKER_URL"] = self.stack.broker_url
-            from broker.settings import get_settings
+            from sale.broker.settings import get_settings
 
             get_settings.cache_clear()
             yield self
@@ -551,11 +553,10 @@ class LiveRunner:
         that restored the records (``--records``) it rebuilds them. A stream whose records do
         not carry their memory (written before they did) and whose database lacks it starts
         afresh: its stored records are dropped and the database is set aside."""
+        from sale.models.db import get_engine, init_db, session_scope
+        from sale.models.tables import MemoryRecord
+        from sale.workers.memory.transfer import import_memory
         from sqlmodel import select
-
-        from models.db import get_engine, init_db, session_scope
-        from models.tables import MemoryRecord
-        from workers.memory_io import import_memory
 
         stored = stream_records(store, method, order, split, segment.name)
         if not stored:
@@ -568,7 +569,7 @@ class LiveRunner:
             with session_scope(url) as s:
                 have = set(s.exec(select(MemoryRecord.job_id)).all())
         if any(memory_items(r) is None and r["job_id"] not in have for r in stored):
-            from models.tables import utcnow
+            from sale.models.tables import utcnow
 
             store.drop([key_of(r) for r in stored])
             if db.exists():
@@ -587,7 +588,7 @@ class LiveRunner:
             todo = [m for job, m in items.items() if job not in have]
             if not todo:
                 return
-            from workers.embed import minilm_embed
+            from sale.workers.memory.embed import minilm_embed
 
             keep_ids = all(m.get("id") is not None for m in todo)
             if keep_ids:
@@ -602,9 +603,9 @@ class LiveRunner:
             ) from exc
 
     def _enter(self, segment: Segment) -> Any:
-        from models.db import init_db
-        from workers.context import AuctionContext
-        from workers.weights import load_weights
+        from sale.models.db import init_db
+        from sale.workers.auction.weights import load_weights
+        from sale.workers.context import AuctionContext
 
         url = self.db_url(segment.name)
         init_db(url)
@@ -635,11 +636,10 @@ class LiveRunner:
         """A job of this name (and direct agent) that finished in the segment's database with an
         outcome: status done and no model unreachable on the way (a failed job, or one that ran
         without a model it needed, is run again; see JobFailed)."""
+        from sale.models.db import session_scope
+        from sale.models.tables import Award, Job
+        from sale.workers.views import job_view
         from sqlmodel import select
-
-        from models.db import session_scope
-        from models.tables import Award, Job
-        from workers.views import job_view
 
         with session_scope(ctx.db_url) as s:
             jobs = s.exec(select(Job).where(Job.name == name, Job.status == "done")).all()
@@ -657,7 +657,7 @@ class LiveRunner:
         """The job's full view once it is done; None while it runs; JobFailed when it ended
         failed or cancelled; TimeoutError when it has run longer than ``job_timeout_s``
         (``since`` is when it was submitted)."""
-        from workers.views import job_view
+        from sale.workers.views import job_view
 
         brief = job_view(ctx, job_id, steps=False)
         if brief["status"] in ("failed", "cancelled"):
@@ -693,8 +693,8 @@ class LiveRunner:
         job at a time (so a job's wall time is its own, not time spent waiting in the queue)."""
         if not work:
             return
-        import broker.app  # noqa: F401  (the Celery app the submissions go through)
-        from workers.canvas import submit
+        import sale.broker.app  # noqa: F401  (the Celery app the submissions go through)
+        from sale.workers.canvas import submit
 
         ctx = self._enter(segment)
         repeat_stop = env_settings(segment.env).repeat_stop  # recorded with each run
@@ -733,8 +733,8 @@ class LiveRunner:
         segment: Segment,
     ) -> None:
         """The tasks one at a time through the full auction; memory grows along the stream."""
-        import broker.app  # noqa: F401
-        from workers.canvas import submit
+        import sale.broker.app  # noqa: F401
+        from sale.workers.canvas import submit
 
         pending = [
             (i, t)
@@ -800,11 +800,10 @@ def memory_since(db_url: str, covered: set[str]) -> list[dict[str, Any]]:
     """Every memory record of the database (with its id) whose job is not in ``covered``: the
     stored job's own and any a job that was not stored left behind (a failed execution still
     writes one, and later jobs of the stream read it)."""
+    from sale.models.db import session_scope
+    from sale.models.tables import MemoryRecord
+    from sale.workers.memory.transfer import export_record
     from sqlmodel import col, select
-
-    from models.db import session_scope
-    from models.tables import MemoryRecord
-    from workers.memory_io import export_record
 
     with session_scope(db_url) as s:
         rows = s.exec(select(MemoryRecord).order_by(col(MemoryRecord.id))).all()
@@ -814,7 +813,7 @@ def memory_since(db_url: str, covered: set[str]) -> list[dict[str, Any]]:
 def retries_spent(view: dict[str, Any]) -> str | None:
     """The first bid, jury call or execution of a job view whose model stayed unreachable
     through every retry (its error starts with ``RETRIES_SPENT``), as "<what>: <error>"."""
-    from workers.errors import RETRIES_SPENT
+    from sale.errors import RETRIES_SPENT
 
     parts = [
         *((f"bid of {b['agent']}", b.get("error")) for b in view.get("bids") or []),

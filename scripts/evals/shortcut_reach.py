@@ -9,7 +9,7 @@ benchmark and task count, the highest similarity between two test tasks and the 
 similarity of any task to its k-th nearest other task (k = the minimum): below that threshold
 the shortcut can fire, above it never. Writes ``<out>/shortcut_reach.md``. Usage::
 
-    python -m scripts.evals.shortcut_reach [--limit 10 --limit 30] [--min 3] [--out DIR]
+    python -m sale.scripts.evals.shortcut_reach [--limit 10 --limit 30] [--min 3] [--out DIR]
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from typing import Annotated
 
 import numpy as np
 import typer
-
-from scripts.evals.benchmarks import BENCHMARKS, load_benchmark
+from sale.scripts.evals.benchmarks import BENCHMARKS, load_benchmark
 
 Embed = Callable[[list[str]], list[list[float]]]
 
@@ -48,7 +47,7 @@ def markdown(rows: list[tuple[str, int, float, float]], least: int) -> str:
         "its threshold (`SALE_MEMORY_SHORTCUT_MIN`, `SALE_MEMORY_SHORTCUT`); in a `sale eval` "
         "task order the memory holds only that order's earlier test jobs. Cosine similarity of "
         "the MiniLM task embeddings the memory uses. Written by "
-        "`python -m scripts.evals.shortcut_reach`.",
+        "`python -m sale.scripts.evals.shortcut_reach`.",
         "",
         f"| benchmark | test tasks | most similar pair | highest k-th nearest, k = {least} (the "
         "shortcut fires only at a threshold this low or lower) |",
@@ -66,7 +65,7 @@ def main(
         "docs/results/levers"
     ),
 ) -> None:
-    from workers.embed import minilm_embed
+    from sale.workers.memory.embed import minilm_embed
 
     rows = []
     for bench in BENCHMARKS:

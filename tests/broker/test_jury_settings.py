@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from broker.settings import PAPER_MECHANISM, Settings
+from sale.broker.settings import PAPER_MECHANISM, Settings
 
 JURY_LEVERS_ON = {
     "SALE_JURY_DEBIAS": "standardize",

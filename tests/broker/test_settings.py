@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from broker.settings import PAPER_MECHANISM, Settings
+from sale.broker.settings import PAPER_MECHANISM, Settings
 
 
 def test_paper_mechanism_forces_the_published_configuration(
@@ -108,8 +107,8 @@ def test_coding_plan_mode_sets_the_plan_mode_of_coding_jobs_only(
 def test_the_default_is_the_measured_cheap_auction_and_paper_restores_the_published_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from broker.settings import JURY_WEIGHTS_FILE
-    from workers.weights import load_weights
+    from sale.broker.settings import JURY_WEIGHTS_FILE
+    from sale.workers.auction.weights import load_weights
 
     for name in ("SALE_MECHANISM", "SALE_REFINE", "SALE_BID_MAX_TOKENS", "SALE_PLAN_MODE"):
         monkeypatch.delenv(name, raising=False)

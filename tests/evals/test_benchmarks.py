@@ -9,10 +9,9 @@ from importlib.util import find_spec
 from typing import Any
 
 import pytest
-
-from models.schemas import TaskSpec
-from scripts.evals import make_search_bench as gen
-from scripts.evals.benchmarks import (
+from sale.models.schemas import TaskSpec
+from sale.scripts.evals import make_search_bench as gen
+from sale.scripts.evals.benchmarks import (
     BENCHMARKS,
     humaneval_problems,
     load_benchmark,
@@ -22,9 +21,9 @@ from scripts.evals.benchmarks import (
     solution_lines,
     stratified_split,
 )
-from scripts.evals.runner import run_self_check
-from workers.examples import docstring_examples
-from workers.search import Document, load_wiki_corpus
+from sale.scripts.evals.runner import run_self_check
+from sale.workers.agent.examples import docstring_examples
+from sale.workers.search.index import Document, load_wiki_corpus
 
 # find_spec locates the data packages without importing them.
 needs_corpus = pytest.mark.skipif(

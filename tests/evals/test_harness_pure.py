@@ -11,9 +11,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-from scripts.evals import metrics, report
-from scripts.evals.methods import (
+from sale.scripts.evals import metrics, report
+from sale.scripts.evals.methods import (
     ClassifierRouter,
     KnnRouter,
     Pick,
@@ -25,7 +24,7 @@ from scripts.evals.methods import (
     pick_random,
     replay,
 )
-from scripts.evals.store import RunStore
+from sale.scripts.evals.store import RunStore
 
 PRICES = {"small": 0.03, "medium": 0.12, "large": 0.36}
 
@@ -85,7 +84,7 @@ def test_cascade_escalates_on_failed_self_check_and_pays_for_every_try() -> None
 
 
 def test_the_auction_router_takes_the_award_then_falls_back_as_the_job_does() -> None:
-    from scripts.evals.methods import pick_by_auction
+    from sale.scripts.evals.methods import pick_by_auction
 
     def bid(agent: str, score: float | None, status: str = "ok") -> dict[str, object]:
         return {"agent": agent, "round": "first", "status": status, "score": score}
@@ -120,13 +119,13 @@ def test_the_auction_router_takes_the_award_then_falls_back_as_the_job_does() ->
 def test_the_auction_router_row_pays_the_recorded_auction_and_the_picked_runs(
     tmp_path: Path,
 ) -> None:
-    from models.schemas import TaskSpec
-    from scripts.evals.benchmarks import BenchTask
-    from scripts.evals.harness import replay_records
-    from scripts.evals.runner import Plan
-    from workers.pool import load_pool
+    from sale.broker.pool import load_pool
+    from sale.models.schemas import TaskSpec
+    from sale.scripts.evals.benchmarks import BenchTask
+    from sale.scripts.evals.harness import replay_records
+    from sale.scripts.evals.runner import Plan
 
-    pool = load_pool(Path("examples/pools/scripted.toml"))
+    pool = load_pool(Path("broker/pools/scripted.toml"))
     spec = TaskSpec(kind="search", prompt="q?", answer="a")
     task = BenchTask("search", "t0", "test", "short", spec)
     store = RunStore(tmp_path / "runs.jsonl")
@@ -174,10 +173,10 @@ def test_the_auction_router_row_pays_the_recorded_auction_and_the_picked_runs(
 
 
 def test_auction_router_rows_name_a_memoryless_source_that_runs_its_own_plan() -> None:
-    from scripts.evals.runner import expand_methods, is_auction_replay, router_source
-    from workers.pool import load_pool
+    from sale.broker.pool import load_pool
+    from sale.scripts.evals.runner import expand_methods, is_auction_replay, router_source
 
-    pool = load_pool(Path("examples/pools/scripted.toml"))
+    pool = load_pool(Path("broker/pools/scripted.toml"))
     assert router_source("auction-router") == "sale-nomem"
     assert router_source("auction-router+weights=nojury") == "sale-nomem+weights=nojury"
     assert router_source("sale-nomem") is None and not is_auction_replay("sale")
@@ -205,7 +204,7 @@ def _attempt(n: int, agent: str, verdict: str, check: str | None, **extra: objec
 
 
 def test_a_job_without_fallbacks_is_its_auction_and_first_attempt() -> None:
-    from scripts.evals.methods import replay_first_attempt
+    from sale.scripts.evals.methods import replay_first_attempt
 
     job = {"auction_tokens": 50, "auction_cost_usd": 0.002, "auction_wall_s": 4.0,
            "execution_wall_s": 30.0,
@@ -230,13 +229,13 @@ def test_a_job_without_fallbacks_is_its_auction_and_first_attempt() -> None:
 def test_the_nofallback_row_replays_sale_nomem_jobs_and_names_what_it_leaves_out(
     tmp_path: Path,
 ) -> None:
-    from models.schemas import TaskSpec
-    from scripts.evals.benchmarks import BenchTask
-    from scripts.evals.harness import replay_records
-    from scripts.evals.runner import Plan
-    from workers.pool import load_pool
+    from sale.broker.pool import load_pool
+    from sale.models.schemas import TaskSpec
+    from sale.scripts.evals.benchmarks import BenchTask
+    from sale.scripts.evals.harness import replay_records
+    from sale.scripts.evals.runner import Plan
 
-    pool = load_pool(Path("examples/pools/scripted.toml"))
+    pool = load_pool(Path("broker/pools/scripted.toml"))
     tasks = [BenchTask("search", f"t{i}", "test", "short",
                        TaskSpec(kind="search", prompt=f"q{i}?", answer="a"))
              for i in range(2)]  # fmt: skip
@@ -512,16 +511,16 @@ def test_report_writes_strict_json_markdown_and_plots(tmp_path: Path) -> None:
 def test_sale_variants_parse_into_worker_settings() -> None:
     from pathlib import Path as P
 
-    from scripts.evals.runner import (
+    from sale.broker.pool import load_pool
+    from sale.scripts.evals.runner import (
         MEASURED_BASE,
         expand_methods,
         segment_name,
         stream_name,
         variant_env,
     )
-    from workers.pool import load_pool
 
-    pool = load_pool(P(__file__).resolve().parents[2] / "examples" / "pools" / "scripted.toml")
+    pool = load_pool(P(__file__).resolve().parents[2] / "broker" / "pools" / "scripted.toml")
     assert variant_env("sale") == {**MEASURED_BASE, "SALE_REFINE": "true"}
     assert variant_env("sale-nomem+jury_mode=per_bid") == {
         **MEASURED_BASE,
@@ -543,8 +542,8 @@ def test_sale_variants_parse_into_worker_settings() -> None:
 def test_weights_choice_picks_the_segments_weights_file_and_is_not_a_worker_setting() -> None:
     from pathlib import Path as P
 
-    from scripts.evals.runner import MEASURED_BASE, live_segment, variant_env, variant_weights
-    from workers.weights import load_weights
+    from sale.scripts.evals.runner import MEASURED_BASE, live_segment, variant_env, variant_weights
+    from sale.workers.auction.weights import load_weights
 
     fitted, default = P("/w/weights.json"), P("/pkg/default.json")
     assert variant_weights("sale") == "fitted"
@@ -577,7 +576,7 @@ def test_weights_choice_picks_the_segments_weights_file_and_is_not_a_worker_sett
 def test_code_version_names_this_checkout() -> None:
     import subprocess
 
-    from scripts.evals.runner import code_version
+    from sale.scripts.evals.runner import code_version
 
     root = Path(__file__).resolve().parents[2]
     head = subprocess.run(
@@ -632,11 +631,11 @@ def _eval_dir(root: Path, bench: str, solvers: dict[str, list[str]]) -> Path:
 
 
 def test_fit_from_eval_dirs_pools_the_benchmarks_train_auctions(tmp_path: Path) -> None:
-    from scripts.evals.harness import fit_from_eval_dirs
-    from workers.pool import load_pool
-    from workers.weights import load_weights
+    from sale.broker.pool import load_pool
+    from sale.scripts.evals.harness import fit_from_eval_dirs
+    from sale.workers.auction.weights import load_weights
 
-    pool = load_pool(Path("examples/pools/scripted.toml"))
+    pool = load_pool(Path("broker/pools/scripted.toml"))
     coding = _eval_dir(tmp_path, "humaneval", {"t/1": ["small", "large"], "t/2": ["large"]})
     search = _eval_dir(tmp_path, "search", {"t/1": ["small"], "t/2": [], "t/3": ["medium"]})
     out = tmp_path / "weights.json"
@@ -652,12 +651,12 @@ def test_fit_from_eval_dirs_pools_the_benchmarks_train_auctions(tmp_path: Path) 
 
 
 def test_fit_from_train_without_jury_weighs_every_juror_zero(tmp_path: Path) -> None:
-    from scripts.evals.harness import fit_from_train
-    from workers.juryscores import called_jurors
-    from workers.pool import load_pool
-    from workers.weights import load_weights
+    from sale.broker.pool import load_pool
+    from sale.scripts.evals.harness import fit_from_train
+    from sale.workers.auction.weights import load_weights
+    from sale.workers.stages.jury_scores import called_jurors
 
-    pool = load_pool(Path("examples/pools/scripted.toml"))
+    pool = load_pool(Path("broker/pools/scripted.toml"))
     coding = _eval_dir(tmp_path, "humaneval", {"t/1": ["small", "large"], "t/2": ["large"]})
     store = RunStore(coding / "runs.jsonl")
     with_jury, why = fit_from_train(store, pool, tmp_path / "w.json", "humaneval")
@@ -671,12 +670,11 @@ def test_fit_from_train_without_jury_weighs_every_juror_zero(tmp_path: Path) -> 
 
 
 def test_per_kind_fit_writes_one_section_per_benchmark_kind_over_the_base(tmp_path: Path) -> None:
+    from sale.scripts.cli import app
+    from sale.workers.auction.weights import load_weights
     from typer.testing import CliRunner
 
-    from scripts.cli import app
-    from workers.weights import load_weights
-
-    pool = "examples/pools/scripted.toml"
+    pool = "broker/pools/scripted.toml"
     coding = _eval_dir(tmp_path, "humaneval", {"t/1": ["small", "large"], "t/2": ["large"]})
     search = _eval_dir(tmp_path, "search", {"t/1": ["small"], "t/2": [], "t/3": ["medium"]})
     out = tmp_path / "w.json"
@@ -730,11 +728,10 @@ def test_per_kind_fit_writes_one_section_per_benchmark_kind_over_the_base(tmp_pa
 
 
 def test_fit_from_eval_dirs_names_what_is_wrong(tmp_path: Path) -> None:
+    from sale.scripts.cli import app
     from typer.testing import CliRunner
 
-    from scripts.cli import app
-
-    pool = "examples/pools/scripted.toml"
+    pool = "broker/pools/scripted.toml"
     runner = CliRunner()
 
     def said(res: Any) -> str:  # rich wraps long lines
@@ -762,7 +759,7 @@ def test_fit_from_eval_dirs_names_what_is_wrong(tmp_path: Path) -> None:
 
 
 def test_methods_that_read_no_memory_run_one_order() -> None:
-    from scripts.evals.runner import Plan, reads_memory
+    from sale.scripts.evals.runner import Plan, reads_memory
 
     assert reads_memory("sale") and reads_memory("sale+self_check_fallback=0")
     assert not reads_memory("sale-nomem")
@@ -774,11 +771,11 @@ def test_methods_that_read_no_memory_run_one_order() -> None:
 
 
 def test_only_orders_picks_the_orders_this_process_runs_and_rejects_others(tmp_path: Path) -> None:
-    from scripts.evals.cli import _order_list
-    from scripts.evals.runner import live_work, make_plan
-    from workers.pool import load_pool
+    from sale.broker.pool import load_pool
+    from sale.scripts.cli.evals import _order_list
+    from sale.scripts.evals.runner import live_work, make_plan
 
-    pool = load_pool(Path("examples/pools/scripted.toml"))
+    pool = load_pool(Path("broker/pools/scripted.toml"))
 
     def plan_of(methods: list[str], only: list[int]) -> Any:
         return make_plan(
@@ -806,23 +803,23 @@ def test_only_orders_picks_the_orders_this_process_runs_and_rejects_others(tmp_p
 
 
 def test_a_rewrite_of_the_tables_names_the_fit_of_the_run(tmp_path: Path) -> None:
-    from scripts.evals.harness import stored_fit_note
+    from sale.scripts.evals.harness import stored_fit_note
 
     path = tmp_path / "weights.json"
     assert "SALE used the default weights" in stored_fit_note(path)
-    source = "fitted by workers.fit on 15 SALE auctions (12 with a solver)"
+    source = "fitted by sale.workers.auction.fit on 15 SALE auctions (12 with a solver)"
     path.write_text(json.dumps({"version": "fit-x", "w_c": 0.1, "w_h": 0.9, "source": source}))
     note = stored_fit_note(path)
     assert note.startswith("SALE used the weights fitted on the train split (") and source in note
 
 
 def test_the_train_split_calls_every_juror_whatever_the_default() -> None:
-    from broker.settings import Settings
-    from scripts.evals.runner import env_settings, train_segment
+    from sale.broker.settings import Settings
+    from sale.scripts.evals.runner import env_settings, train_segment
 
     segment = train_segment()
     settings = env_settings(segment.env)
-    from broker.settings import JURY_WEIGHTS_FILE
+    from sale.broker.settings import JURY_WEIGHTS_FILE
 
     # scored as the recorded train splits were: the fit with a jury, not the shipped default
     assert segment.name == "sale-train" and segment.weights_file == JURY_WEIGHTS_FILE
@@ -831,7 +828,7 @@ def test_the_train_split_calls_every_juror_whatever_the_default() -> None:
 
 
 def test_records_carried_over_from_another_run_are_noted(tmp_path: Path) -> None:
-    from scripts.evals.harness import carried_over_notes
+    from sale.scripts.evals.harness import carried_over_notes
 
     store = RunStore(tmp_path / "runs.jsonl")
     store.add(_single("humaneval", "t/1", "small", True))
@@ -843,7 +840,7 @@ def test_records_carried_over_from_another_run_are_noted(tmp_path: Path) -> None
 
 
 def test_a_finished_job_is_one_log_line_with_an_eta_from_each_stages_pace() -> None:
-    from scripts.evals.cli import Eta, job_line
+    from sale.scripts.cli.evals import Eta, job_line
 
     eta = Eta({"single": 4, "sale-train": 2, "sale": 3, "sale+x=1": 2}, 0.0)
     assert eta.left() == "~0:00:00 left (+ 11 jobs not yet timed)"
@@ -859,8 +856,9 @@ def test_a_finished_job_is_one_log_line_with_an_eta_from_each_stages_pace() -> N
 
 
 def test_a_job_that_ran_without_a_model_is_found_by_its_marked_error() -> None:
-    from scripts.evals.runner import retries_spent
-    from workers.errors import RETRIES_SPENT
+    from sale.scripts.evals.runner import retries_spent
+
+    from sale.errors import RETRIES_SPENT
 
     view: dict[str, Any] = {
         "bids": [{"agent": "small", "error": None}, {"agent": "medium", "error": "bad request"}],
@@ -875,7 +873,7 @@ def test_a_job_that_ran_without_a_model_is_found_by_its_marked_error() -> None:
 def test_one_run_at_a_time_holds_a_work_directory(tmp_path: Path) -> None:
     import os
 
-    from scripts.evals.harness import WorkDirBusy, work_dir_lock
+    from sale.scripts.evals.harness import WorkDirBusy, work_dir_lock
 
     busy = pytest.raises(WorkDirBusy, match=f"pid {os.getpid()}")
     with work_dir_lock(tmp_path), busy, work_dir_lock(tmp_path):  # the second one is refused
@@ -947,10 +945,10 @@ def test_cost_split_says_how_much_of_an_agent_s_cost_its_failures_take() -> None
 
 
 def test_shown_path_hides_the_machine_layout() -> None:
-    from scripts.evals.harness import shown_path
+    from sale.scripts.evals.harness import shown_path
 
     checkout = Path(__file__).resolve().parents[2]
-    assert shown_path(checkout / "examples" / "pools" / "local.toml") == "examples/pools/local.toml"
+    assert shown_path(checkout / "broker" / "pools" / "local.toml") == "broker/pools/local.toml"
     assert shown_path(Path.home() / "sale-eval" / "search") == "~/sale-eval/search"
     assert shown_path("/nowhere/else") == "/nowhere/else"
 
@@ -959,8 +957,8 @@ def test_shown_path_hides_the_machine_layout() -> None:
 def test_every_lever_row_of_the_lever_script_is_a_valid_method(bench: str, tmp_path: Path) -> None:
     import subprocess
 
-    from scripts.evals.runner import expand_methods, is_live, variant_env
-    from workers.pool import load_pool
+    from sale.broker.pool import load_pool
+    from sale.scripts.evals.runner import expand_methods, is_live, variant_env
 
     checkout, calls, env = _script_in_checkout(tmp_path, "levers.sh")
     (checkout / "docs" / "results" / "levers").mkdir(parents=True)
@@ -969,7 +967,7 @@ def test_every_lever_row_of_the_lever_script_is_a_valid_method(bench: str, tmp_p
     assert run.returncode == 0
     evals = [line for line in calls.read_text().splitlines() if line.startswith("eval")]
     methods = evals[-1].split("--methods ")[1].split()[0]
-    pool = load_pool(Path("examples/pools/local.toml"))
+    pool = load_pool(Path("broker/pools/local.toml"))
     expanded = expand_methods([methods], pool)  # an unknown method or setting raises, naming it
     live = [m for m in expanded if is_live(m)]
     assert len(live) == 15 and "sale" in live and "sale-nomem" in live
@@ -1031,7 +1029,7 @@ def test_the_goals_name_the_cost_floor_of_routing() -> None:
 
 
 def test_the_outcome_methods_dispatch_to_their_picks() -> None:
-    from scripts.evals.methods import OUTCOME_METHODS, pick_from_outcomes
+    from sale.scripts.evals.methods import OUTCOME_METHODS, pick_from_outcomes
 
     outs = {
         "small": outcome("small", False, True),
@@ -1052,7 +1050,7 @@ def test_the_outcome_methods_dispatch_to_their_picks() -> None:
 def test_a_run_goes_on_from_a_copy_of_its_records_kept_elsewhere(tmp_path: Path) -> None:
     """The copy written with each report restores a run on a machine whose work directory is
     gone, and brings a work directory up to date with a copy another machine extended."""
-    from scripts.evals.harness import restore_records
+    from sale.scripts.evals.harness import restore_records
 
     old = RunStore(tmp_path / "old" / "runs.jsonl")
     for i in range(2):
@@ -1076,7 +1074,7 @@ def test_a_run_goes_on_from_a_copy_of_its_records_kept_elsewhere(tmp_path: Path)
 
 
 def _memory(job: str, text: str, record_id: int | None, verdict: str = "passed") -> dict:
-    from workers.memory_io import FIELDS
+    from sale.workers.memory.transfer import FIELDS
 
     memory: dict[str, object] = {name: None for name in FIELDS}
     bids = [{"agent": "small", "round": "first", "status": "ok", "plan": f"plan {job}",
@@ -1093,15 +1091,17 @@ def _memory(job: str, text: str, record_id: int | None, verdict: str = "passed")
 def test_a_memory_stream_gets_its_memory_back_from_its_records(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import workers.embed
-    from broker.settings import Settings
-    from models.db import init_db
-    from scripts.evals.runner import LiveRunner, Segment, memory_since
-    from workers.memory_io import export_memory
-    from workers.pool import load_pool
+    import sale.workers.memory.embed
+    from sale.broker.pool import load_pool
+    from sale.broker.settings import Settings
+    from sale.models.db import init_db
+    from sale.scripts.evals.runner import LiveRunner, Segment, memory_since
+    from sale.workers.memory.transfer import export_memory
 
-    monkeypatch.setattr(workers.embed, "minilm_embed", lambda texts: [[1.0, 0.0] for _ in texts])
-    pool = load_pool(Path("examples/pools/scripted.toml"))
+    monkeypatch.setattr(
+        sale.workers.memory.embed, "minilm_embed", lambda texts: [[1.0, 0.0] for _ in texts]
+    )
+    pool = load_pool(Path("broker/pools/scripted.toml"))
     runner = LiveRunner(Settings(_env_file=None), pool, tmp_path / "work")
     segment = Segment("sale-o0")
     store = RunStore(tmp_path / "work" / "runs.jsonl")
@@ -1122,7 +1122,7 @@ def test_a_memory_stream_gets_its_memory_back_from_its_records(
     assert len(export_memory(url)) == 3
 
     # A malformed memory record is named, with what to do, and nothing is written.
-    from scripts.evals.runner import RecordsError
+    from sale.scripts.evals.runner import RecordsError
 
     bad = RunStore(tmp_path / "bad" / "runs.jsonl")
     broken = {k: v for k, v in _memory("j5", "q5", 1).items() if k != "bids"}
@@ -1174,7 +1174,7 @@ def test_the_lever_script_runs_in_its_own_work_dir_from_a_copy_of_the_full_runs_
         assert f"--work-dir {tmp_path}/sale-eval/search-levers" in line
         assert "--records docs/results/levers/search.runs.jsonl" in line
     # after each row, the lever table is rewritten from the reports
-    assert tables == ["-m scripts.evals.levers_table docs/results/levers"] * 14
+    assert tables == ["-m sale.scripts.evals.levers_table docs/results/levers"] * 14
     copy.write_text("kept\n")  # a second run goes on from its own copy
     assert subprocess.run(run, env=env, capture_output=True).returncode == 0
     assert copy.read_text() == "kept\n"
@@ -1234,7 +1234,7 @@ def test_the_full_run_script_keeps_its_records_in_the_repository(tmp_path: Path)
 def test_a_segment_records_the_repeat_stop_its_workers_run_with(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from scripts.evals.runner import env_settings, variant_env
+    from sale.scripts.evals.runner import env_settings, variant_env
 
     monkeypatch.delenv("SALE_REPEAT_STOP", raising=False)
     monkeypatch.delenv("SALE_MECHANISM", raising=False)
@@ -1249,8 +1249,13 @@ def test_a_segment_records_the_repeat_stop_its_workers_run_with(
 def test_every_job_of_the_harness_runs_the_measured_settings_whatever_the_defaults(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from broker.settings import PAPER_MECHANISM, Settings
-    from scripts.evals.runner import MEASURED_BASE, env_settings, pinned_in_environment, variant_env
+    from sale.broker.settings import PAPER_MECHANISM, Settings
+    from sale.scripts.evals.runner import (
+        MEASURED_BASE,
+        env_settings,
+        pinned_in_environment,
+        variant_env,
+    )
 
     # every lever the paper switches off is pinned (refine is the method's own: sale/sale-nomem)
     levers = {f"SALE_{key.upper()}" for key in PAPER_MECHANISM} - {"SALE_REFINE"}
@@ -1276,8 +1281,8 @@ def test_every_job_of_the_harness_runs_the_measured_settings_whatever_the_defaul
 def test_the_candidates_script_runs_its_rows_on_the_full_runs_records(tmp_path: Path) -> None:
     import subprocess
 
-    from scripts.evals.runner import expand_methods
-    from workers.pool import load_pool
+    from sale.broker.pool import load_pool
+    from sale.scripts.evals.runner import expand_methods
 
     checkout, calls, env = _script_in_checkout(tmp_path, "candidates.sh")
     run, full, copy = _seeded_from_the_full_run(checkout, env, "candidates.sh", "candidates")
@@ -1294,13 +1299,13 @@ def test_the_candidates_script_runs_its_rows_on_the_full_runs_records(tmp_path: 
     assert "--limit 30 --train-limit 15 --orders 2" in eval_line
     assert "--records docs/results/candidates/search.runs.jsonl" in eval_line
     methods = eval_line.split("--methods ")[1].split()[0]
-    expanded = expand_methods([methods], load_pool(Path("examples/pools/local.toml")))
+    expanded = expand_methods([methods], load_pool(Path("broker/pools/local.toml")))
     assert expanded[-3:] == [
         "sale-nomem+weights=nojury+bid_max_tokens=128",
         "auction-router+weights=nojury+bid_max_tokens=128",
         "sale-nomem+weights=nojury+bid_max_tokens=128+plan_mode=generic",  # the default, live
     ]
-    assert table_line == "-m scripts.evals.levers_table docs/results/candidates"
+    assert table_line == "-m sale.scripts.evals.levers_table docs/results/candidates"
 
 
 def _script_in_checkout(tmp_path: Path, name: str) -> tuple[Path, Path, dict[str, str]]:

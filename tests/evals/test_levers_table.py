@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from scripts.evals import levers_table
+from sale.scripts.evals import levers_table
 
 
 def goal(method: str, pass_at_1: float, cost: float, overhead: float, complete: bool = True):

@@ -1,4 +1,4 @@
-"""Tests for scripts.evals.replay_stop: recorded replies fed back through the real agent loop
+"""Tests for sale.scripts.evals.replay_stop: recorded replies fed back through the real agent loop
 (with the real coding tools and verdict) under a repeat stop, and a SALE job's recorded
 fallbacks followed only while the self-check says what it said then."""
 
@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 import typer
-
-from models.schemas import TaskSpec
-from models.tables import Bid, ExecutionStep
-from scripts.evals.replay_stop import (
+from sale.broker.pool import Agent, Pool
+from sale.models.schemas import TaskSpec
+from sale.models.tables import Bid, ExecutionStep
+from sale.scripts.evals.replay_stop import (
     Recorded,
     ReplayExhausted,
     ReplayModel,
@@ -19,8 +19,7 @@ from scripts.evals.replay_stop import (
     replay_job,
     replay_outcome,
 )
-from scripts.evals.store import RunStore
-from workers.pool import Agent, Pool
+from sale.scripts.evals.store import RunStore
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -123,8 +122,8 @@ def test_a_sale_job_falls_back_as_the_job_would_and_says_when_it_cannot_know() -
 
 
 def test_bids_rank_by_their_recorded_scores_or_rescored_without_the_jury() -> None:
-    from scripts.evals.replay_stop import Auction, ranked_bids
-    from workers.weights import Weights
+    from sale.scripts.evals.replay_stop import Auction, ranked_bids
+    from sale.workers.auction.weights import Weights
 
     small, big = bid(1, "s"), bid(2, "b")
     small.score, small.entropy, small.tokens_out = -0.5, 0.2, 100
@@ -152,9 +151,8 @@ def test_runs_recorded_under_a_stop_replay_only_under_one_as_tight(tmp_path: Any
 
 
 def test_runs_without_a_trace_here_are_named_and_nothing_is_made_of_none(tmp_path: Any) -> None:
+    from sale.scripts.evals.replay_stop import main
     from typer.testing import CliRunner
-
-    from scripts.evals.replay_stop import main
 
     work = tmp_path / "search"
     store = RunStore(work / "runs.jsonl")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-
-from scripts.evals.shortcut_reach import markdown, reach
+from sale.scripts.evals.shortcut_reach import markdown, reach
 
 VECTORS = {"a": [1.0, 0.0], "a2": [0.8, 0.6], "b": [0.0, 1.0], "c": [-1.0, 0.0]}
 

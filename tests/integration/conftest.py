@@ -11,16 +11,16 @@ from typing import Any
 
 import pytest
 from celery.contrib.testing.worker import start_worker
+from sale.broker.app import create_app
+from sale.broker.pool import load_pool
+from sale.broker.settings import Settings
+from sale.models.db import init_db
+from sale.workers.auction.weights import load_weights
+from sale.workers.context import AuctionContext, set_context
+from sale.workers.llm.provider import call_model
+from sale.workers.memory.embed import minilm_embed
 
-from broker.app import create_app
-from broker.settings import Settings
-from models.db import init_db
 from tests.conftest import SCRIPTED_POOL
-from workers.context import AuctionContext, set_context
-from workers.embed import minilm_embed
-from workers.llm import call_model
-from workers.pool import load_pool
-from workers.weights import load_weights
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +41,7 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     app = create_app(settings, pool)
     app.set_current()
     app.set_default()
-    import workers.tasks  # noqa: F401  (registers the shared tasks on this app)
+    import sale.workers.tasks  # noqa: F401  (registers the shared tasks on this app)
 
     init_db(settings.effective_database_url)
     ctx = AuctionContext(

@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 
 import pytest
+from sale.models.db import session_scope
+from sale.models.tables import Job
 from sqlmodel import select
 
-from models.db import session_scope
-from models.tables import Job
 from tests.conftest import ROOT
 
-POOL = ROOT / "examples" / "pools" / "scripted.toml"
+POOL = ROOT / "broker" / "pools" / "scripted.toml"
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -36,7 +36,7 @@ def _eval(tmp_path: Path, *args: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "scripts.cli",
+        "sale.scripts.cli",
         "eval",
         "--pool",
         str(POOL),
@@ -186,7 +186,7 @@ def test_eval_interrupted_then_resumed_loses_and_repeats_nothing(tmp_path: Path)
         jobs = s.exec(select(Job)).all()
     assert len([j for j in jobs if j.status == "done"]) == 9
     # A job the interrupted run left in flight is cancelled, with why, not left "executing".
-    from scripts.evals.runner import ORPHANED
+    from sale.scripts.evals.runner import ORPHANED
 
     left = [(j.status, j.status_reason) for j in jobs if j.status != "done"]
     assert left == [("cancelled", ORPHANED)] * len(left)
@@ -225,7 +225,7 @@ def test_a_memory_stream_goes_on_with_its_memory_in_a_new_work_dir(tmp_path: Pat
     assert again.returncode == 0, again.stderr[-3000:]
     assert "restored 1 run records" in " ".join(again.stderr.split())
     with session_scope(f"sqlite:///{tmp_path / 'work' / 'sale-o0.db'}") as s:
-        from models.tables import MemoryRecord
+        from sale.models.tables import MemoryRecord
 
         kept = s.exec(select(MemoryRecord).order_by(MemoryRecord.id)).all()
     first_job = json.loads(copy.read_text().splitlines()[0])["job_id"]
@@ -254,7 +254,7 @@ def test_a_run_split_by_order_over_two_work_dirs_merges_into_one_report(tmp_path
     assert merged.returncode == 0, merged.stderr[-3000:]
     assert "restored 1 run records" in " ".join(merged.stderr.split())
     doc = json.loads((tmp_path / "out" / "humaneval.json").read_text())
-    assert doc["complete"] is True and doc["pool"] == "examples/pools/scripted.toml"
+    assert doc["complete"] is True and doc["pool"] == "broker/pools/scripted.toml"
     assert next(r for r in doc["methods"] if r["method"] == "sale")["orders"] == 2
     assert len(theirs.read_text().splitlines()) == 2  # the copy now holds both orders
     bad = _run(tmp_path, *args, "--only-orders", "2", timeout=120)

@@ -8,17 +8,17 @@ from typing import Any
 
 import pytest
 from celery.signals import before_task_publish
+from sale.models.db import session_scope
+from sale.models.tables import Bid, Execution, ExecutionStep, Job, JuryCall, JuryScore, MemoryRecord
+from sale.workers.canvas import submit
+from sale.workers.context import AuctionContext
+from sale.workers.memory.retrieval import MemoryEntry, build_pairs
+from sale.workers.stages.awarding import DIRECT_PLAN
+from sale.workers.views import job_view
 from sqlmodel import func, select
 
-from models.db import session_scope
-from models.tables import Bid, Execution, ExecutionStep, Job, JuryCall, JuryScore, MemoryRecord
+from sale.errors import UnknownAgentError
 from tests.integration.conftest import wait
-from workers.awarding import DIRECT_PLAN
-from workers.canvas import submit
-from workers.context import AuctionContext
-from workers.errors import UnknownAgentError
-from workers.memory import MemoryEntry, build_pairs
-from workers.views import job_view
 
 ADD = "def add(a, b):\n    return a + b\n"
 ADD_TESTS = (
@@ -101,8 +101,9 @@ def test_failing_agent_becomes_a_failed_bid_and_the_auction_goes_on(stack: Aucti
 
 
 def test_a_model_unreachable_through_every_retry_is_marked_as_such(stack: AuctionContext) -> None:
-    from scripts.evals.runner import retries_spent
-    from workers.errors import RETRIES_SPENT
+    from sale.scripts.evals.runner import retries_spent
+
+    from sale.errors import RETRIES_SPENT
 
     job_id = submit(coding_spec("medium.fail=bid large.transient=bid:99"), stack)
     assert wait(job_id)["status"] == "done"  # the auction goes on without the bid
@@ -145,7 +146,7 @@ def _counts(ctx: AuctionContext, job_id: str) -> tuple[int, ...]:
 
 
 def test_redelivered_messages_leave_one_set_of_rows(stack: AuctionContext) -> None:
-    from workers.tasks import collect_bid, execute_plan, judge_bids, update_job_memory
+    from sale.workers.tasks import collect_bid, execute_plan, judge_bids, update_job_memory
 
     job_id = submit(coding_spec(), stack)
     assert wait(job_id)["status"] == "done"
@@ -167,12 +168,12 @@ def test_redelivered_messages_leave_one_set_of_rows(stack: AuctionContext) -> No
 def test_unexpected_error_reaches_the_pipeline_error_callback(
     stack: AuctionContext, monkeypatch: Any
 ) -> None:
-    import workers.tasks
+    import sale.workers.tasks
 
     def broken_award(ctx: AuctionContext, job_id: str) -> Any:
         raise RuntimeError("award store unavailable")
 
-    monkeypatch.setattr(workers.tasks, "decide_award", broken_award)
+    monkeypatch.setattr(sale.workers.tasks, "decide_award", broken_award)
     job_id = submit(coding_spec(), stack)
     wait(job_id)
     view = job_view(stack, job_id)
@@ -198,7 +199,7 @@ def test_per_bid_jury_mode_scores_every_bid_in_its_own_call(stack: AuctionContex
 
 
 def test_sale_signature_composes_in_a_user_canvas(stack: AuctionContext) -> None:
-    from workers.canvas import sale_signature
+    from sale.workers.canvas import sale_signature
 
     first = sale_signature(coding_spec(prompt="Canvas job one: write add(a, b)."))
     second = sale_signature(coding_spec(prompt="Canvas job two: write add(a, b)."))
@@ -272,7 +273,7 @@ def test_direct_job_runs_on_the_named_agent_without_an_auction(stack: AuctionCon
 
 
 def test_redelivered_direct_start_leaves_one_set_of_rows(stack: AuctionContext) -> None:
-    from workers.tasks import start_job
+    from sale.workers.tasks import start_job
 
     job_id = submit(coding_spec(prompt="Direct again: write add(a, b)."), stack, agent="medium")
     assert wait(job_id)["status"] == "done"
@@ -291,7 +292,7 @@ def _job_count(ctx: AuctionContext) -> int:
 def test_direct_job_for_an_unknown_agent_fails_fast_and_writes_nothing(
     stack: AuctionContext,
 ) -> None:
-    from workers.canvas import sale_signature
+    from sale.workers.canvas import sale_signature
 
     jobs_before = _job_count(stack)
     with published() as sent:
@@ -367,7 +368,7 @@ EXAMPLES_PROMPT = 'def add(a, b):\n    """Add two numbers.\n    >>> add(2, 3)\n 
 def test_failed_self_check_falls_back_to_the_next_bid_on_its_queue(
     stack: AuctionContext,
 ) -> None:
-    from workers.tasks import execute_plan
+    from sale.workers.tasks import execute_plan
 
     original = stack.settings
     stack.settings = original.model_copy(

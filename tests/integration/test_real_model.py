@@ -11,10 +11,10 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from sale.models.db import session_scope
+from sale.models.tables import Bid, MemoryRecord
 from sqlmodel import select
 
-from models.db import session_scope
-from models.tables import Bid, MemoryRecord
 from tests.conftest import ROOT, free_port
 
 pytestmark = pytest.mark.real_model
@@ -86,7 +86,7 @@ def test_coding_and_search_jobs_on_the_real_135m_model(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "scripts.cli",
+            "sale.scripts.cli",
             "run",
             str(tasks),
             "--pool",

@@ -21,8 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sale.models.db import get_engine
 
-from models.db import get_engine
 from tests.conftest import free_port
 
 DATABASE = "sale_test"

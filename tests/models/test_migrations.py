@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from alembic import command
+from sale.models.db import alembic_config, get_engine
 from sqlalchemy.exc import IntegrityError
-
-from models.db import alembic_config, get_engine
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 USAGE = {"tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0, "latency_s": 0.0}

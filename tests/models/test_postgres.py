@@ -18,13 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import inspect, text
-from sqlmodel import SQLModel, col, func, select
-
-from broker.settings import Settings
-from models.db import get_engine, init_db, session_scope
-from models.schemas import TaskSpec
-from models.tables import (
+from sale.broker.pool import Agent, load_pool
+from sale.broker.settings import Settings
+from sale.models.db import get_engine, init_db, session_scope
+from sale.models.schemas import TaskSpec
+from sale.models.tables import (
     Award,
     Bid,
     Execution,
@@ -35,12 +33,18 @@ from models.tables import (
     MemoryRecord,
     StatusEvent,
 )
+from sale.workers import jobs
+from sale.workers.auction.weights import load_weights
+from sale.workers.context import AuctionContext
+from sale.workers.llm.provider import call_model
+from sale.workers.llm.types import LLMResult
+from sale.workers.stages import awarding, bidding, judging
+from sale.workers.stages import executing as attempts
+from sale.workers.stages import updating as memory_update
+from sqlalchemy import inspect, text
+from sqlmodel import SQLModel, col, func, select
+
 from tests.conftest import SCRIPTED_POOL
-from workers import attempts, awarding, bidding, jobs, judging, memory_update
-from workers.context import AuctionContext
-from workers.llm import LLMResult, call_model
-from workers.pool import Agent, load_pool
-from workers.weights import load_weights
 
 AGENTS = ("small", "medium", "large")
 TABLES: tuple[type[SQLModel], ...] = (

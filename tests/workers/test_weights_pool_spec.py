@@ -1,5 +1,6 @@
-"""Unit tests for the three configuration boundaries: the weights file (workers.weights), the
-agent pool file (workers.pool) and the task spec (workers.spec)."""
+"""Unit tests for the three configuration boundaries: the weights file
+(sale.workers.auction.weights), the
+agent pool file (sale.broker.pool) and the task spec (sale.workers.spec)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sale.broker.pool import CONTROL_QUEUE, load_pool, parse_pool
+from sale.workers.auction.weights import load_weights, parse_weights
+from sale.workers.spec import validate_spec
 
+from sale.errors import PoolError, SpecError, UnknownAgentError, WeightsError
 from tests.conftest import ROOT
-from workers.errors import PoolError, SpecError, UnknownAgentError, WeightsError
-from workers.pool import CONTROL_QUEUE, load_pool, parse_pool
-from workers.spec import validate_spec
-from workers.weights import load_weights, parse_weights
 
 # --- weights ------------------------------------------------------------------------------
 
@@ -115,7 +116,7 @@ def test_parse_weights_rejects_invalid_json_and_non_objects() -> None:
 
 def test_load_weights_default_is_packaged_hand_set_with_fitted_coding_and_search_sections() -> None:
     w = load_weights(None)
-    assert w.path == "workers/weights/default.json"
+    assert w.path == "workers/auction/weights/default.json"
     assert "hand-set" in w.source
     assert w.w_c == 0.01
     assert w.w_h == 1.0
@@ -126,7 +127,7 @@ def test_load_weights_default_is_packaged_hand_set_with_fitted_coding_and_search
     # Coding and search jobs are scored with weights fitted on their benchmark's train split
     # (issue #5); the hand-set top level stays for pools the sections do not name.
     coding = w.for_kind("coding")
-    assert coding is not w and coding.source.startswith("fitted by workers.fit")
+    assert coding is not w and coding.source.startswith("fitted by ")
     assert "humaneval: 15 train auctions" in coding.source
     search = w.for_kind("search")
     assert search is not w and "search: 15 train auctions" in search.source
@@ -146,8 +147,8 @@ def test_load_weights_from_a_file_and_a_missing_file(tmp_path: Path) -> None:
 
 # --- pool ---------------------------------------------------------------------------------
 
-SCRIPTED = ROOT / "examples" / "pools" / "scripted.toml"
-LOCAL = ROOT / "examples" / "pools" / "local.toml"
+SCRIPTED = ROOT / "broker" / "pools" / "scripted.toml"
+LOCAL = ROOT / "broker" / "pools" / "local.toml"
 
 AGENT = """
 [[agents]]

@@ -19,7 +19,7 @@ from typing import Literal
 
 @cache
 def _template(name: str) -> Template:
-    text = (resources.files("workers.prompts") / f"{name}.txt").read_text(encoding="utf-8")
+    text = (resources.files("sale.workers.prompts") / f"{name}.txt").read_text(encoding="utf-8")
     return Template(text)
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks that print figures and write their results under ``docs/benchmarks/``."""

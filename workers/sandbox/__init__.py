@@ -1,0 +1,1 @@
+"""The isolated runner for the coding agent's programs and its limits."""

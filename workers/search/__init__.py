@@ -1,0 +1,1 @@
+"""The local search corpus, its index and the search backends."""
