@@ -32,14 +32,14 @@ _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 JURY_WEIGHTS_FILE = _PACKAGE_ROOT / "workers" / "auction" / "weights" / "jury.json"
 
 
-#: The published mechanism (SPEC §3, the paper): SALE_MECHANISM=paper forces these values,
+#: The published mechanism (docs/design.md §3, the paper): SALE_MECHANISM=paper forces these values,
 #: whatever else is configured, so the paper's configuration stays reproducible. Every
 #: efficiency lever of issue #6 adds its "off" value here.
 PAPER_MECHANISM: dict[str, object] = {
     "jury_mode": "per_bid",  # the paper: every juror scores every bid in its own call
     "memory_label": "auction",  # the paper: the awarded bid is the winner
     "refine": True,
-    "bid_max_tokens": 256,  # SPEC §3: "a few hundred tokens at most (default 256)"
+    "bid_max_tokens": 256,  # design §3: the paper's plans of a few hundred tokens
     "self_check_fallback": 0,  # the paper: the awarded agent's execution is the answer
     "self_check_escalation": "ranking",  # (only matters with a fallback)
     "self_check_smoke": False,  # (only matters with a fallback)
@@ -97,7 +97,7 @@ class Settings(BaseSettings):
         "starts: requests it serves at once, each slot keeping its own prompt cache.",
     )
 
-    # --- the auction (SPEC §3) ------------------------------------------------------------
+    # --- the auction (docs/design.md §3) ---------------------------------------------------
     mechanism: Literal["paper", "custom"] = Field(
         default="custom",
         description="paper: the published mechanism exactly (PAPER_MECHANISM overrides every "
@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     refine_max_pairs: int = Field(default=4, ge=1, le=32)
     refine: bool = Field(
         default=False,
-        description="Run the refinement round (SPEC §3.6), which reads the memory; off (the "
+        description="Run the refinement round (design §3.6), which reads the memory; off (the "
         "default, measured by issue #6's lever rows): the provisional winner is awarded. The "
         "memory is written either way.",
     )

@@ -1,4 +1,4 @@
-"""Serve the local pool's GGUF models over llama.cpp's OpenAI-compatible HTTP API (SPEC §5).
+"""Serve the local pool's GGUF models over llama.cpp's OpenAI-compatible HTTP API (design §5).
 
 Each model runs in its own process, ``python -m sale.scripts.local.model_server``, which builds an
 in-process

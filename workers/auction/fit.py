@@ -1,4 +1,4 @@
-"""Offline fit of the scoring weights ``w = (w_c, w_h, w_1..w_n)`` (SPEC §3 "Weights").
+"""Offline fit of the scoring weights ``w = (w_c, w_h, w_1..w_n)`` (docs/design.md §3, "Weights").
 
 A training auction holds bids with their features (output price π, plan tokens |s|, entropy H,
 jury scores γ_j) and the index of the bid that should win. Since ``score = C − V`` is linear in

@@ -1,4 +1,4 @@
-"""The auction's arithmetic (SPEC §3): cost, entropy, jury value, score, winners.
+"""The auction's arithmetic (docs/design.md §3): cost, entropy, jury value, score, winners.
 
 Pure functions over plain values: no Celery, no database, no network. Every formula of the
 mechanism lives here so it can be tested on hand-computed cases.

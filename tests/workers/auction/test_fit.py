@@ -1,5 +1,5 @@
-"""Unit tests for sale.workers.auction.fit: the offline weight fit recovers planted weights (SPEC
-§3 "Weights").
+"""Unit tests for sale.workers.auction.fit: the offline weight fit recovers planted weights
+(docs/design.md §3, "Weights").
 
 Synthetic auctions are drawn from a seeded generator and labelled by the real scorer under
 planted weights; the fit must route them back and generalise to a held-out set.
@@ -186,7 +186,7 @@ def test_missing_entropy_drops_the_feature_for_the_whole_auction() -> None:
 
 
 def test_an_abstaining_juror_is_scored_as_the_present_jurors_mean() -> None:
-    # Auction 1 needs w_b > w_a. In auction 2 juror b abstains on bid x: rescaled (SPEC) x has
+    # Auction 1 needs w_b > w_a. In auction 2 juror b abstains on bid x: rescaled (design §3) x has
     # 5·(w_a + w_b) > 3·w_a + 4·w_b always; read as a 0 it would need 2·w_a > 4·w_b instead.
     one = TrainingAuction(
         "one", [_bid("x", 1.0, 100, 0.5, a=0, b=5), _bid("y", 1.0, 100, 0.5, a=5, b=0)], 0

@@ -1,5 +1,5 @@
 """Unit tests for sale.workers.auction.scoring: the mechanism's arithmetic on hand-computed cases
-(SPEC §3)."""
+(docs/design.md §3)."""
 
 from __future__ import annotations
 

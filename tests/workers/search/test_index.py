@@ -400,7 +400,7 @@ def _wiki_installed() -> bool:
 )
 def test_real_wiki_corpus_finds_well_known_pages(tmp_path: Path) -> None:
     index = cached_wiki_index(tmp_path)
-    assert len(index) == 10_033  # SPEC §6
+    assert len(index) == 10_033  # docs/design.md §6
     for title in ["Albert Einstein", "2001: A Space Odyssey", "Moon"]:
         assert title in ids(index.search(title, 3)), title
     questions = {

@@ -107,7 +107,7 @@ def embed() -> FakeEmbed:
 def ctx(tmp_path: Path, llm: CountingLLM, embed: FakeEmbed) -> AuctionContext:
     url = f"sqlite:///{tmp_path}/t.db"
     init_db(url)
-    # the whole mechanism of SPEC §3, refinement included (off by default since issue #6)
+    # the whole mechanism of design §3, refinement included (off by default since issue #6)
     settings = Settings(database_url=url, pool_file=SCRIPTED_POOL, state_dir=tmp_path, refine=True)
     return AuctionContext(
         settings=settings,
