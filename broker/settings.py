@@ -27,14 +27,14 @@ _OFFLINE_ENV = {
 }
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-#: The packaged weights fitted with a jury (the shipped default before issue #6's lever rows):
+#: The packaged weights fitted with a jury (the shipped default before the lever rows):
 #: the default weights under SALE_MECHANISM=paper, and the evaluation's when it fits none.
 JURY_WEIGHTS_FILE = _PACKAGE_ROOT / "workers" / "auction" / "weights" / "jury.json"
 
 
 #: The published mechanism (docs/design.md §3, the paper): SALE_MECHANISM=paper forces these values,
 #: whatever else is configured, so the paper's configuration stays reproducible. Every
-#: efficiency lever of issue #6 adds its "off" value here.
+#: efficiency lever adds its "off" value here.
 PAPER_MECHANISM: dict[str, object] = {
     "jury_mode": "per_bid",  # the paper: every juror scores every bid in its own call
     "memory_label": "auction",  # the paper: the awarded bid is the winner
@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     )
     state_dir: Path = Field(default_factory=_default_state_dir)
     pool_file: Path | None = Field(
-        default=None, description="Agent pool TOML; default examples/pools/local.toml."
+        default=None, description="Agent pool TOML; default the shipped broker/pools/local.toml."
     )
     weights_file: Path | None = Field(
         default=None,
@@ -107,7 +107,7 @@ class Settings(BaseSettings):
         default=128,
         ge=16,
         le=4096,
-        description="Token cap of a bid's plan (default 128, measured by issue #6's lever rows; "
+        description="Token cap of a bid's plan (default 128, measured by the lever rows; "
         "the paper's 256 under mechanism=paper).",
     )
     top_logprobs: int = Field(default=5, ge=2, le=20)
@@ -137,7 +137,7 @@ class Settings(BaseSettings):
     refine: bool = Field(
         default=False,
         description="Run the refinement round (design §3.6), which reads the memory; off (the "
-        "default, measured by issue #6's lever rows): the provisional winner is awarded. The "
+        "default, measured by the lever rows): the provisional winner is awarded. The "
         "memory is written either way.",
     )
     self_check_fallback: int = Field(
@@ -190,7 +190,7 @@ class Settings(BaseSettings):
         "revises when its own checks disagree, and a coding answer that fails the task's own "
         "examples goes back to it once, with what failed; generic: the auction only picks the "
         "agent, which executes the generic plan of a direct job (the single-agent runs' plan) "
-        "instead of its bid (the default, measured by issue #6's lever rows).",
+        "instead of its bid (the default, measured by the lever rows: docs/results/).",
     )
     coding_plan_mode: Literal["inherit", "follow", "guidance", "generic"] = Field(
         default="inherit",
@@ -206,7 +206,7 @@ class Settings(BaseSettings):
         "action it already ran: at temperature 0 a model that repeats itself tends to do so "
         "until its token budget is spent. The default 2 is measured by replaying the recorded "
         "30-task runs: no pass lost, the 1.5B alone at 65 % of its HumanEval cost "
-        "(docs/results/README.md).",
+        "(docs/results/history.md).",
     )
     execute_max_tokens: int = Field(default=768, ge=16, le=32768)
     jury_max_tokens: int = Field(default=128, ge=16, le=4096)

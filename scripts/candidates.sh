@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The candidate defaults of issue #6 on the full run's 30 test tasks: the rows that did best on
+# The candidate defaults on the full run's 30 test tasks: the rows that did best on
 # the lever runs' 10 tasks (docs/results/levers/), checked on the whole test split before one
 # becomes the default. Every method of the full run is in the report, restored from its records
 # (docs/results/full-run-stop2/<bench>.runs.jsonl, copied once into this run's own records), so

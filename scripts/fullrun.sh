@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The full run of issues #5 and #6 (docs/results/README.md, "the full run, again"): every method
+# The full run (docs/evaluating.md, docs/results/full-run-stop2/): every method
 # on 30 test and 15 train tasks of a benchmark, SALE over 2 orders, on the real local pool.
 # Resumable on this machine or another: the run records are kept in the repository
 # (docs/results/full-run-stop2/<bench>.runs.jsonl, --records), so a stopped run goes on from

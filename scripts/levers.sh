@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The lever rows of issue #6 (docs/results/README.md, "the full run"): one `sale eval` per lever,
+# The lever rows (docs/evaluating.md, docs/results/levers/): one `sale eval` per lever,
 # on the first 10 test tasks over 2 orders, most telling lever first. Each run adds one lever to
 # --methods; finished rows stay in the work directory and in the records copy OUT_DIR/<bench>.runs.jsonl
 # (committed), so a stopped run is resumed by running this again, on this machine or another.
@@ -20,7 +20,7 @@ out=${3:-docs/results/levers}
 records=$out/$bench.runs.jsonl
 full=docs/results/full-run-stop2/$bench.runs.jsonl
 if [ ! -f "$records" ]; then
-  [ -f "$full" ] || { echo "no $full: run the full run first (docs/results/README.md)" >&2; exit 2; }
+  [ -f "$full" ] || { echo "no $full: run the full run first (docs/evaluating.md)" >&2; exit 2; }
   mkdir -p "$out" && cp "$full" "$records"
 fi
 # A lever that does not act on the memory runs on `sale-nomem` (memoryless: one order stands
@@ -38,8 +38,8 @@ base=$base,sale-nomem
 # A row of auction settings alone also gets its generic-plan twin, replayed from its auctions
 # (`auction-router+X`, no job of its own; scripts/evals/runner.py: ROUTER_SETTINGS).
 twin() { echo "sale-nomem+$1,auction-router+$1"; }
-# The second row is the candidate default those two rows pointed to (the sixth session's first
-# rows): SALE with its memory, no jury, short bids, and on coding the generic plan.
+# The second row is the candidate default those two rows pointed to (the first
+# rows run, on 2026-11-27): SALE with its memory, no jury, short bids, and on coding the generic plan.
 cheap=weights=nojury+bid_max_tokens=128  # the first row's auction settings, in three rows
 common=(
   "$(twin $cheap)"

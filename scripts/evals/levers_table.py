@@ -1,4 +1,4 @@
-"""The lever table of issue #6: one row per lever, both benchmarks side by side.
+"""The lever table: one row per lever, both benchmarks side by side.
 
 Reads the reports ``sale eval`` wrote for the lever rows (``<dir>/humaneval.json`` and
 ``<dir>/search.json``, see ``scripts/levers.sh``) and writes ``<dir>/README.md``: for every SALE
@@ -99,7 +99,7 @@ def markdown(docs: dict[str, dict[str, Any]]) -> str:
     sizes = sorted({int(doc.get("n_tasks", 0)) for doc in docs.values()})
     tasks = " or ".join(map(str, sizes))
     lines = [
-        "# SALE configurations side by side (issue #6)",
+        "# SALE configurations side by side",
         "",
         f"One row per SALE configuration on the first {tasks} test tasks of each benchmark (real "
         "local pool). A cell is pass@1 (± its spread over task orders), total cost × the largest "

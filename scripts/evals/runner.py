@@ -491,7 +491,7 @@ def train_segment(weights_file: Path = JURY_WEIGHTS_FILE) -> Segment:
     say (``SALE_JURY_MIN_WEIGHT=0``), since the fit learns the jurors' weights from their scores.
     Its awards are scored with ``weights_file``: the evaluation's weights before any fit (by
     default the packaged fit that has a jury, as the recorded train splits were; the shipped
-    default weights have none since issue #6)."""
+    default weights have none)."""
     env = {**variant_env("sale"), "SALE_JURY_MIN_WEIGHT": "0"}
     return Segment("sale-train", env, weights_file)
 

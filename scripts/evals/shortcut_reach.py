@@ -1,6 +1,6 @@
 """Can the memory shortcut fire on a benchmark's test tasks at all?
 
-The shortcut (``SALE_MEMORY_SHORTCUT``, issue #6) gives a job to an agent without an auction when
+The shortcut (``SALE_MEMORY_SHORTCUT``) gives a job to an agent without an auction when
 at least ``memory_shortcut_min`` past jobs of the memory are at least ``memory_shortcut`` similar
 to it (cosine of their MiniLM task embeddings, as the memory compares them). In a ``sale eval``
 task order the memory holds only that order's earlier test jobs, so the shortcut can fire for a

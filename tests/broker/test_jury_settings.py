@@ -1,4 +1,4 @@
-"""Settings: the jury levers of issue #6 (debiasing, constant vectors, weight-based subset)."""
+"""Settings: the jury levers (debiasing, constant vectors, weight-based subset)."""
 
 from __future__ import annotations
 

@@ -35,14 +35,14 @@ LEVERS_ON = {
 }
 
 
-def test_issue6_prompt_and_shortcut_levers_default_off_and_read_their_variables(
+def test_prompt_and_shortcut_levers_default_off_and_read_their_variables(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("SALE_MECHANISM", raising=False)
     for name in LEVERS_ON:
         monkeypatch.delenv(name, raising=False)
     off = Settings(_env_file=None)
-    # the plan mode's default is issue #6's measured one: the auction picks the agent only
+    # the plan mode's default is the measured one: the auction picks the agent only
     assert (off.task_first_prompts, off.memory_shortcut, off.plan_mode) == (False, 0.0, "generic")
     assert off.memory_shortcut_min == 3
     for name, value in LEVERS_ON.items():

@@ -1,4 +1,4 @@
-"""The lever table of issue #6 (scripts/evals/levers_table.py): one row per SALE configuration,
+"""The lever table (scripts/evals/levers_table.py): one row per SALE configuration,
 both benchmarks side by side, each against its base row."""
 
 from __future__ import annotations

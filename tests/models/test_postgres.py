@@ -82,7 +82,7 @@ def pg_url(postgres_url: str) -> str:
 def make_ctx(
     url: str, state_dir: Path, llm: Callable[..., LLMResult] = call_model
 ) -> AuctionContext:
-    # refinement on (off by default since issue #6): these tests read the memory back
+    # refinement on (off by default): these tests read the memory back
     settings = Settings(database_url=url, pool_file=SCRIPTED_POOL, state_dir=state_dir, refine=True)
     return AuctionContext(
         settings=settings,

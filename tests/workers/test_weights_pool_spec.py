@@ -125,7 +125,7 @@ def test_load_weights_default_is_packaged_hand_set_with_fitted_coding_and_search
     assert w.juror("small") == pytest.approx(1 / 3)
     assert sum(w.juror_weights(["a", "b", "c"]).values()) == pytest.approx(1.0)
     # Coding and search jobs are scored with weights fitted on their benchmark's train split
-    # (issue #5); the hand-set top level stays for pools the sections do not name.
+    # (docs/results/full-run-stop2/); the hand-set top level stays for pools they do not name.
     coding = w.for_kind("coding")
     assert coding is not w and coding.source.startswith("fitted by ")
     assert "humaneval: 15 train auctions" in coding.source

@@ -1,6 +1,6 @@
 """The jury's scores as the scorer uses them: who is called, and what its stored scores become.
 
-Three options of the mechanism (issue #6, "a trustworthy jury"), all off by default and off under
+Three options of the mechanism ("a trustworthy jury"), all off by default and off under
 ``SALE_MECHANISM=paper``: ``jury_min_weight`` calls only jurors whose weight in the weights file
 reaches it (the others are scored as abstaining, so the weights keep the meaning ``sale fit``
 gave them); ``jury_degenerate = "abstain"`` treats a juror whose scores of a round are all equal

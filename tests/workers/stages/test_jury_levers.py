@@ -1,4 +1,4 @@
-"""The jury levers of issue #6 as task bodies (no Celery): rotation, standardisation, constant
+"""The jury levers as task bodies (no Celery): rotation, standardisation, constant
 score vectors, the weight-based jury subset; each off by default. Scripted pool, temporary SQLite.
 """
 

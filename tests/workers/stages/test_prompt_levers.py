@@ -1,4 +1,4 @@
-"""The prompt levers of issue #6: ``task_first_prompts`` (every call of a job starts with the
+"""The prompt levers: ``task_first_prompts`` (every call of a job starts with the
 same task block, for the model server's prefix cache) and ``plan_mode`` (the plan to follow, or
 guidance to revise). Defaults must render exactly what they rendered before the levers."""
 

@@ -107,7 +107,7 @@ def embed() -> FakeEmbed:
 def ctx(tmp_path: Path, llm: CountingLLM, embed: FakeEmbed) -> AuctionContext:
     url = f"sqlite:///{tmp_path}/t.db"
     init_db(url)
-    # the whole mechanism of design §3, refinement included (off by default since issue #6)
+    # the whole mechanism of design §3, refinement included (off by default)
     settings = Settings(database_url=url, pool_file=SCRIPTED_POOL, state_dir=tmp_path, refine=True)
     return AuctionContext(
         settings=settings,
@@ -566,7 +566,7 @@ def test_refinement_off_sends_nobody_to_refine_despite_memory_pairs(
 def test_refine_setting_reads_sale_refine(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SALE_REFINE", raising=False)
     monkeypatch.delenv("SALE_MECHANISM", raising=False)
-    assert Settings().refine is False  # the default measured by issue #6's lever rows
+    assert Settings().refine is False  # the default measured by the lever rows
     monkeypatch.setenv("SALE_REFINE", "true")
     assert Settings().refine is True
 

@@ -1,4 +1,4 @@
-"""The memory shortcut of issue #6: when the nearest past jobs agree on the cheapest agent that
+"""The memory shortcut: when the nearest past jobs agree on the cheapest agent that
 passed, that agent bids alone and gets the job (no jury, no refinement). The decision rule is
 pure (sale.workers.memory.retrieval); the stage functions run directly on a temporary SQLite
 memory."""
