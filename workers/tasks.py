@@ -10,7 +10,11 @@ next stage's canvas (dynamic fan-out without blocking).
 All tasks are idempotent and acknowledged late (a redelivery finds the rows already written).
 Model calls are retried by Celery only (exponential backoff with jitter, on the typed transient
 errors); when retries run out, a bid becomes a failed bid and a juror abstains, so the auction
-goes on. Stage tasks publish a custom state (BIDDING, JUDGING, …) with the job id as meta.
+goes on. Stage tasks publish a custom state (BIDDING, JUDGING, …) with the job id as meta, on
+the result backend and as a task event (``task-bidding``, …) for Flower. In Flower every bid,
+juror call and execution is a task of its own; the control stages (sale.job, sale.judge,
+sale.score, sale.update) replace one another and so share one task, whose id is the job id and
+whose name is the stage it is in.
 """
 
 from __future__ import annotations
@@ -47,9 +51,16 @@ logger = get_task_logger(__name__)
 
 
 def _publish(task: Task, state: str, job_id: str, **meta: Any) -> None:
-    """Show the job's stage in Flower (custom task state with the job id)."""
+    """Show the job's stage: a custom task state with the job id as meta on the result backend
+    (``AsyncResult(id).state``/``.info``, Flower's /api/task/result), and the same as a task
+    event ``task-<state>``, which Flower's event-fed views see (the task's state in its task
+    list, ``flower_events_total{type="task-bidding"}`` on /metrics). Task events follow the
+    worker's setting (``worker_send_task_events``, on)."""
     if task.request.id and not task.request.is_eager:
-        task.update_state(state=state, meta={"job_id": job_id, **meta})
+        fields = {"job_id": job_id, **meta}
+        task.update_state(state=state, meta=fields)
+        if task.app.conf.worker_send_task_events:
+            task.send_event(f"task-{state.lower()}", **fields)
 
 
 def _retry_or(

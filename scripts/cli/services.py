@@ -50,7 +50,7 @@ def worker(
 
 
 def flower(pool: PoolOpt = None, port: int | None = None) -> None:
-    """Run Flower on the broker (basic auth from SALE_FLOWER_BASIC_AUTH)."""
+    """Run Flower on the broker (basic auth from SALE_FLOWER_BASIC_AUTH, /metrics included)."""
     settings = ensure_broker(settings_for(pool))
     from sale.broker.app import create_app
 
@@ -58,7 +58,18 @@ def flower(pool: PoolOpt = None, port: int | None = None) -> None:
     argv = ["flower", f"--port={port or settings.flower_port}", "--address=127.0.0.1"]
     if settings.flower_basic_auth:
         argv.append(f"--basic-auth={settings.flower_basic_auth}")
+        _authenticate_metrics()
     celery_app.start(argv)
+
+
+def _authenticate_metrics() -> None:
+    """Put Flower's /metrics behind its login: Flower 2.2 serves it to anyone, and its task
+    counts name the jobs' stages and workers (Prometheus then scrapes with basic_auth)."""
+    from flower.views.monitor import Metrics  # type: ignore[import-untyped]
+    from tornado.web import authenticated
+
+    if not getattr(Metrics.get, "__wrapped__", None):
+        Metrics.get = authenticated(Metrics.get)
 
 
 def up(pool: PoolOpt = None) -> None:
