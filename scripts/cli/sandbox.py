@@ -26,6 +26,7 @@ def sandbox_run(file: Path) -> None:
     sys.stderr.write(result.stderr)
     err.print(
         f"exit code {result.exit_code}; stopped: {result.stopped or 'no'}; "
-        f"{result.duration_s:.2f}s; network isolation: {result.network_isolation}"
+        f"{result.duration_s:.2f}s; network isolation: {result.network_isolation}; "
+        f"file system isolation: {result.filesystem_isolation}"
     )
     raise typer.Exit(0 if result.ok else 1)

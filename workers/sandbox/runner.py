@@ -8,7 +8,7 @@ processes and threads, open files, no core dumps), enforces a wall-clock timeout
 stdout/stderr through caller-owned files read back only up to ``output_bytes``, removes the
 directory (also after a kill) and returns a `SandboxResult`. It never raises for anything the
 program does. The isolation mode is chosen once per process by probing the host, and each
-result records it (``network_isolation``, ``process_isolation``).
+result records it (``network_isolation``, ``process_isolation``, ``filesystem_isolation``).
 
 Namespace mode (root with CAP_SYS_ADMIN and an unmasked /proc, as in CI): the program runs
 as ``nobody``, so RLIMIT_NPROC is enforced, in fresh network, PID and mount namespaces
@@ -16,8 +16,16 @@ behind a small root launcher. The network namespace holds only a down loopback, 
 reaches another host or this machine's services (abstract Unix sockets are per namespace
 too). In the PID namespace the program cannot see or signal host processes, and when its main
 process ends or is killed the kernel kills everything it started, including processes that
-left its session. /proc is remounted to show only the sandbox; /tmp, /var/tmp, /dev/shm and
-/run/lock are small private tmpfs mounts that vanish with the run.
+left its session. The file system is sealed: the launcher builds a fresh tmpfs root holding
+only the interpreter, its standard library and the shared libraries they link (each bound
+read-only at its own path; site- and dist-packages are masked, because no pool allows extra
+packages), the working directory (read-write), private tmpfs /tmp, /var/tmp, /dev/shm and
+/run/lock, a read-only /dev with null, zero, random and urandom, and a /proc showing only the
+sandbox; pivot_root then detaches the host's tree from the namespace (``filesystem_isolation
+= "sealed_root"``). What to bind is worked out once per process from the interpreter's
+``sys.path`` and ``ldd``; a host where that fails (no ``ldd``, an architecture whose
+pivot_root number is not known here) runs namespace mode unsealed and says so
+(``filesystem_isolation = "none"``, a warning in the log).
 
 Fallback mode (anything else, e.g. a laptop, or a container without CAP_SYS_ADMIN): the
 program runs in its own session, as ``nobody`` if the caller is root, else as the caller;
@@ -30,16 +38,23 @@ re-executing with a scrubbed environment after defeating the hook. Killed leftov
 reaped by the host's init, so run workers under one that reaps (``docker run --init``):
 unreaped zombies count against the process limit.
 
-Not contained in either mode: reading world-readable files (/etc/passwd, the standard
-library, which the program needs); ``nobody`` cannot read root-only files such as
-/etc/shadow or /root, but a program running as a non-root caller reads whatever the caller
-can. Writing wherever ``nobody`` may write outside the private mounts (each file bounded by
-``file_size_bytes``, their number only by time; the working directory is on the host disk
-until the run ends). Unix sockets on the file system that ``nobody`` may open. The kernel's
-attack surface (no seccomp; unprivileged user namespaces stay available). Concurrent runs
-share the ``nobody`` user and hence its process budget. When the caller is root and its
-interpreter is unreadable for ``nobody`` (a pyenv build under /root), a system interpreter is
-used instead (same minor version preferred); it sees only its own packages.
+Not contained in namespace mode: the kernel's attack surface (no seccomp; unprivileged user
+namespaces stay available), what the standard library itself reveals (its files, the shared
+libraries' names and versions) and what any process may read in its own /proc (kernel
+version, CPU and memory figures). Files the program writes are bounded each by
+``file_size_bytes``, on the scratch mounts also in total; in the working directory, which
+is on the host disk until the run ends, their number is bounded only by time. Concurrent
+runs share the ``nobody`` user and hence its process budget.
+
+Not contained in the fallback, which cannot seal (``filesystem_isolation = "none"``): reading
+every world-readable file of the host (/etc/passwd, the project's source, other
+applications' files); ``nobody`` cannot read root-only files such as /etc/shadow or /root,
+but a program running as a non-root caller reads whatever the caller can. Writing wherever
+``nobody`` may write; Unix sockets on the file system that ``nobody`` may open; /proc and
+/tmp are the host's. When the caller is root and its interpreter is unreadable for
+``nobody`` (a pyenv build under /root), a system interpreter is used instead in both modes
+(same minor version preferred); it sees only its standard library and, in the fallback, its
+own packages.
 """
 
 from __future__ import annotations
@@ -146,7 +161,8 @@ status_fd = cfg["status_fd"]
 os.set_inheritable(status_fd, False)
 libc = ctypes.CDLL(None, use_errno=True)
 libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 4096, 16384, 262144
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
+MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 262144
 
 def report(kind, text):
     os.write(status_fd, f"{kind} {text}\n".encode())
@@ -157,10 +173,65 @@ def mount(source, target, fstype, flags, data=None):
         errno = ctypes.get_errno()
         raise OSError(errno, f"mount {target}: {os.strerror(errno)}")
 
+def place(target, directory):
+    os.makedirs(target if directory else os.path.dirname(target), exist_ok=True)
+    if not directory and not os.path.lexists(target):
+        os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
+
+def bind(source, target, flags=MS_RDONLY | MS_NOSUID | MS_NODEV):
+    mount(source, target, None, MS_BIND)
+    mount(None, target, None, MS_BIND | MS_REMOUNT | flags)
+
+def seal(workdir, handle):
+    # A fresh tmpfs becomes the root: the paths the interpreter needs, bound read-only at
+    # their own names, a minimal /dev, private scratch mounts, the working directory and
+    # this namespace's /proc. pivot_root then detaches the host's tree from the namespace.
+    root, plan = cfg["seal"]["root"], cfg["seal"]["paths"]
+    mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=755")
+    for kind, path, target in plan:
+        here = root + path
+        if kind == "link":
+            os.makedirs(os.path.dirname(here), exist_ok=True)
+            os.symlink(target, here)
+        elif kind == "mask":  # a package directory the sandbox does not allow
+            mount("tmpfs", here, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=755")
+        else:
+            place(here, kind == "dir")
+            bind(path, here)
+    dev = root + "/dev"
+    place(dev, True)
+    mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,nr_inodes=64,mode=755")
+    for name in ("null", "zero", "random", "urandom"):
+        place(f"{dev}/{name}", False)
+        bind(f"/dev/{name}", f"{dev}/{name}", MS_NOSUID | MS_NOEXEC)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"{dev}/{name}")
+    place(dev + "/shm", True)
+    mount(None, dev, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    for path in cfg["scratch_dirs"]:
+        place(root + path, True)
+        mount("tmpfs", root + path, "tmpfs", MS_NOSUID | MS_NODEV, cfg["tmpfs_options"])
+    place(root + workdir, True)
+    bind(f"/proc/self/fd/{handle}", root + workdir, MS_NOSUID | MS_NODEV)
+    place(root + "/proc", True)
+    mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    os.chdir(root)
+    if libc.syscall(cfg["seal"]["pivot_root"], b".", b".") != 0:
+        raise OSError(ctypes.get_errno(), "pivot_root")
+    if libc.umount2(b".", 2) != 0:  # MNT_DETACH: the host's tree leaves the namespace
+        raise OSError(ctypes.get_errno(), "umount2 of the old root")
+    os.chdir("/")
+    mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
 def prepare_filesystem():
     workdir = cfg["workdir"]
     mount(None, "/", None, MS_REC | MS_PRIVATE)  # first: nothing may propagate to the host
     handle = os.open(workdir, os.O_PATH | os.O_DIRECTORY)
+    if cfg["seal"] is not None:
+        seal(workdir, handle)
+        os.close(handle)
+        return
     for path in cfg["scratch_dirs"]:
         if os.path.isdir(path) and not os.path.islink(path):
             mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, cfg["tmpfs_options"])
@@ -271,6 +342,9 @@ class SandboxResult:
     duration_s: float
     network_isolation: str  # "netns" | "audit_hook"
     process_isolation: str  # "pid_namespace" | "process_group"
+    # "sealed_root": only the interpreter, the working directory and private mounts exist;
+    # "none": the host's file system is visible (the fallback, or a host that cannot seal)
+    filesystem_isolation: str = "none"
 
     @property
     def ok(self) -> bool:
@@ -290,6 +364,13 @@ class _Host:
     interpreter: str
     user: _User | None  # whom the program runs as; None means the caller itself
     namespaces: bool
+    seal: _Seal | None = None  # namespace mode only: what the sealed root shows
+
+
+# One entry of the sealed root: ("dir" | "file", path, "") bound read-only at its own path,
+# ("link", path, target) a symlink copied from the host, ("mask", path, "") an empty
+# read-only directory laid over a package directory the sandbox does not allow.
+_Seal = tuple[tuple[str, str, str], ...]
 
 
 def run_python(
@@ -335,27 +416,125 @@ def _environment() -> _Host:
     user = _sandbox_user()
     interpreter = _pick_interpreter(user)
     probe_limits = SandboxLimits(wall_seconds=30.0)
-    for namespaces in (True, False):
-        host = _Host(interpreter, user, namespaces)
+    candidates = []
+    try:
+        candidates.append(_Host(interpreter, user, True, _sealed_view(interpreter)))
+    except SandboxUnavailableError as exc:
+        logger.warning("sandbox: cannot seal the file system: %s", exc.reason)
+    candidates += [_Host(interpreter, user, True), _Host(interpreter, user, False)]
+    for host in candidates:
         try:
             result = _run("print('ok')", "", probe_limits, {}, host)
         except SandboxUnavailableError as exc:
-            logger.warning("sandbox: %s mode unavailable: %s", _mode(namespaces), exc.reason)
+            logger.warning("sandbox: %s mode unavailable: %s", _mode(host), exc.reason)
             continue
         if result.ok and result.stdout == "ok\n":
             logger.info(
                 "sandbox: %s mode, interpreter %s, running as %s",
-                _mode(namespaces),
+                _mode(host),
                 interpreter,
                 user.name if user else "the caller",
             )
             return host
-        logger.warning("sandbox: %s mode probe failed: %r", _mode(namespaces), result)
+        logger.warning("sandbox: %s mode probe failed: %r", _mode(host), result)
     raise SandboxUnavailableError("neither the namespace nor the fallback sandbox works")
 
 
-def _mode(namespaces: bool) -> str:
-    return "namespace" if namespaces else "fallback"
+def _mode(host: _Host) -> str:
+    if not host.namespaces:
+        return "fallback"
+    return "sealed namespace" if host.seal is not None else "namespace (unsealed)"
+
+
+# pivot_root(2) has no libc wrapper; the sealed root is offered where its number is known.
+_PIVOT_ROOT_SYSCALL = {"x86_64": 155, "aarch64": 41}
+_PACKAGE_DIRS = ("site-packages", "dist-packages")
+
+
+def _sealed_view(interpreter: str) -> _Seal:
+    """The paths a sealed root shows: the interpreter, its standard library (``sys.path``
+    without site directories) and every shared library they link, each at its own path
+    with the symlinks leading to it; package directories inside the library are masked.
+
+    Raises SandboxUnavailableError when the host cannot seal (unknown architecture, no
+    ``ldd``, an interpreter that does not report its library).
+    """
+    import platform
+
+    if platform.machine() not in _PIVOT_ROOT_SYSCALL:
+        raise SandboxUnavailableError(f"no pivot_root number known for {platform.machine()}")
+    executable = os.path.realpath(interpreter)
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    try:
+        shown = subprocess.run(
+            [executable, "-I", "-S", "-c", "import json, sys; print(json.dumps(sys.path))"],
+            env=env,
+            cwd="/",
+            capture_output=True,
+            timeout=30,
+            check=True,
+        )
+        library = [p for p in json.loads(shown.stdout) if os.path.isdir(p)]
+        objects = [executable] + [
+            os.path.join(directory, name)
+            for top in library
+            for directory, _, names in os.walk(top)
+            for name in names
+            if name.endswith(".so")
+        ]
+        linked = subprocess.run(
+            ["ldd", *objects], env=env, cwd="/", capture_output=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        raise SandboxUnavailableError(f"cannot list what {executable} needs: {exc!r}") from exc
+    if not library:
+        raise SandboxUnavailableError(f"{executable} reports no standard library")
+    entries: dict[str, tuple[str, str, str]] = {}
+    for path in [executable, *library, *_linked_libraries(linked.stdout.decode())]:
+        _expose(path, entries)
+    for top in library:
+        for name in _PACKAGE_DIRS:
+            if os.path.isdir(os.path.join(top, name)):
+                entries[os.path.join(top, name)] = ("mask", os.path.join(top, name), "")
+    bound = [path for kind, path, _ in entries.values() if kind == "dir"]
+    kept = [
+        entry
+        for path, entry in entries.items()
+        if not any(path != top and path.startswith(top + "/") for top in bound)
+        or entry[0] == "mask"
+    ]
+    return tuple(sorted(kept, key=lambda entry: (entry[0] == "mask", entry[1])))
+
+
+def _linked_libraries(ldd_output: str) -> list[str]:
+    """Paths in ``ldd`` output, as the dynamic loader looks them up (not resolved)."""
+    found = []
+    for line in ldd_output.splitlines():
+        if not line[:1].isspace():
+            continue  # a "<file>:" header
+        text = line.strip().split(" => ", 1)[-1]
+        path = text.split(" (", 1)[0].strip()
+        if path.startswith("/"):
+            found.append(path)
+    return found
+
+
+def _expose(path: str, entries: dict[str, tuple[str, str, str]]) -> None:
+    """Record ``path`` for the sealed root, copying each symlink on the way to it."""
+    current = "/"
+    parts = PurePosixPath(os.path.normpath(path)).parts[1:]
+    for index, part in enumerate(parts):
+        current = os.path.join(current, part)
+        if os.path.islink(current):
+            target = os.readlink(current)
+            entries[current] = ("link", current, target)
+            resolved = os.path.join(os.path.dirname(current), target)
+            _expose(os.path.join(resolved, *parts[index + 1 :]), entries)
+            return
+        if not os.path.exists(current):
+            return
+    kind = "dir" if os.path.isdir(current) else "file"
+    entries[current] = (kind, current, "")
 
 
 def _sandbox_user() -> _User | None:
@@ -482,6 +661,15 @@ def _execute(
     program = [host.interpreter, "-I", "-c", _BOOTSTRAP]
     program += ["plain" if host.namespaces else "guard", _PROGRAM_NAME]
     status_r, status_w = os.pipe() if host.namespaces else (-1, -1)
+    seal = None
+    if host.namespaces and host.seal is not None:
+        root = os.path.join(io_dir, "root")
+        os.mkdir(root, 0o700)
+        # The sealed root starts the resolved interpreter: a virtualenv's link would need
+        # its pyvenv.cfg, and the sandbox allows no packages beyond the standard library.
+        program[0] = os.path.realpath(host.interpreter)
+        pivot_root = _PIVOT_ROOT_SYSCALL[os.uname().machine]
+        seal = {"root": root, "paths": host.seal, "pivot_root": pivot_root}
     if host.namespaces:
         config = {
             "argv": program,
@@ -492,6 +680,7 @@ def _execute(
             "status_fd": status_w,
             "scratch_dirs": _SCRATCH_DIRS,
             "tmpfs_options": f"size={limits.file_size_bytes},nr_inodes=4096,mode=1777",
+            "seal": seal,
         }
         argv = [host.interpreter, "-I", "-c", _LAUNCHER, json.dumps(config)]
     else:
@@ -542,6 +731,7 @@ def _execute(
         duration_s=duration,
         network_isolation="netns" if host.namespaces else "audit_hook",
         process_isolation="pid_namespace" if host.namespaces else "process_group",
+        filesystem_isolation="sealed_root" if seal is not None else "none",
     )
 
 

@@ -7,6 +7,7 @@ pretending namespaces are unavailable, as for a root container without CAP_SYS_A
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pwd
 import secrets
@@ -41,7 +42,7 @@ def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
     if request.param == "namespaces" and not host.namespaces:
         pytest.skip("namespace mode needs root with CAP_SYS_ADMIN and an unmasked /proc")
     if request.param == "fallback":
-        fallback = dataclasses.replace(host, namespaces=False)
+        fallback = dataclasses.replace(host, namespaces=False, seal=None)
         monkeypatch.setattr(sandbox, "_environment", lambda: fallback)
     return str(request.param)
 
@@ -223,7 +224,7 @@ def test_daemon_with_a_scrubbed_environment_is_killed(mode: str) -> None:
 
 
 @needs_root
-def test_root_only_files_are_unreadable() -> None:
+def test_root_only_files_are_unreadable(mode: str) -> None:
     code = (
         "import os\nfor probe in (lambda: os.listdir('/root'), lambda: open('/etc/shadow')):\n"
         "    try:\n        probe()\n    except OSError as exc:\n"
@@ -231,7 +232,75 @@ def test_root_only_files_are_unreadable() -> None:
         "print(os.getuid())"
     )
     result = run_python(code, limits=FAST)
-    assert result.stdout == f"PermissionError\nPermissionError\n{sandbox_uid()}\n"
+    # Sealed, they do not exist at all; in the fallback they exist but `nobody` may not read.
+    refused = {"namespaces": "FileNotFoundError", "fallback": "PermissionError"}[mode]
+    assert result.stdout == f"{refused}\n{refused}\n{sandbox_uid()}\n"
+
+
+def test_sealed_root_hides_the_host_files(mode: str) -> None:
+    if mode == "fallback":
+        pytest.skip("the fallback cannot seal the file system (documented)")
+    probes = ["/etc/passwd", sandbox.__file__, os.path.expanduser("~"), "/root", os.getcwd()]
+    code = f"import os\nfor path in {probes!r}:\n    print(path, os.path.exists(path))\n"
+    result = run_python(code, limits=FAST)
+    assert result.filesystem_isolation == "sealed_root", result
+    assert result.stdout == "".join(f"{path} False\n" for path in probes), result
+
+
+def test_sealed_root_shows_only_the_python_installation_and_the_working_directory(
+    mode: str,
+) -> None:
+    if mode == "fallback":
+        pytest.skip("the fallback cannot seal the file system (documented)")
+    # Every file the program can see, outside its own /proc and /dev, must be the
+    # interpreter, its standard library, a shared library, or in the working directory.
+    code = (
+        "import json, os, sys\n"
+        "cwd, exe = os.getcwd(), os.path.realpath(sys.executable)\n"
+        "library = [p for p in sys.path[1:] if os.path.isdir(p)]\n"
+        "seen, unexpected = [], []\n"
+        "for top, dirs, names in os.walk('/'):\n"
+        "    if top == '/':\n        dirs[:] = [d for d in dirs if d not in ('proc', 'dev')]\n"
+        "    for name in names:\n"
+        "        seen.append(path := os.path.join(top, name))\n"
+        "        if not (path.startswith(cwd + '/') or path == exe or '.so' in name\n"
+        "                or any(path.startswith(lib + '/') for lib in library)):\n"
+        "            unexpected.append(path)\n"
+        "print(json.dumps({'unexpected': unexpected, 'files': len(seen),\n"
+        "    'main': cwd + '/main.py' in seen, 'exe': exe in seen,\n"
+        "    'packages': [p for p in seen if 'site-packages/' in p or 'dist-packages/' in p]}))\n"
+    )
+    result = run_python(code, limits=FAST)
+    view = json.loads(result.stdout)
+    assert view["unexpected"] == [], view["unexpected"]
+    assert view["main"] and view["exe"] and view["packages"] == []
+    assert view["files"] > 100  # the standard library is there to walk
+
+
+def test_sealed_root_keeps_the_standard_library_and_a_writable_working_directory(
+    mode: str,
+) -> None:
+    code = (
+        "import json, re, math, collections, itertools, functools, heapq, typing, hashlib\n"
+        "import os, tempfile\n"
+        "print(hashlib.sha256(b'sale').hexdigest()[:12], math.comb(5, 2))\n"
+        "with open('note.txt', 'w') as out:\n    out.write('kept')\n"
+        "print(open('note.txt').read())\n"
+        "with tempfile.TemporaryFile(dir='/tmp') as scratch:\n    scratch.write(b'x')\n"
+        "print(open('/dev/null').read() == '', len(os.urandom(4)))\n"
+    )
+    result = run_python(code, limits=FAST)
+    assert result.ok, result
+    assert result.stdout == "1f7101fe7101 10\nkept\nTrue 4\n", result
+    expected = {"namespaces": "sealed_root", "fallback": "none"}[mode]
+    assert result.filesystem_isolation == expected
+
+
+def test_fallback_says_that_it_does_not_seal(mode: str) -> None:
+    if mode == "namespaces":
+        pytest.skip("namespace mode seals the file system")
+    result = run_python("import os\nprint(os.path.exists('/etc/passwd'))", limits=FAST)
+    assert (result.filesystem_isolation, result.stdout) == ("none", "True\n")
 
 
 def test_network_connection_to_the_host_fails(mode: str) -> None:
