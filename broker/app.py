@@ -53,7 +53,8 @@ def create_app(settings: Settings | None = None, pool: Pool | None = None) -> Ce
         result_serializer="json",
         accept_content=["json"],
         result_accept_content=["json"],
-        task_queues=[Queue(q, routing_key=q) for q in pool.queues],
+        # The user's own queues too: tasks chained after a job are sent from sale's workers.
+        task_queues=[Queue(q, routing_key=q) for q in pool.queues + settings.extra_queues],
         task_default_queue=CONTROL_QUEUE,
         task_create_missing_queues=False,
         task_routes={name: {"queue": CONTROL_QUEUE} for name in CONTROL_TASKS},

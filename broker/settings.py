@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # litellm fetches its price map from the network at import unless told otherwise; these must be
 # in the environment before litellm (or the embedder) is imported: the model seam and the
@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     )
     result_backend: str | None = Field(
         default=None, description="Result backend URL; defaults to the broker URL."
+    )
+    extra_queues: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated queues of your own Celery app that sale's app may publish "
+        "to: a task chained after `sale_signature(spec)` is sent by sale's control worker, "
+        "which sends only to declared queues (give that task its queue: "
+        '`my_task.s().set(queue="mine")`).',
     )
     database_url: str | None = Field(
         default=None,
@@ -210,7 +217,12 @@ class Settings(BaseSettings):
     )
     execute_max_tokens: int = Field(default=768, ge=16, le=32768)
     jury_max_tokens: int = Field(default=128, ge=16, le=4096)
-    embedder: Literal["minilm"] = "minilm"
+    embedder: Literal["minilm", "none"] = Field(
+        default="minilm",
+        description="The task embedder: minilm (all-MiniLM-L6-v2; needs the `embed` extra, "
+        "hence torch); none: memory records are written without a task embedding, so "
+        "refinement and the memory shortcut (which retrieve by it) cannot be on.",
+    )
     shuffle_seed: int = 0
 
     # --- reliability ----------------------------------------------------------------------
@@ -233,11 +245,25 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
 
+    @field_validator("extra_queues", mode="before")
+    @classmethod
+    def _split_queues(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [q.strip() for q in value.split(",") if q.strip()]
+        return value
+
     @model_validator(mode="after")
     def _paper_mechanism(self) -> Settings:
         if self.mechanism == "paper":
             for name, value in PAPER_MECHANISM.items():
                 object.__setattr__(self, name, value)
+        if self.embedder == "none" and (self.refine or self.memory_shortcut > 0):
+            raise ValueError(
+                "SALE_EMBEDDER=none leaves the memory without task embeddings, which refinement "
+                "(SALE_REFINE, on under SALE_MECHANISM=paper) and the memory shortcut "
+                "(SALE_MEMORY_SHORTCUT) retrieve by: turn them off, or install "
+                "sale-celery[embed] and set SALE_EMBEDDER=minilm"
+            )
         return self
 
     def plan_mode_for(self, kind: str) -> Literal["follow", "guidance", "generic"]:

@@ -56,7 +56,9 @@ def submit(spec: Any, ctx: AuctionContext | None = None, *, agent: str | None = 
 def sale_signature(spec: Any, *, agent: str | None = None) -> Signature:
     """A Celery signature that runs one job when applied (validated now, stored when run).
 
-    ``agent`` as in :func:`submit` (checked now against this process's pool).
+    ``agent`` as in :func:`submit` (checked now against this process's pool). A task chained
+    after it is sent by sale's control worker with sale's routes, so give it its queue
+    (``my_task.s().set(queue="mine")``) and list that queue in ``SALE_EXTRA_QUEUES``.
     """
     task_spec = validate_spec(spec)
     if agent is not None:

@@ -43,7 +43,7 @@ def get_context() -> AuctionContext:
     with _lock:
         if _context is None:
             from sale.workers.llm.provider import call_model
-            from sale.workers.memory.embed import minilm_embed
+            from sale.workers.memory.embed import embedder_for
 
             settings = get_settings()
             _context = AuctionContext(
@@ -51,7 +51,7 @@ def get_context() -> AuctionContext:
                 pool=load_pool(settings.effective_pool_file),
                 weights=load_weights(settings.effective_weights_file),
                 llm=call_model,
-                embed=minilm_embed,
+                embed=embedder_for(settings.embedder),
             )
         return _context
 

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from sale.broker.settings import Settings, get_settings
 
 console = Console(width=None if sys.stdout.isatty() else 150)
@@ -31,7 +33,16 @@ def settings_for(pool: Path | None, broker_url: str | None = None) -> Settings:
     if broker_url:
         os.environ["SALE_BROKER_URL"] = broker_url
     get_settings.cache_clear()
-    return get_settings()
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            (f"SALE_{'_'.join(map(str, e['loc'])).upper()}: " if e["loc"] else "")
+            + e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
+        )
+        err.print(f"[red]error:[/red] invalid settings: {escape(problems)}")
+        raise typer.Exit(2) from None
 
 
 #: Signals received by the handler of :func:`interruptible`, kept because the exception it
@@ -64,7 +75,8 @@ def stop_if_signalled() -> None:
 
 def fail(exc: BaseException) -> None:
     """Print ``exc`` as a user error and exit with status 2 (no traceback)."""
-    err.print(f"[red]error:[/red] {exc}")
+    # Escaped: messages name extras such as `sale-celery[embed]`, which rich reads as markup.
+    err.print(f"[red]error:[/red] {escape(str(exc))}")
     raise typer.Exit(2)
 
 

@@ -161,8 +161,10 @@ def memory_import(
     """Add the file's memory records to SALE_DATABASE_URL (those whose job has none there yet),
     in the file's order, embedding each task with the configured embedder."""
     from sale.models.db import init_db
-    from sale.workers.memory.embed import minilm_embed
+    from sale.workers.memory.embed import embedder_for
     from sale.workers.memory.transfer import import_memory
+
+    from sale.errors import ConfigError
 
     settings = settings_for(pool)
     if not file.exists():
@@ -178,8 +180,10 @@ def memory_import(
         where.append(f"{file} line {n}")
     init_db(settings.effective_database_url)
     try:
-        added = import_memory(settings.effective_database_url, items, minilm_embed, where)
-    except ValueError as exc:
+        added = import_memory(
+            settings.effective_database_url, items, embedder_for(settings.embedder), where
+        )
+    except (ConfigError, ValueError) as exc:
         fail(exc)
     err.print(
         f"imported {added} memory records into {settings.effective_database_url} "

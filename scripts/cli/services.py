@@ -40,6 +40,15 @@ def worker(
     from sale.models.db import init_db
 
     if control:
+        # The control queue embeds tasks (awarding, the memory update): a missing embedder is
+        # a start-up error here, not a failure of every job at its last stage.
+        if settings.embedder == "minilm":
+            from sale.workers.memory.embed import require_minilm
+
+            try:
+                require_minilm()
+            except SaleError as exc:
+                fail(exc)
         init_db(settings.effective_database_url)
     from sale.broker.app import app as celery_app
 

@@ -50,7 +50,12 @@ def nearest(query: Sequence[float], entries: Sequence[MemoryEntry], k: int) -> l
 def nearest_with_similarity(
     query: Sequence[float], entries: Sequence[MemoryEntry], k: int
 ) -> list[tuple[MemoryEntry, float]]:
-    """(entry, cosine similarity) of the ``k`` entries nearest ``query``, most similar first."""
+    """(entry, cosine similarity) of the ``k`` entries nearest ``query``, most similar first.
+
+    Entries whose embedding is not of the query's length (written with ``SALE_EMBEDDER=none``,
+    or by another embedder) are never near.
+    """
+    entries = [e for e in entries if len(e.embedding) == len(query)]
     if not entries or k <= 0:
         return []
     q = np.asarray(query, dtype=np.float64)

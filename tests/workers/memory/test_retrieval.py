@@ -252,3 +252,10 @@ def test_render_pairs_numbers_and_shows_both_plans() -> None:
 
 def test_render_no_pairs_is_empty() -> None:
     assert render_pairs([]) == ""
+
+
+def test_entries_without_a_comparable_embedding_are_never_near() -> None:
+    # Records written with SALE_EMBEDDER=none carry an empty embedding.
+    entries = [entry(1, []), entry(2, [0.0, 1.0]), entry(3, [1.0, 0.0, 0.0])]
+    assert [e.record_id for e in nearest([0.0, 1.0], entries, 3)] == [2]
+    assert nearest([0.0, 1.0], [entry(1, [])], 3) == []
