@@ -52,6 +52,7 @@ PAPER_MECHANISM: dict[str, object] = {
     "plan_mode": "follow",  # the paper: the winner executes its own plan
     "coding_plan_mode": "inherit",  # the paper: one plan mode for every kind of job
     "repeat_stop": 0,  # the paper: an execution runs to its answer or its limits
+    "award": "auction",  # the paper: the auction awards every job
 }
 
 
@@ -156,11 +157,13 @@ class Settings(BaseSettings):
         "what it read (never the reference answer): the job goes to the next-best bid of the "
         "auction's ranking, up to this many times; 0: off.",
     )
-    self_check_escalation: Literal["ranking", "up"] = Field(
+    self_check_escalation: Literal["ranking", "up", "chain"] = Field(
         default="up",
         description="Which bid a self-check fallback goes to: 'ranking', the next-best bid of "
         "the auction's ranking; 'up', the next-best among agents pricier than every agent "
-        "that has executed (a failure never falls back to a cheaper agent).",
+        "that has executed (a failure never falls back to a cheaper agent); 'chain', the next "
+        "agent of the award's chain (SALE_AWARD=verified), as 'up' for an award without one. "
+        "An award with a chain always escalates along it.",
     )
     self_check_smoke: bool = Field(
         default=False,
@@ -191,6 +194,39 @@ class Settings(BaseSettings):
         "auction (its own bid, no jury, no refinement).",
     )
     memory_shortcut_min: int = Field(default=3, ge=1, le=256)
+    award: Literal["auction", "verified"] = Field(
+        default="auction",
+        description="auction: the auction awards the job (design §3). verified: the memory's "
+        "verified outcomes award it: each agent's chance to pass the job (its attempts on the "
+        "award_k nearest past jobs of the kind, shrunk toward its pass rate on the kind), its "
+        "self-check's record and its cost give every escalation chain (cheapest first, at most "
+        "1 + self_check_fallback agents) an expected success and cost; the cheapest chain "
+        "within award_tolerance of the best runs, escalating on a failed self-check. No bids "
+        "are collected (they cost 17-22 % of the tokens on the recorded runs for a signal "
+        "that hardly predicts success); while the memory holds fewer than award_min_records "
+        "verified jobs of the kind (a cold start) the auction awards instead.",
+    )
+    award_k: int = Field(
+        default=5,
+        ge=0,
+        le=256,
+        description="With award=verified: the nearest past attempts of each agent that its "
+        "chance to pass a job is estimated from (0: its pass rate on the kind alone).",
+    )
+    award_tolerance: float = Field(
+        default=0.02,
+        ge=0.0,
+        le=1.0,
+        description="With award=verified: how much expected success the award gives up, "
+        "below the best chain's, for a cheaper chain.",
+    )
+    award_min_records: int = Field(
+        default=5,
+        ge=0,
+        le=10000,
+        description="With award=verified: the verified jobs of a kind the memory must hold "
+        "before the award stops running auctions for that kind (a cold start runs them).",
+    )
     plan_mode: Literal["follow", "guidance", "generic"] = Field(
         default="generic",
         description="follow: execute the plan; guidance: the plan is advice the executing agent "

@@ -124,6 +124,9 @@ class Award(SQLModel, table=True):
     score: float
     provisional_agent: str = Field(max_length=64)
     provisional_score: float
+    # A verified award's escalation chain (agents in the order they run); None: an auction's,
+    # a direct or a shortcut award, whose fallbacks follow the auction's ranking.
+    chain: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -185,13 +188,15 @@ class MemoryRecord(SQLModel, table=True):
     task_text: str = Field(sa_column=Column(Text, nullable=False))
     embedding: list[float] = Field(sa_column=Column(JSON, nullable=False))
     bids: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
-    # Every execution in order (the award's, then self-check fallbacks): bid, self-check, verdict.
+    # Every execution in order (the award's, then self-check fallbacks): bid, self-check,
+    # verdict, tokens and cost (what the verified award estimates from).
     attempts: list[dict[str, Any]] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
     )
     award_agent: str = Field(max_length=64)
     award_round: str = Field(max_length=8)
     provisional_agent: str = Field(max_length=64)
+    chain: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     verdict: str = Field(max_length=16)
     total_tokens: int
     total_cost_usd: float

@@ -44,6 +44,7 @@ from sale.workers.stages.bidding import has_bids, record_failed_bid, run_bid
 from sale.workers.stages.executing import plan_fallback, record_failed_execution, run_execution
 from sale.workers.stages.judging import jury_targets, record_abstention, run_jury
 from sale.workers.stages.updating import update_memory
+from sale.workers.stages.verified import award_verified
 
 from sale.errors import RETRIES_SPENT, AuctionError, TransientModelError
 
@@ -152,7 +153,9 @@ def start_job(
 ) -> Any:
     """Start a job: create the job row if a spec is given, then fan the bids out, or, with
     ``agent``, skip the auction and send the execution straight to that agent's queue, or,
-    when the memory shortcut applies, collect only the agent memory agrees on.
+    with ``award=verified`` past a cold start, award the job by verified outcomes and send it
+    to the first agent of its chain, or, when the memory shortcut applies, collect only the
+    agent memory agrees on.
 
     Queue: sale.control. Idempotent (the job row, status events and a direct award are keyed
     by the job id). No retries: it only writes to the database and dispatches.
@@ -164,6 +167,13 @@ def start_job(
         award = assign_direct(ctx, job_id, agent)
         set_status(ctx, job_id, "executing", f"assigned to {award.agent} (direct, no auction)")
         return self.replace(build_execution(ctx, job_id, award.agent))
+    if ctx.settings.award == "verified":
+        verified = award_verified(ctx, job_id)
+        if verified is not None:
+            chain = " -> ".join(verified.chain or [verified.agent])
+            _publish(self, "AWARDING", job_id, chain=verified.chain)
+            set_status(ctx, job_id, "executing", f"verified award: chain {chain} (no auction)")
+            return self.replace(build_execution(ctx, job_id, verified.agent))
     set_status(ctx, job_id, "bidding")
     _publish(self, "BIDDING", job_id)
     shortcut = memory_shortcut(ctx, job_id)

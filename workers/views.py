@@ -4,7 +4,8 @@ Besides the rows, the view gives what an evaluation needs per job: tokens and co
 (``usage``), the auction's share against the execution's, and wall times from the status events
 (``auction_seconds``: first event to ``executing``; ``execution_seconds``: ``executing`` to
 ``updating``; None for a stage the job never reached). ``mode`` is ``direct`` for a job assigned
-to a named agent without an auction. ``executions`` lists every attempt (the award's, then
+to a named agent without an auction (``verified``: awarded by verified outcomes, its escalation
+chain in ``chain``). ``executions`` lists every attempt (the award's, then
 self-check fallbacks); ``execution`` is the last one, whose answer and verdict are the job's, and
 the totals count every attempt.
 """
@@ -27,7 +28,7 @@ from sale.models.tables import (
 )
 from sale.workers.context import AuctionContext
 from sale.workers.jobs import job_usage, load_job
-from sale.workers.stages.awarding import DIRECT, SHORTCUT
+from sale.workers.stages.awarding import DIRECT, SHORTCUT, VERIFIED
 from sale.workers.stages.executing import attempts_of
 from sqlmodel import col, select
 
@@ -160,6 +161,7 @@ def job_view(ctx: AuctionContext, job_id: str, steps: bool = True) -> dict[str, 
             "executions": attempts,
             "verdict": job.verdict or (execution.verdict if execution else None),
             "mode": _mode(award),
+            "chain": award.chain if award else None,
             "tokens": tokens,
             "auction_tokens": tokens - exec_tokens,
             "cost_usd": cost,
@@ -177,8 +179,9 @@ def job_view(ctx: AuctionContext, job_id: str, steps: bool = True) -> dict[str, 
 
 
 def _mode(award: Award | None) -> str:
-    """How the job was given out: ``direct``, ``shortcut`` (memory, no auction) or ``auction``."""
-    if award is not None and award.round in (DIRECT, SHORTCUT):
+    """How the job was given out: ``direct``, ``shortcut`` (memory, no auction), ``verified``
+    (verified outcomes, no auction) or ``auction``."""
+    if award is not None and award.round in (DIRECT, SHORTCUT, VERIFIED):
         return award.round
     return "auction"
 

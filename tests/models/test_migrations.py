@@ -1,5 +1,5 @@
-"""Alembic migrations 0002 (execution attempts) and 0003 (a direct job's agent) on databases
-that already hold rows.
+"""Alembic migrations 0002 (execution attempts), 0003 (a direct job's agent) and 0004 (a
+verified award's chain) on databases that already hold rows.
 
 The same test runs on SQLite (the embedded default, where the execution table is rebuilt in
 batch mode) and on a throwaway PostgreSQL server (skipped locally without one, like
@@ -159,7 +159,7 @@ def test_upgrade_from_0002_gives_every_job_an_empty_agent(empty_url: str) -> Non
     with engine.begin() as conn:
         job = dict(kind="coding", prompt="p", spec={}, pool_path="", notes=[], created_at=T0)
         _insert(conn, "job", id="j1", status="done", updated_at=T0, **job)
-    command.upgrade(cfg, "head")
+    command.upgrade(cfg, "0003")
     with engine.begin() as conn:
         _insert(conn, "job", id="j2", status="queued", updated_at=T0, agent="small", **job)
         rows = {r["id"]: r["agent"] for r in _rows(conn, "job")}
@@ -169,3 +169,76 @@ def test_upgrade_from_0002_gives_every_job_an_empty_agent(empty_url: str) -> Non
     with engine.connect() as conn:
         assert "agent" not in {c.name for c in _table(conn, "job").columns}
         assert len(_rows(conn, "job")) == 2
+
+
+def test_upgrade_from_0003_gives_every_award_and_record_an_empty_chain(empty_url: str) -> None:
+    cfg = alembic_config(empty_url)
+    command.upgrade(cfg, "0003")
+    engine = get_engine(empty_url)
+    with engine.begin() as conn:
+        _insert(
+            conn,
+            "job",
+            id="j1",
+            kind="coding",
+            prompt="p",
+            spec={},
+            pool_path="",
+            status="done",
+            notes=[],
+            created_at=T0,
+            updated_at=T0,
+        )
+        _insert(
+            conn,
+            "bid",
+            id=1,
+            job_id="j1",
+            agent="small",
+            round="first",
+            status="ok",
+            memory_pairs=[],
+            created_at=T0,
+            **USAGE,
+        )
+        award = dict(bid_id=1, agent="small", round="first", score=0.0, created_at=T0)
+        _insert(
+            conn,
+            "award",
+            id=1,
+            job_id="j1",
+            provisional_agent="small",
+            provisional_score=0.0,
+            **award,
+        )
+        _insert(
+            conn,
+            "memoryrecord",
+            id=1,
+            job_id="j1",
+            kind="coding",
+            task_text="p",
+            embedding=[1.0],
+            bids=[],
+            attempts=[],
+            award_agent="small",
+            award_round="first",
+            provisional_agent="small",
+            verdict="passed",
+            total_tokens=0,
+            total_cost_usd=0.0,
+            created_at=T0,
+        )
+    command.upgrade(cfg, "head")
+    with engine.begin() as conn:
+        version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+        assert version == "0004"
+        assert [r["chain"] for r in _rows(conn, "award")] == [None]
+        assert [r["chain"] for r in _rows(conn, "memoryrecord")] == [None]
+        conn.execute(_table(conn, "award").update().values(chain=["small", "large"]))
+        assert [r["chain"] for r in _rows(conn, "award")] == [["small", "large"]]
+    command.downgrade(cfg, "0003")
+    with engine.connect() as conn:
+        assert "chain" not in {c.name for c in _table(conn, "award").columns}
+        assert "chain" not in {c.name for c in _table(conn, "memoryrecord").columns}
+        assert len(_rows(conn, "award")) == 1 and len(_rows(conn, "memoryrecord")) == 1

@@ -163,7 +163,7 @@ def test_init_db_twice_builds_the_schema_on_postgres(postgres_url: str) -> None:
     assert set(schema.get_table_names()) == TABLE_NAMES | {"alembic_version"}
     with engine.connect() as conn:
         versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
-    assert versions == ["0003"]
+    assert versions == ["0004"]
     # The natural keys that make redelivered tasks idempotent exist on the server.
     unique = {
         table: {tuple(u["column_names"]) for u in schema.get_unique_constraints(table)}

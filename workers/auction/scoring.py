@@ -209,10 +209,11 @@ def fallback_pick(
     """The first of ``ranked`` (bids or candidates, best first) that executes next: with no
     agent executed yet, the first; after a failed self-check, the first of an agent that has not
     executed, and with ``escalation`` "up" only of one priced above every agent that has (a
-    failure never falls back to a cheaper agent). None when no such bid is left. The job's
-    fallbacks and their replays all pick by this rule."""
+    failure never falls back to a cheaper agent; "chain", for an award without a chain, as
+    "up"). None when no such bid is left. The job's fallbacks and their replays all pick by
+    this rule."""
     floor = -1.0  # "ranking": any agent's bid
-    if escalation == "up":
+    if escalation in ("up", "chain"):
         floor = max((prices.get(agent, 0.0) for agent in executed), default=floor)
     return next(
         (b for b in ranked if b.agent not in executed and prices.get(b.agent, 0.0) > floor), None

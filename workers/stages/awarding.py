@@ -28,7 +28,7 @@ from sale.workers.memory.retrieval import (
 from sale.workers.stages.bidding import bid_row, ok_bids
 from sale.workers.stages.judging import jury_panel
 from sale.workers.stages.jury_scores import jury_gammas, mark_degenerate
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from sale.errors import AuctionError
 
@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 
 DIRECT = "direct"  # the round of a job assigned to a named agent without an auction
 SHORTCUT = "shortcut"  # the round of a job memory awarded without an auction (memory_shortcut)
+VERIFIED = "verified"  # the round of a job awarded by verified outcomes (award=verified)
+#: Rounds whose bids no agent wrote for an auction (the generic plan): their records take no
+#: retrieval slot for refinement pairs or the shortcut.
+NO_AUCTION = (DIRECT, VERIFIED)
 DIRECT_PLAN = (
     "1. Read the task and restate what the answer must be. 2. Work it out step by step with "
     "the tools. 3. Check your answer with the tools where you can and fix what is wrong. "
@@ -117,11 +121,12 @@ def score_first_round(ctx: AuctionContext, job_id: str) -> FirstRoundOutcome:
     refiners: dict[str, list[int]] = {}
     if eligible:
         with session_scope(ctx.db_url) as s:
-            # Direct jobs had no auction: they would take retrieval slots and give no pairs.
+            # Direct and verified jobs had no auction: they would take retrieval slots and give
+            # no pairs.
             records = list(
                 s.exec(
                     select(MemoryRecord).where(
-                        MemoryRecord.kind == kind, MemoryRecord.award_round != DIRECT
+                        MemoryRecord.kind == kind, col(MemoryRecord.award_round).not_in(NO_AUCTION)
                     )
                 )
             )
@@ -223,7 +228,7 @@ def memory_shortcut(ctx: AuctionContext, job_id: str) -> str | None:
         records = list(
             s.exec(
                 select(MemoryRecord).where(
-                    MemoryRecord.kind == kind, MemoryRecord.award_round != DIRECT
+                    MemoryRecord.kind == kind, col(MemoryRecord.award_round).not_in(NO_AUCTION)
                 )
             )
         )

@@ -3,7 +3,8 @@
 Attempt 0 is the award's bid. With ``self_check_fallback`` on, a coding job whose prompt shows
 examples has its answer run on them (never on the hidden tests) and a search job's answer must
 be grounded in what its agent read (``sale.workers.agent.selfcheck``); a failed self-check hands the
-job to the best bid, in the auction's ranking, of an agent that has not executed yet. Each
+job to the best bid, in the auction's ranking, of an agent that has not executed yet, or, for a
+verified award (``award=verified``), to the next agent of the award's chain. Each
 attempt stores its trace, self-check and verdict; one whose model could not be reached after
 every retry is recorded as a failed execution. Idempotent: one execution per (job, attempt).
 """
@@ -23,7 +24,7 @@ from sale.workers.auction import scoring as auction
 from sale.workers.context import AuctionContext
 from sale.workers.jobs import add_note, insert_once, job_spec, load_job, prompt_style
 from sale.workers.stages.awarding import DIRECT_PLAN, candidate
-from sale.workers.stages.bidding import ok_bids
+from sale.workers.stages.bidding import bid_row, ok_bids
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -65,10 +66,17 @@ def attempt_bid(ctx: AuctionContext, s: Session, job_id: str, attempt: int) -> B
     best bid in the auction's ranking (score, then price; first and refined rounds, as
     :func:`decide_award` ranks them) of an agent that has not executed for this job yet, and,
     with ``self_check_escalation = "up"``, whose output price is above every executed agent's.
-    None when no such bid is left."""
+    An award with a chain (a verified award) escalates along it instead: attempt i is the bid of
+    the chain's i-th agent. None when no such bid is left."""
     award = s.exec(select(Award).where(Award.job_id == job_id)).one()
     if attempt == 0:
         return s.get(Bid, award.bid_id)
+    if award.chain:
+        return (
+            bid_row(s, job_id, award.chain[attempt], award.round)
+            if attempt < len(award.chain)
+            else None
+        )
     executed = {e.agent for e in attempts_of(s, job_id) if e.attempt < attempt}
     prices = {a.name: a.output_price for a in ctx.pool.agents}
     scored = [
@@ -94,12 +102,16 @@ def plan_fallback(ctx: AuctionContext, job_id: str, attempt: int) -> str | None:
             return None
         limit = ctx.settings.self_check_fallback
         nxt = attempt_bid(ctx, s, job_id, attempt + 1) if attempt < limit else None
+        chain = s.exec(select(Award.chain).where(Award.job_id == job_id)).first()
     failed = f"self-check of {done.agent} failed (attempt {attempt})"
     if attempt >= limit:
         add_note(ctx, job_id, f"{failed}; no fallback left (SALE_SELF_CHECK_FALLBACK={limit})")
         return None
+    if nxt is None and chain:
+        add_note(ctx, job_id, f"{failed}; the award's chain ends here")
+        return None
     if nxt is None:
-        costlier = " costlier" if ctx.settings.self_check_escalation == "up" else ""
+        costlier = " costlier" if ctx.settings.self_check_escalation != "ranking" else ""
         add_note(ctx, job_id, f"{failed}; no bid of another{costlier} agent left to fall back to")
         return None
     add_note(ctx, job_id, f"{failed}: fallback {attempt + 1} to {nxt.agent} ({nxt.round} bid)")

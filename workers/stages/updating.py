@@ -2,7 +2,8 @@
 
 The record keeps the task and its embedding, every bid with its terms and jury scores (raw, and
 as the scorer used them), the bid's auction and verified labels (a direct bid stays unlabelled),
-the award, every execution attempt and the job's totals: later refinement, the memory shortcut
+the award (with a verified award's chain), every execution attempt (agent, self-check, verdict,
+tokens, cost) and the job's totals: later refinement, the memory shortcut, the verified award
 and `sale fit` read it. The job then ends ``done``, or ``failed`` when its last execution failed.
 Idempotent: one record per job; a redelivery finishes the job again without writing one.
 """
@@ -14,7 +15,7 @@ from sale.models.tables import Award, Bid, Execution, JuryScore, MemoryRecord
 from sale.workers.context import AuctionContext
 from sale.workers.jobs import fail_job, insert_once, job_embedding, job_totals, load_job, set_status
 from sale.workers.memory.retrieval import bid_labels
-from sale.workers.stages.awarding import DIRECT
+from sale.workers.stages.awarding import NO_AUCTION
 from sale.workers.stages.executing import attempts_of, final_execution
 from sale.workers.stages.jury_scores import jury_gammas
 from sqlmodel import col, select
@@ -53,9 +54,9 @@ def update_memory(ctx: AuctionContext, job_id: str) -> int:
         gammas = jury_gammas(s, [b for b in bids if b.status == "ok"], ctx.pool.names, ctx.settings)
         items = []
         for b, (auction_label, verified_label) in zip(bids, labels, strict=True):
-            # A direct bid won no auction and no agent wrote it: unlabelled, it never becomes
-            # one side of a refinement pair nor a target of the weights fit.
-            labelled = b.status == "ok" and b.round != DIRECT
+            # A direct or verified bid won no auction and no agent wrote it: unlabelled, it
+            # never becomes one side of a refinement pair nor a target of the weights fit.
+            labelled = b.status == "ok" and b.round not in NO_AUCTION
             items.append(
                 {
                     "bid_id": b.id,
@@ -85,6 +86,7 @@ def update_memory(ctx: AuctionContext, job_id: str) -> int:
             award_agent=award.agent,
             award_round=award.round,
             provisional_agent=award.provisional_agent,
+            chain=award.chain,
             verdict=execution.verdict,
             attempts=[
                 {
@@ -95,6 +97,8 @@ def update_memory(ctx: AuctionContext, job_id: str) -> int:
                     "status": e.status,
                     "self_check": e.self_check,
                     "verdict": e.verdict,
+                    "tokens": e.tokens_in + e.tokens_out,
+                    "cost_usd": e.cost_usd,
                 }
                 for e in executions
             ],

@@ -136,6 +136,8 @@ def test_failed_self_check_hands_the_job_to_the_next_best_bid(
             "status": runs[0].status,
             "self_check": "failed",
             "verdict": "failed",
+            "tokens": runs[0].tokens_in + runs[0].tokens_out,
+            "cost_usd": runs[0].cost_usd,
         },
         {
             "attempt": 1,
@@ -145,8 +147,11 @@ def test_failed_self_check_hands_the_job_to_the_next_best_bid(
             "status": "done",
             "self_check": "passed",
             "verdict": "passed",
+            "tokens": runs[1].tokens_in + runs[1].tokens_out,
+            "cost_usd": runs[1].cost_usd,
         },
     ]
+    assert all(a["tokens"] > 0 and a["cost_usd"] > 0 for a in record.attempts)
     assert bids[runs[1].bid_id].agent == "medium"
     labels = {b["agent"]: (b["auction_label"], b["verified_label"]) for b in record.bids}
     # Verified labels: the awarded plan failed (loser), the fallback passed (winner), the plan
