@@ -23,7 +23,10 @@ from sale.scripts.evals.methods import (
     KnnRouter,
     Pick,
     TrainingSet,
+    VerifiedAwardReplay,
+    cheapest_first,
     pick_by_auction,
+    pick_cascade_checked,
     pick_from_outcomes,
     pick_random,
     replay,
@@ -97,9 +100,25 @@ def replay_records(
                 f"routers trained on {len(train_set.task_ids)} train tasks' single-agent outcomes"
             )
     vectors: dict[str, list[float]] = {}
-    if routers and embed is not None:
+    verified = "verified-award" in plan.methods
+    if verified and embed is None:
+        raise ValueError("the verified award's replay needs the MiniLM embedder")
+    if (routers or verified) and embed is not None:
         ids = [t.task_id for t in plan.test]
         vectors = dict(zip(ids, embed([t.spec.prompt for t in plan.test]), strict=True))
+    train_vectors: dict[str, list[float]] = {}
+    if verified and embed is not None:
+        ids = [t.task_id for t in plan.train]
+        train_vectors = dict(zip(ids, embed([t.spec.prompt for t in plan.train]), strict=True))
+        notes.append(
+            "verified-award is SALE_AWARD=verified replayed on the single-agent runs (no bids; "
+            "the generic plan, as they ran): memory prefilled with the train split's "
+            f"single-agent outcomes ({len(train_vectors)} tasks x every agent), then growing "
+            "with the attempts the award ran, a fresh memory per order"
+        )
+    from sale.workers.agent.selfcheck import has_visible_checks
+
+    measured = env_settings(dict(MEASURED_BASE))
 
     def recorded(method: str) -> dict[str, dict[str, Any]]:  # a live row's finished jobs
         return {
@@ -144,6 +163,16 @@ def replay_records(
     records = []
     for order in range(plan.orders):
         rng = random.Random(1000 + order)
+        award = (
+            VerifiedAwardReplay(
+                single_outcomes(store, "train"),
+                train_vectors,
+                prices,
+                max_len=1 + measured.self_check_fallback,
+            )
+            if verified
+            else None
+        )
         for position, task in enumerate(task_order(plan.test, order)):
             outcomes = test.get(task.task_id, {})
             if not all(a in outcomes for a in pool.names):
@@ -155,6 +184,11 @@ def replay_records(
                     pick = pick_random(pool.names, rng)
                 elif method in OUTCOME_METHODS:
                     pick = pick_from_outcomes(method, outcomes, prices, pool.largest.name)
+                elif method == "cascade-top2":
+                    pick = pick_cascade_checked(outcomes, cheapest_first(prices)[-2:])
+                elif method == "verified-award" and award is not None:
+                    checkable = has_visible_checks(task.spec, measured.self_check_smoke)
+                    pick = award.pick(vectors[task.task_id], outcomes, checkable)
                 elif method in routers:
                     pick = routers[method].pick(vectors[task.task_id])
                 elif method in routers_of and order == 0 and task.task_id in routers_of[method][0]:
@@ -526,7 +560,14 @@ def build_doc(
         "n_train_tasks": len(plan.train),
         "orders": plan.orders,
         "methods": rows,
-        "win_share": {m: metrics.win_share_curve(live[m], largest) for m in plan.live if m in live},
+        "win_share": {
+            m: metrics.win_share_curve(live[m], largest)
+            for m in [*plan.live, "verified-award"]
+            if m in live
+        },
+        "cost_per_pass": {
+            m: metrics.cost_per_pass_curve(live[m]) for m in ["verified-award"] if m in live
+        },
         "signals": metrics.signal_table(sale_rows, solved, pool.names, weight_map),
         "outcomes": metrics.outcome_table(
             {m: live[m] for m in plan.methods if m in live and not m.startswith("single:")},

@@ -283,3 +283,72 @@ def replay(pick: Pick, outcomes: Mapping[str, Outcome]) -> dict[str, Any]:
         "auction_wall_s": 0.0,
         "replayed": True,
     }
+
+
+def pick_cascade_checked(outcomes: Mapping[str, Outcome], chain: Sequence[str]) -> Pick:
+    """The agents of ``chain`` in order, escalating only on a failed self-check (an answer that
+    could not be self-checked stands), as the queue's self-check fallbacks do."""
+    tried: list[str] = []
+    for agent in chain:
+        tried.append(agent)
+        if outcomes.get(agent, {}).get("self_check") is not False:
+            break
+    return Pick(tried[-1], tuple(tried))
+
+
+class VerifiedAwardReplay:
+    """``SALE_AWARD=verified`` replayed on the recorded single-agent runs (exact at temperature
+    0: a verified award executes a direct job's generic plan, as the single-agent runs did, and
+    collects no bids). The memory starts with the train split's single-agent outcomes (every
+    agent on every train task) and grows with the attempts the award ran on the stream, each
+    outcome what the recorded run of that agent gave (verdict, self-check, tokens, cost)."""
+
+    name = "verified-award"
+
+    def __init__(
+        self,
+        train: Outcomes,
+        train_vectors: Mapping[str, Sequence[float]],
+        prices: Mapping[str, float],
+        max_len: int,
+        params: Any = None,
+    ) -> None:
+        from sale.workers.auction.chains import ChainParams
+
+        self.prices = dict(prices)
+        self.max_len = max_len
+        self.params = params or ChainParams()
+        self.memory = [
+            _outcome(train_vectors[t], agent, rec)
+            for t in sorted(train)
+            if t in train_vectors
+            for agent, rec in sorted(train[t].items())
+            if agent in self.prices
+        ]
+
+    def pick(
+        self, vector: Sequence[float], outcomes: Mapping[str, Outcome], checkable: bool
+    ) -> Pick:
+        """Choose the chain for one task, run it on the recorded outcomes, remember what ran."""
+        from sale.workers.auction.chains import award_chain
+
+        choice, _, _ = award_chain(
+            self.memory, vector, self.prices, self.params, checkable, self.max_len
+        )
+        pick = pick_cascade_checked(outcomes, choice.chain)
+        self.memory += [_outcome(vector, a, outcomes[a]) for a in pick.tried]
+        return pick
+
+
+def _outcome(vector: Sequence[float], agent: str, rec: Outcome) -> Any:
+    from sale.workers.auction.estimates import Outcome as Verified
+
+    check = rec.get("self_check")
+    return Verified(
+        list(vector),
+        agent,
+        bool(rec.get("passed")),
+        None if check is None else bool(check),
+        float(rec.get("cost_usd") or 0.0),
+        int(rec.get("tokens") or 0),
+    )

@@ -270,6 +270,24 @@ def win_share_curve(records: Iterable[Record], largest: str) -> dict[int, list[f
     return curves
 
 
+def cost_per_pass_curve(records: Iterable[Record]) -> dict[int, list[float | None]]:
+    """Per order, the cumulative US$ per passed job along the stream (None before a pass)."""
+    by_order: dict[int, list[Record]] = defaultdict(list)
+    for r in records:
+        by_order[int(r["order"])].append(r)
+    curves: dict[int, list[float | None]] = {}
+    for k, rows in sorted(by_order.items()):
+        rows.sort(key=lambda r: int(r["position"]))
+        cost, passed = 0.0, 0
+        curve: list[float | None] = []
+        for r in rows:
+            cost += float(r["cost_usd"])
+            passed += bool(r["passed"])
+            curve.append(cost / passed if passed else None)
+        curves[k] = curve
+    return curves
+
+
 def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
     """Pearson's r (point-biserial for a 0/1 outcome); None when undefined."""
     n = len(xs)

@@ -51,7 +51,13 @@ REPLAY_METHODS = (
     "oracle-small",
     "auction-router",
     "sale-nomem-nofallback",
+    "cascade-top2",
+    "verified-award",
 )
+#: ``cascade-top2``: the cascade without the cheapest agent (on the local pool 0.5B, then the
+#: 1.5B), escalating only on a failed self-check as the queue's fallbacks do.
+#: ``verified-award``: ``SALE_AWARD=verified`` replayed on the single-agent runs
+#: (:class:`sale.scripts.evals.methods.VerifiedAwardReplay`), in every task order.
 #: ``auction-router``: ``sale-nomem+plan_mode=generic`` replayed, i.e. the recorded
 #: ``sale-nomem`` auctions used only to pick the agent (award, then self-check fallbacks), each
 #: pick replaying that agent's single-agent run (the same prompt: a direct job's generic plan).
@@ -212,6 +218,7 @@ MEASURED_BASE: dict[str, str] = {
     "SALE_PLAN_MODE": "follow",
     "SALE_CODING_PLAN_MODE": "inherit",
     "SALE_REPEAT_STOP": "2",
+    "SALE_AWARD": "auction",
 }
 
 
@@ -259,8 +266,8 @@ def reads_memory(method: str) -> bool:
 
 
 def memory_read(settings: Settings) -> bool:
-    """Whether auctions under these settings read the memory."""
-    return settings.refine or settings.memory_shortcut > 0
+    """Whether auctions (or the verified award) under these settings read the memory."""
+    return settings.refine or settings.memory_shortcut > 0 or settings.award == "verified"
 
 
 def segment_name(method: str) -> str:
