@@ -7,13 +7,14 @@ a typo never surfaces later as a confusing worker failure.
 
 from __future__ import annotations
 
+import math
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sale.errors import PoolError, UnknownAgentError
+from sale.errors import InputError, PoolError, UnknownAgentError
+from sale.inputs import LIMITS, decode, parse_toml, read
 
 CONTROL_QUEUE = "sale.control"
 AGENT_QUEUE_PREFIX = "sale.agent."
@@ -113,7 +114,7 @@ def _check_agent(path: str, index: int, raw: Any) -> Agent:
             path, "must match [a-z0-9][a-z0-9._-]* (it becomes a queue name)", who, "name"
         )
     for key in ("input_price", "output_price"):
-        if raw[key] < 0:
+        if not math.isfinite(raw[key]) or raw[key] < 0:
             raise PoolError(path, "price must be >= 0 (US$ per million tokens)", who, key)
     concurrency = raw.get("concurrency", 1)
     if concurrency < 1:
@@ -146,11 +147,12 @@ def _type_name(expected: type | tuple[type, ...]) -> str:
 
 
 def parse_pool(text: str, path: str = "<pool>") -> Pool:
-    """Validate pool TOML text; raises PoolError on the first problem found."""
+    """Validate pool TOML text (checked by `sale.inputs` first: size, NUL, nesting); raises
+    PoolError on the first problem found."""
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise PoolError(path, f"not valid TOML: {exc}") from exc
+        data = parse_toml(decode(text, path, LIMITS["pool"]), path)
+    except InputError as exc:
+        raise PoolError(path, exc.problem) from exc
     extra = set(data) - {"agents"}
     if extra:
         raise PoolError(path, f"unknown top-level key(s) {sorted(extra)}; only [[agents]]")
@@ -170,10 +172,10 @@ def parse_pool(text: str, path: str = "<pool>") -> Pool:
 
 def load_pool(path: Path) -> Pool:
     """Read and validate a pool file."""
+    if not path.exists():
+        raise PoolError(str(path), "file not found; pass --pool FILE or set SALE_POOL_FILE")
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise PoolError(
-            str(path), "file not found; pass --pool FILE or set SALE_POOL_FILE"
-        ) from exc
+        text = read(path, str(path), LIMITS["pool"])
+    except InputError as exc:
+        raise PoolError(str(path), exc.problem) from exc
     return parse_pool(text, str(path))

@@ -7,7 +7,10 @@ fix it; none has side effects. The tree::
     ├── ConfigError                  settings, pool or weights file invalid
     │   ├── PoolError                agent pool TOML (file, agent, field)
     │   └── WeightsError             scoring weights JSON
+    ├── InputError                   a file or value unreadable before parsing (size,
+    │                                encoding, NUL, nesting); entrances re-raise it as theirs
     ├── SpecError                    a task spec that cannot be enqueued
+    ├── MemoryImportError            a memory export that cannot be imported
     ├── UnknownAgentError            an agent name not in the pool
     ├── JobNotFoundError             a job id not in the auction memory
     ├── ModelCallError               one model call failed for good (recorded, not fatal)
@@ -53,17 +56,30 @@ class WeightsError(ConfigError):
         super().__init__(f"{path}: {message}")
 
 
+class InputError(SaleError, ValueError):
+    """Input refused before parsing; ``source`` names it, ``problem`` says what and the fix."""
+
+    def __init__(self, source: str, problem: str):
+        self.source = source
+        self.problem = problem
+        super().__init__(f"{source}: {problem}")
+
+
+class MemoryImportError(SaleError, ValueError):
+    """A memory export that cannot be imported (nothing was written)."""
+
+
 class SpecError(SaleError):
     """A task spec is malformed; ``problems`` lists each one as 'field: message'."""
 
     def __init__(self, problems: list[str], source: str = "task spec"):
         self.problems = problems
         self.source = source
-        lines = "\n".join(f"  - {p}" for p in problems)
+        listed = "; ".join(" ".join(p.split()) for p in problems)
         super().__init__(
-            f"{source} is invalid (nothing was enqueued):\n{lines}\n"
-            "A task spec is a JSON object with `kind` ('coding' or 'search'), `prompt`, and "
-            "optionally `tests` and `entry_point` (coding), `answer` (search), `limits`."
+            f"{source} is invalid (nothing was enqueued): {listed}. A task spec is a JSON "
+            "object with `kind` ('coding' or 'search'), `prompt`, and optionally `tests` and "
+            "`entry_point` (coding), `answer` (search), `limits`."
         )
 
 

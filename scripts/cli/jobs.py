@@ -30,12 +30,11 @@ def submit(spec_file: Path, pool: PoolOpt = None, agent: AgentOpt = None) -> Non
     from sale.workers.spec import validate_spec
 
     from sale.errors import SaleError
+    from sale.inputs import LIMITS, read
 
     settings = settings_for(pool)
     try:
-        spec = validate_spec(spec_file.read_bytes(), str(spec_file))
-    except FileNotFoundError:
-        fail(FileNotFoundError(f"{spec_file} not found"))
+        spec = validate_spec(read(spec_file, str(spec_file), LIMITS["spec"]), str(spec_file))
     except SaleError as exc:
         fail(exc)
     check_agent(settings, agent)
@@ -115,11 +114,16 @@ def show(
 def _load_tasks(path: Path) -> list[dict[str, Any]]:
     from sale.workers.spec import validate_spec
 
-    from sale.errors import SpecError
+    from sale.errors import InputError, SpecError
+    from sale.inputs import LIMITS, read
 
     specs = []
     problems = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+        text = read(path, str(path), LIMITS["batch"])
+    except InputError as exc:
+        fail(exc)
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -164,20 +164,20 @@ def memory_import(
     from sale.workers.memory.embed import embedder_for
     from sale.workers.memory.transfer import import_memory
 
-    from sale.errors import ConfigError
+    from sale.errors import ConfigError, InputError
+    from sale.inputs import LIMITS, parse_json, read
 
     settings = settings_for(pool)
     if not file.exists():
         fail(FileNotFoundError(f"{file}: no such file; write one with `sale memory export`"))
     items, where = [], []
-    for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            items.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            fail(ValueError(f"{file} line {n}: not JSON ({exc.msg})"))
-        where.append(f"{file} line {n}")
+    try:
+        for n, line in enumerate(read(file, str(file), LIMITS["memory"]).splitlines(), start=1):
+            if line.strip():
+                items.append(parse_json(line, f"{file} line {n}"))
+                where.append(f"{file} line {n}")
+    except InputError as exc:
+        fail(exc)
     init_db(settings.effective_database_url)
     try:
         added = import_memory(

@@ -19,9 +19,14 @@ def sandbox_run(file: Path) -> None:
     """Run FILE exactly as the coding agent's tool would; print output and why it stopped."""
     from sale.workers.sandbox.runner import run_python
 
-    if not file.exists():
-        fail(FileNotFoundError(f"{file} not found"))
-    result = run_python(file.read_text())
+    from sale.errors import InputError
+    from sale.inputs import LIMITS, read
+
+    try:
+        code = read(file, str(file), LIMITS["spec"])
+    except InputError as exc:
+        fail(exc)
+    result = run_python(code)
     sys.stdout.write(result.stdout)
     sys.stderr.write(result.stderr)
     err.print(

@@ -14,7 +14,7 @@ top-level weights (:meth:`Weights.for_kind`).
 
 from __future__ import annotations
 
-import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -23,7 +23,8 @@ from typing import Any, get_args
 
 from sale.models.schemas import Kind
 
-from sale.errors import WeightsError
+from sale.errors import InputError, WeightsError
+from sale.inputs import LIMITS, decode, parse_json, read
 
 _KEYS = {"version", "w_c", "w_h", "jurors", "default_juror_weight", "source", "fitted_on", "kinds"}
 
@@ -63,16 +64,23 @@ class Weights:
 def _number(path: str, data: dict[str, Any], key: str) -> float:
     value = data.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise WeightsError(path, f"{key!r} must be a number, got {value!r}")
+        raise WeightsError(path, f"{key!r} must be a number, got {_short(value)}")
+    if not math.isfinite(value):
+        raise WeightsError(path, f"{key!r} must be a finite number, got {value!r}")
     return float(value)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def parse_weights(text: str, path: str = "<weights>") -> Weights:
     """Validate weights JSON text."""
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise WeightsError(path, f"not valid JSON: {exc}") from exc
+        data = parse_json(decode(text, path, LIMITS["weights"]), path)
+    except InputError as exc:
+        raise WeightsError(path, exc.problem) from exc
     if not isinstance(data, dict):
         raise WeightsError(path, "must be a JSON object")
     return _parse(data, path)
@@ -94,11 +102,17 @@ def _parse(data: dict[str, Any], path: str, parent: str | None = None) -> Weight
     parsed_jurors = {}
     for name, w in jurors.items():
         if isinstance(w, bool) or not isinstance(w, (int, float)):
-            raise WeightsError(path, f"juror {name!r}: weight must be a number, got {w!r}")
+            raise WeightsError(
+                path, f"juror {_short(name)}: weight must be a number, got {_short(w)}"
+            )
+        if not math.isfinite(w):
+            raise WeightsError(path, f"juror {_short(name)}: weight must be finite, got {w!r}")
         parsed_jurors[name] = float(w)
     default = data.get("default_juror_weight", 1.0)
     if isinstance(default, bool) or not isinstance(default, (int, float)):
         raise WeightsError(path, "'default_juror_weight' must be a number")
+    if not math.isfinite(default):
+        raise WeightsError(path, "'default_juror_weight' must be a finite number")
     kinds = data.get("kinds", {})
     if not isinstance(kinds, dict) or not all(isinstance(v, dict) for v in kinds.values()):
         raise WeightsError(path, "'kinds' must be an object of job kind -> weights object")
@@ -132,10 +146,10 @@ def load_weights(path: Path | None) -> Weights:
         return parse_weights(
             ref.read_text(encoding="utf-8"), "workers/auction/weights/default.json"
         )
+    if not path.exists():
+        raise WeightsError(str(path), "file not found; set SALE_WEIGHTS_FILE or run `sale fit`")
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise WeightsError(
-            str(path), "file not found; set SALE_WEIGHTS_FILE or run `sale fit`"
-        ) from exc
+        text = read(path, str(path), LIMITS["weights"])
+    except InputError as exc:
+        raise WeightsError(str(path), exc.problem) from exc
     return parse_weights(text, str(path))

@@ -13,6 +13,7 @@ so the record's foreign key holds.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +21,9 @@ from typing import Any
 from sale.models.db import session_scope
 from sale.models.tables import Job, MemoryRecord
 from sqlmodel import col, select
+
+from sale.errors import InputError, MemoryImportError
+from sale.inputs import check_value
 
 #: The fields of an exported record (``created_at`` is added as ISO 8601).
 FIELDS = (
@@ -56,24 +60,86 @@ def export_memory(db_url: str) -> list[dict[str, Any]]:
         ]
 
 
+def _text(most: int) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: isinstance(v, str) and len(v) <= most), f"a string of at most {most} chars"
+
+
+def _objects(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, dict) for v in value)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+
+
+def _amount(value: Any) -> bool:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return number and math.isfinite(value) and value >= 0
+
+
+#: What each exported field must be: a check and the words for the error.
+_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "job_id": (lambda v: isinstance(v, str) and 0 < len(v) <= 64, "a string of 1-64 chars"),
+    "kind": (lambda v: v in ("coding", "search"), "'coding' or 'search'"),
+    "task_text": (lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty string"),
+    "bids": (_objects, "a list of objects"),
+    "attempts": (_objects, "a list of objects"),
+    "award_agent": _text(64),
+    "award_round": _text(8),
+    "provisional_agent": _text(64),
+    "verdict": _text(16),
+    "total_tokens": (_count, "an integer >= 0"),
+    "total_cost_usd": (_amount, "a finite number >= 0"),
+    "id": (lambda v: _count(v) and v > 0, "an integer >= 1"),
+}
+
+
 def _checked(item: Any, where: str, keep_ids: bool = False) -> dict[str, Any]:
     if not isinstance(item, dict):
-        raise ValueError(f"{where}: a memory record is a JSON object, not {type(item).__name__}")
+        raise MemoryImportError(
+            f"{where}: a memory record is a JSON object, not {type(item).__name__}; export "
+            "records with `sale memory export`"
+        )
     missing = [name for name in FIELDS if name not in item]
     if keep_ids and "id" not in item:
         missing.append("id")
     if missing:
-        raise ValueError(
+        raise MemoryImportError(
             f"{where}: the memory record lacks {', '.join(missing)}; export records with "
             "`sale memory export`"
         )
+    for name in (*FIELDS, "id") if keep_ids else FIELDS:
+        check, wanted = _TYPES[name]
+        if not check(item[name]):
+            raise MemoryImportError(
+                f"{where}: {name} must be {wanted}, got {type(item[name]).__name__}; export "
+                "records with `sale memory export`"
+            )
+    try:
+        check_value(item, where)
+    except InputError as exc:
+        raise MemoryImportError(str(exc)) from exc
     stamp = item.get("created_at")
     if stamp is not None:
         try:
-            datetime.fromisoformat(str(stamp))
+            datetime.fromisoformat(stamp if isinstance(stamp, str) else "?")
         except ValueError:
-            raise ValueError(f"{where}: created_at {stamp!r} is not an ISO 8601 time") from None
+            raise MemoryImportError(
+                f"{where}: created_at {repr(stamp)[:40]} is not an ISO 8601 time (such as "
+                "2026-01-31T12:00:00)"
+            ) from None
     return item
+
+
+def _unique(checked: list[dict[str, Any]], names: list[str], key: str, taken: set[Any]) -> None:
+    seen = set(taken)
+    for item, name in zip(checked, names, strict=True):
+        if item[key] in seen:
+            raise MemoryImportError(
+                f"{name}: {key} {item[key]!r} appears twice (in the file or the database); "
+                "import each record once"
+            )
+        seen.add(item[key])
 
 
 def import_memory(
@@ -85,14 +151,20 @@ def import_memory(
 ) -> int:
     """Insert the records whose job has none yet, in the given order; returns how many.
     ``where`` names each item for errors (e.g. "file.jsonl line 3"); every item is checked
-    before anything is written, so a bad file writes nothing. ``keep_ids``: each record keeps
+    (fields, types, nesting, duplicates) before anything is written, so a bad file writes
+    nothing and raises MemoryImportError. ``keep_ids``: each record keeps
     the ``id`` it carries (else the database numbers them)."""
     records = list(items)
     names = list(where) if where is not None else [f"record {i + 1}" for i in range(len(records))]
     checked = [_checked(item, name, keep_ids) for item, name in zip(records, names, strict=True)]
+    _unique(checked, names, "job_id", set())
     with session_scope(db_url) as s:
         have = set(s.exec(select(MemoryRecord.job_id)).all())
-    todo = [item for item in checked if item["job_id"] not in have]
+        ids = set(s.exec(select(MemoryRecord.id)).all()) if keep_ids else set()
+    pairs = [(i, n) for i, n in zip(checked, names, strict=True) if i["job_id"] not in have]
+    todo = [item for item, _ in pairs]
+    if keep_ids:
+        _unique(todo, [name for _, name in pairs], "id", ids)
     if not todo:
         return 0
     vectors = [embed([str(item["task_text"])])[0] for item in todo]

@@ -133,6 +133,6 @@ def test_sale_memory_export_then_import_moves_the_memory(
     bad = tmp_path / "bad.jsonl"
     bad.write_text(dump.read_text().splitlines()[0] + "\n{not json\n")
     res = CliRunner().invoke(app, ["memory", "import", str(bad), *pool])
-    assert res.exit_code != 0 and "bad.jsonl line 2: not JSON" in " ".join(res.output.split())
+    assert res.exit_code != 0 and "bad.jsonl line 2: not valid JSON" in " ".join(res.output.split())
     res = CliRunner().invoke(app, ["memory", "import", str(tmp_path / "none.jsonl"), *pool])
     assert res.exit_code != 0 and "sale memory export" in " ".join(res.output.split())
