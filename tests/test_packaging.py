@@ -52,8 +52,9 @@ SPEC = {
 
 @dataclass(frozen=True)
 class Installed:
-    """The built wheel and the fresh environment it is installed in."""
+    """The sources copied from the checkout, their wheel and the venv it is installed in."""
 
+    src: Path
     wheel: Path
     venv: Path
 
@@ -107,7 +108,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
         timeout=600,
         env=clean_env(),
     )
-    return Installed(wheel, venv)
+    return Installed(src, wheel, venv)
 
 
 def test_the_wheel_installs_only_the_sale_namespace(installed: Installed) -> None:
@@ -116,6 +117,16 @@ def test_the_wheel_installs_only_the_sale_namespace(installed: Installed) -> Non
     assert modules and all(n.startswith("sale/") for n in modules), [
         n for n in modules if not n.startswith("sale/")
     ]
+    # Every module of the package folders made it in (a subpackage missing from
+    # pyproject's `packages` would not).
+    folders = {"sale": "sale", "broker": "sale/broker", "models": "sale/models"}
+    folders |= {"workers": "sale/workers", "scripts": "sale/scripts"}
+    checkout = {
+        f"{folders[folder]}/{path.relative_to(installed.src / folder).as_posix()}"
+        for folder in folders
+        for path in (installed.src / folder).rglob("*.py")
+    }
+    assert checkout - set(modules) == set()
     (top_level,) = [n for n in names if n.endswith(".dist-info/top_level.txt")]
     assert zipfile.ZipFile(installed.wheel).read(top_level).decode().split() == ["sale"]
     # Package data a checkout has and an install needs.
