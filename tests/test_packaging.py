@@ -150,6 +150,19 @@ def test_the_wheel_installs_only_the_sale_namespace(installed: Installed) -> Non
     assert json.loads(out) == []
 
 
+def test_an_installed_sale_takes_no_code_version_from_the_repository_around_it(
+    installed: Installed,
+) -> None:
+    # A venv inside the user's own git repository: its commit is not sale's code version.
+    repo = installed.venv.parent
+    ident = ["-c", "user.name=user", "-c", "user.email=user@example.invalid"]
+    run(["git", "init", "-q", repo], timeout=30)
+    run(["git", "-C", repo, *ident, "commit", "-q", "--allow-empty", "-m", "user"], timeout=30)
+    probe = "from sale.scripts.evals.runner import code_version; print(code_version())"
+    out = run([installed.python, "-c", probe], timeout=60, cwd=repo, env=clean_env())
+    assert out.strip() == "None"
+
+
 USERAPP = '''
 """The user's own Celery app: a task of its own, chained after a SALE job."""
 import json
