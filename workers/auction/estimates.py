@@ -76,6 +76,9 @@ def p_pass(
     """P_a(q): the Beta-shrunk, similarity-weighted kNN estimate of the module docstring."""
     mine = [o for o in outcomes if o.agent == agent]
     prior = kind_rate(mine, agent, p)
+    # Neighbours only among outcomes embedded like the query (not those recorded with
+    # SALE_EMBEDDER=none or another embedder); the kind rate counts them all.
+    mine = [o for o in mine if len(o.embedding) == len(query)]
     if not mine or p.k <= 0:
         return prior
     emb = np.asarray([o.embedding for o in mine], dtype=np.float64)

@@ -47,6 +47,16 @@ def test_neighbours_are_weighted_by_similarity_over_the_kind_rate_prior() -> Non
     assert p_pass(memory[:1], [-1.0, 0.0], "a", EstimatorParams(k=1)) == pytest.approx(2 / 3)
 
 
+def test_outcomes_without_a_comparable_embedding_count_in_the_kind_rate_only() -> None:
+    # Outcomes recorded with SALE_EMBEDDER=none carry an empty embedding.
+    memory = [Outcome(X, "a", True), Outcome([], "a", False)]
+    # r = (1 + 1) / (2 + 2) = 0.5 over both; the one neighbour (similarity 1) passed:
+    # P = (1·1 + 2·0.5) / (1 + 2)
+    assert p_pass(memory, X, "a", EstimatorParams(k=2)) == pytest.approx(2 / 3)
+    # With no embedder at all, the estimate is the kind rate.
+    assert p_pass(memory, [], "a", EstimatorParams(k=2)) == pytest.approx(0.5)
+
+
 def test_self_check_behaviour_is_shrunk_toward_the_acceptance_rate() -> None:
     memory = [
         Outcome(X, "a", True, self_check=True),
