@@ -183,6 +183,7 @@ def call_model(
     )
     if agent.api_base:
         kwargs["api_base"] = agent.api_base
+    key: str | None = None
     if agent.api_key_env:
         key = read_secret(agent.api_key_env)
         if key is None and not agent.api_base:
@@ -204,9 +205,11 @@ def call_model(
     try:
         response = litellm.completion(**kwargs)
     except transient_errors() as exc:
-        raise TransientModelError(agent.name, agent.model, f"{type(exc).__name__}: {exc}") from exc
+        detail = _redact(f"{type(exc).__name__}: {exc}", key)
+        raise TransientModelError(agent.name, agent.model, detail) from None
     except Exception as exc:  # boundary: every other provider failure is permanent
-        raise PermanentModelError(agent.name, agent.model, f"{type(exc).__name__}: {exc}") from exc
+        detail = _redact(f"{type(exc).__name__}: {exc}", key)
+        raise PermanentModelError(agent.name, agent.model, detail) from None
     latency = time.perf_counter() - started
     choice = response.choices[0]
     text = (choice.message.content or "") if choice.message else ""
@@ -226,6 +229,15 @@ def call_model(
         model=agent.model,
         tool_calls=_extract_tool_calls(choice.message) if choice.message else (),
     )
+
+
+def _redact(text: str, secret: str | None) -> str:
+    """``text`` without ``secret``: a provider's error may echo the API key it was sent, and
+    the message goes on to logs, the database and Celery results. (The chained exception
+    is dropped for the same reason: its traceback would carry the request's arguments.)"""
+    if secret and len(secret) >= 4:
+        text = text.replace(secret, "[redacted]")
+    return text
 
 
 def default_llm() -> Callable[..., LLMResult]:
