@@ -257,7 +257,8 @@ class Settings(BaseSettings):
         default="minilm",
         description="The task embedder: minilm (all-MiniLM-L6-v2; needs the `embed` extra, "
         "hence torch); none: memory records are written without a task embedding, so "
-        "refinement and the memory shortcut (which retrieve by it) cannot be on.",
+        "refinement and the memory shortcut (which retrieve by it) cannot be on, and the "
+        "verified award estimates from each agent's pass rate on the kind alone.",
     )
     shuffle_seed: int = 0
 
