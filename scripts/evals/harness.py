@@ -765,6 +765,14 @@ def evaluate(
                     if not plan.runs_order(method, order):
                         continue
                     segment = live_segment(method, order, len(plan.test), fitted, default, nojury)
+                    if env_settings(segment.env).award == "verified":
+                        seeded = runner.seed_verified_memory(store, plan.train, segment)
+                        if seeded:
+                            print(
+                                f"{segment.name}: memory warm-started with {seeded} train-split "
+                                "single-agent outcomes",
+                                file=sys.stderr,
+                            )
                     runner.run_stream(store, method, order, task_order(plan.test, order), segment)
                     doc(False)
     elif plan.fit and not weights_path.exists():

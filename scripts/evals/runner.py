@@ -613,6 +613,57 @@ class LiveRunner:
                 f"{store.path} to run it again"
             ) from exc
 
+    def seed_verified_memory(
+        self, store: RunStore, train: Sequence[BenchTask], segment: Segment
+    ) -> int:
+        """Warm-start a verified-award stream: give its database one memory record per
+        single-agent run of the train split (a direct job: that agent's execution, self-check
+        and verdict), as a deployment would import its own history (``sale memory import``);
+        returns how many it added. The replay of the verified award starts from the same
+        memory, so the live stream and its replay learn from the same outcomes. Idempotent
+        (one record per run), in a fixed order, before the stream's own records."""
+        from sale.models.db import init_db
+        from sale.workers.memory.embed import minilm_embed
+        from sale.workers.memory.transfer import import_memory
+
+        items = []
+        for task in train:
+            for agent in self.pool.names:
+                run = store.get(f"single:{agent}", 0, "train", task.task_id)
+                if run is None or run.get("verdict") not in ("passed", "failed"):
+                    continue
+                check = run.get("self_check")
+                attempt = {
+                    "agent": agent,
+                    "attempt": 0,
+                    "round": "direct",
+                    "status": "done",
+                    "verdict": run["verdict"],
+                    "self_check": None if check is None else ("passed" if check else "failed"),
+                    "tokens": int(run.get("tokens") or 0),
+                    "cost_usd": float(run.get("cost_usd") or 0.0),
+                }
+                items.append(
+                    {
+                        "job_id": str(run["job_id"]),
+                        "kind": task.spec.kind,
+                        "task_text": task.spec.prompt,
+                        "bids": [],
+                        "attempts": [attempt],
+                        "award_agent": agent,
+                        "award_round": "direct",
+                        "provisional_agent": agent,
+                        "verdict": run["verdict"],
+                        "total_tokens": attempt["tokens"],
+                        "total_cost_usd": attempt["cost_usd"],
+                    }
+                )
+        if not items:
+            return 0
+        url = self.db_url(segment.name)
+        init_db(url)
+        return import_memory(url, items, minilm_embed)
+
     def _enter(self, segment: Segment) -> Any:
         from sale.models.db import init_db
         from sale.workers.auction.weights import load_weights
