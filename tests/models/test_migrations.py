@@ -1,5 +1,5 @@
-"""Alembic migrations 0002 (execution attempts), 0003 (a direct job's agent) and 0004 (a
-verified award's chain) on databases that already hold rows.
+"""Alembic migrations 0002 (execution attempts), 0003 (a direct job's agent), 0004 (a
+verified award's chain) and 0005 (packed float32 embeddings) on databases that already hold rows.
 
 The same test runs on SQLite (the embedded default, where the execution table is rebuilt in
 batch mode) and on a throwaway PostgreSQL server (skipped locally without one, like
@@ -232,7 +232,7 @@ def test_upgrade_from_0003_gives_every_award_and_record_an_empty_chain(empty_url
     command.upgrade(cfg, "head")
     with engine.begin() as conn:
         version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
-        assert version == "0004"
+        assert version == "0005"
         assert [r["chain"] for r in _rows(conn, "award")] == [None]
         assert [r["chain"] for r in _rows(conn, "memoryrecord")] == [None]
         conn.execute(_table(conn, "award").update().values(chain=["small", "large"]))
@@ -242,3 +242,77 @@ def test_upgrade_from_0003_gives_every_award_and_record_an_empty_chain(empty_url
         assert "chain" not in {c.name for c in _table(conn, "award").columns}
         assert "chain" not in {c.name for c in _table(conn, "memoryrecord").columns}
         assert len(_rows(conn, "award")) == 1 and len(_rows(conn, "memoryrecord")) == 1
+
+
+def _record(conn: sa.Connection, row_id: int, embedding: list[float]) -> None:
+    """A memory record of job j<row_id> (its job too) with this embedding."""
+    job = dict(kind="coding", prompt="p", spec={}, pool_path="", notes=[], created_at=T0)
+    _insert(conn, "job", id=f"j{row_id}", status="done", updated_at=T0, **job)
+    _insert(
+        conn,
+        "memoryrecord",
+        id=row_id,
+        job_id=f"j{row_id}",
+        kind="coding",
+        task_text="p",
+        embedding=embedding,
+        bids=[{"agent": "small"}],
+        attempts=[],
+        award_agent="small",
+        award_round="first",
+        provisional_agent="small",
+        verdict="passed",
+        total_tokens=0,
+        total_cost_usd=0.0,
+        created_at=T0,
+    )
+
+
+def test_upgrade_from_0004_packs_every_embedding_as_float32_bytes(
+    empty_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    import numpy as np
+
+    migration = importlib.import_module("sale.models.migrations.versions.0005_packed_embeddings")
+    monkeypatch.setattr(migration, "BATCH", 2)  # several batches from five rows
+    cfg = alembic_config(empty_url)
+    command.upgrade(cfg, "0004")
+    engine = get_engine(empty_url)
+    vectors = {1: [0.6, 0.8], 2: [], 3: [0.1, -0.2, 0.3], 4: [1.0] * 384, 5: [0.0, 1.0]}
+    with engine.begin() as conn:
+        for row_id, vector in vectors.items():
+            _record(conn, row_id, vector)
+    command.upgrade(cfg, "0005")
+    with engine.connect() as conn:
+        rows = _rows(conn, "memoryrecord")
+        version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    assert version == "0005"
+    stored = {r["id"]: bytes(r["embedding"]) for r in rows}
+    assert stored == {i: np.asarray(v, dtype="<f4").tobytes() for i, v in vectors.items()}
+    assert len(stored[4]) == 384 * 4 and stored[2] == b""
+    assert [r["bids"] for r in rows] == [[{"agent": "small"}]] * 5  # the rest untouched
+    columns = {c["name"]: c for c in sa.inspect(engine).get_columns("memoryrecord")}
+    assert isinstance(columns["embedding"]["type"], sa.LargeBinary)
+    assert not columns["embedding"]["nullable"]
+    indexes = {i["name"]: i["column_names"] for i in sa.inspect(engine).get_indexes("memoryrecord")}
+    assert indexes["ix_memoryrecord_kind_id"] == ["kind", "id"]
+
+    # The ORM reads the packed bytes as floats (float32 values).
+    from sale.models.db import session_scope
+    from sale.models.tables import MemoryRecord
+    from sqlmodel import col, select
+
+    with session_scope(empty_url) as s:
+        read = {
+            r.id: r.embedding for r in s.exec(select(MemoryRecord).order_by(col(MemoryRecord.id)))
+        }
+    assert read[1] == pytest.approx([0.6, 0.8]) and read[2] == [] and len(read[4]) == 384
+
+    command.downgrade(cfg, "0004")
+    with engine.connect() as conn:
+        back = {r["id"]: r["embedding"] for r in _rows(conn, "memoryrecord")}
+    assert back[2] == [] and back[4] == [1.0] * 384
+    assert back[3] == pytest.approx(vectors[3]) and back[1] == pytest.approx(vectors[1])
+    command.upgrade(cfg, "head")
