@@ -22,6 +22,9 @@ CONTROL_TASKS = (
 )
 MODEL_TASKS = ("sale.bid", "sale.jury")
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
+REDIS_TRANSPORT = "sale.broker.transport:Transport"
+PUBLISH_RETRY_POLICY = {"max_retries": 30, "interval_start": 0.5, "interval_step": 1.0,
+                        "interval_max": 4.0}  # fmt: skip
 
 
 def create_app(settings: Settings | None = None, pool: Pool | None = None) -> Celery:
@@ -70,7 +73,16 @@ def create_app(settings: Settings | None = None, pool: Pool | None = None) -> Ce
         broker_transport_options=transport,
         result_backend_transport_options=transport,
         broker_connection_retry_on_startup=True,
+        # kombu's Redis transport, surviving a lost Redis (broker/transport.py).
+        broker_transport=REDIS_TRANSPORT if broker.startswith("redis://") else None,
+        # A stage whose work is stored keeps sending its next stage through a broker outage of
+        # a minute or two (backoff 0.5 s, +1 s a try, at most 4 s: ~110 s over 30 tries).
+        task_publish_retry_policy=PUBLISH_RETRY_POLICY,
         task_annotations=annotations,
+        # Leases, the watchdog and the redelivery cap (broker/leases.py).
+        sale_lease_ttl_s=settings.lease_ttl_s,
+        sale_watchdog_interval_s=settings.watchdog_interval_s,
+        sale_redelivery_cap=settings.redelivery_cap,
         worker_hijack_root_logger=False,
         timezone="UTC",
     )

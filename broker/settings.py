@@ -274,6 +274,22 @@ class Settings(BaseSettings):
     control_soft_time_limit_s: int = Field(default=120, gt=0)
     control_time_limit_s: int = Field(default=180, gt=0)
     visibility_timeout_s: int = Field(default=7200, gt=0)
+    lease_ttl_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="TTL of the lease a worker renews (every third of it) on each task message "
+        "it holds; the watchdog re-dispatches a message whose lease lapsed (its worker died) "
+        "within lease_ttl_s + watchdog_interval_s (broker/leases.py).",
+    )
+    watchdog_interval_s: float = Field(
+        default=5.0, gt=0, description="How often each worker's watchdog looks for lapsed leases."
+    )
+    redelivery_cap: int = Field(
+        default=5,
+        ge=1,
+        description="A stage task started more often than this (its worker died each time) "
+        "fails its job as a poison job.",
+    )
 
     # --- monitoring -----------------------------------------------------------------------
     flower_port: int = 5555

@@ -26,11 +26,12 @@ from contextlib import contextmanager
 from typing import Any
 
 from celery import Task, chain, chord, group, shared_task
-from celery.exceptions import TaskPredicate
+from celery.exceptions import Reject, TaskPredicate
 from celery.utils.log import get_task_logger
 from sale.broker.pool import CONTROL_QUEUE
 from sale.workers.context import AuctionContext, get_context
 from sale.workers.jobs import add_note, create_job, fail_job, set_status
+from sale.workers.recovery import TRANSPORT_ERRORS, count_start, is_transport_error, resume
 from sale.workers.spec import validate_spec
 from sale.workers.stages.awarding import (
     SHORTCUT,
@@ -59,9 +60,12 @@ def _publish(task: Task, state: str, job_id: str, **meta: Any) -> None:
     worker's setting (``worker_send_task_events``, on)."""
     if task.request.id and not task.request.is_eager:
         fields = {"job_id": job_id, **meta}
-        task.update_state(state=state, meta=fields)
-        if task.app.conf.worker_send_task_events:
-            task.send_event(f"task-{state.lower()}", **fields)
+        try:
+            task.update_state(state=state, meta=fields)
+            if task.app.conf.worker_send_task_events:
+                task.send_event(f"task-{state.lower()}", **fields)
+        except TRANSPORT_ERRORS as exc:  # only Flower's view: the stage goes on without it
+            logger.warning("job %s: stage %s not published (broker: %s)", job_id, state, exc)
 
 
 def _retry_or(
@@ -83,12 +87,18 @@ def _failing_job(task: Task, job_id: str) -> Iterator[None]:
     """Boundary of a stage task: an unexpected error marks the job failed, then propagates.
 
     The job is marked before Celery stores the task's failure, so anyone waiting on the result
-    sees a failed job. Celery's own control flow (replace, retry) passes through untouched.
+    sees a failed job. Celery's own control flow (replace, retry) passes through untouched. A
+    broker error (after Celery's publish retries) fails nothing: the stage's work is stored, so
+    its message is requeued (or, with Redis still down, left unacknowledged for the watchdog)
+    and the stage runs again from the database.
     """
     try:
         yield
     except TaskPredicate:
         raise
+    except TRANSPORT_ERRORS as exc:
+        logger.warning("job %s: %s hit a broker error, delivered again: %s", job_id, task.name, exc)
+        raise Reject(exc, requeue=True) from exc
     except Exception as exc:
         reason = f"{task.name} failed: {type(exc).__name__}: {exc}"
         logger.error("job %s: %s", job_id, reason)
@@ -102,6 +112,7 @@ def _stage(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(self: Task, job_id: str, *args: Any, **kwargs: Any) -> Any:
         with _failing_job(self, job_id):
+            count_start(self, job_id)  # past the redelivery cap: a poison job
             return fn(self, job_id, *args, **kwargs)
 
     return wrapper
@@ -347,10 +358,16 @@ def update_job_memory(self: Task, job_id: str) -> dict[str, Any]:
 
 @shared_task(name="sale.on_error")
 def on_pipeline_error(request: Any, exc: BaseException, traceback: Any, job_id: str) -> None:
-    """Error callback on the whole pipeline: mark the job failed with the reason.
+    """Error callback on the whole pipeline: mark the job failed with the reason, or, for a
+    broker error (a chord joined while Redis restarted), resume the job from the database.
 
     Runs in the worker whose task failed. Idempotent (a finished job stays finished).
     """
     reason = f"{getattr(request, 'task', 'task')} failed: {type(exc).__name__}: {exc}"
+    if is_transport_error(exc):
+        # A broker error is no verdict on the job: its work is stored, so it carries on.
+        logger.warning("job %s: %s; resuming from the database", job_id, reason)
+        resume(get_context(), job_id)
+        return
     logger.error("job %s: %s", job_id, reason)
     fail_job(get_context(), job_id, reason)

@@ -19,6 +19,10 @@ steered by directives inside the task prompt, so tests control an auction's outc
 - ``P.fail=STAGE``: P raises a permanent error at that stage (bid, jury, refine, execute).
 - ``P.transient=STAGE:N``: P raises a transient error the first N times it is called there.
 - ``P.junk=jury``: P answers jury calls with prose, never valid JSON (it abstains).
+- ``P.slow=STAGE:S``: P takes S seconds (a float) to answer each call at that stage, so a test
+  can kill the worker that holds the call.
+- ``P.crash=STAGE``: P SIGKILLs its own worker (the whole process group) when called at that
+  stage: a poison job.
 - ``P.solve=fail``: P's execution returns code that raises; otherwise it returns the solution
   block (or ``ANSWER: <solution>`` for search jobs).
 - ``P.tools=N``: P's execution first takes N text-format tool actions, one per agent step
@@ -36,8 +40,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
+import signal
 import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -157,6 +164,11 @@ def scripted_reply(
     prompt = "\n".join(str(m.get("content") or "") for m in messages)
     prompt_tokens = len(prompt.split())
     directives = _directives(prompt)
+    slow = directives.get(f"{profile}.slow", "")
+    if slow.startswith(stage + ":"):
+        time.sleep(float(slow.split(":", 1)[1]))
+    if directives.get(f"{profile}.crash") == stage:
+        os.killpg(os.getpgid(0), signal.SIGKILL)
     if directives.get(f"{profile}.fail") == stage:
         return ScriptedReply(
             "", [], [], prompt_tokens, ScriptedFault(False, f"scripted {stage} failure")

@@ -1,0 +1,82 @@
+"""The Redis transport, with one fault fixed: losing Redis never kills a worker.
+
+When a worker's connection to Redis breaks, kombu closes the channel and, on close, tries to
+put the worker's unacknowledged messages back on their queues. With Redis gone that restore
+cannot work, and in kombu 5.7 it raises ``AttributeError`` (the closed connection has no
+parameters left to reconnect with), which Celery reports as an "Unrecoverable error" and the
+worker exits. Here a restore that fails is logged and left alone: the messages stay in Redis's
+unacknowledged set, their leases lapse, and the watchdog puts them back
+(:mod:`sale.broker.leases`). Likewise a message that finishes after the reconnect is
+acknowledged on a channel whose connection is gone (kombu raises ``AttributeError`` again):
+here the acknowledgement goes through the channel's own spare connection pool, and a rejection
+is left to the watchdog. ``create_app`` selects this transport for ``redis://`` brokers.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+log = logging.getLogger(__name__)
+
+
+class QoS(kombu_redis.QoS):  # type: ignore[misc]
+    """kombu's Redis QoS whose restore on close survives a lost connection."""
+
+    def restore_unacked(self, client: Any = None) -> None:
+        """Restore this channel's unacknowledged messages, or leave them to the watchdog."""
+        try:
+            super().restore_unacked(client)
+        except (AttributeError, RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            count = len(self._delivered)
+            self._delivered.clear()
+            log.warning(
+                "%d unacknowledged message(s) not restored on close (%s: %s); the watchdog "
+                "re-dispatches them when their leases lapse",
+                count,
+                type(exc).__name__,
+                exc,
+            )
+
+    def ack(self, delivery_tag: str) -> None:
+        """Acknowledge; on a channel closed by a lost connection, through its spare pool."""
+        try:
+            super().ack(delivery_tag)
+        except AttributeError:
+            client = redis.Redis(connection_pool=self.channel.spare_pool)
+            pipe = client.pipeline()
+            pipe.zrem(self.unacked_index_key, delivery_tag)
+            pipe.hdel(self.unacked_key, delivery_tag)
+            pipe.execute()
+            virtual.QoS.ack(self, delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        """Reject; on a channel closed by a lost connection, leave the message to the
+        watchdog (it is still unacknowledged in Redis, and its lease lapses)."""
+        try:
+            super().reject(delivery_tag, requeue=requeue)
+        except AttributeError:
+            log.warning("message %s left to the watchdog (its channel closed)", delivery_tag)
+            virtual.QoS.ack(self, delivery_tag)
+
+
+class Channel(kombu_redis.Channel):  # type: ignore[misc]
+    """kombu's Redis channel with :class:`QoS` and a spare connection pool of its own."""
+
+    QoS = QoS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.spare_pool = self._get_pool()
+
+
+class Transport(kombu_redis.Transport):  # type: ignore[misc]
+    """kombu's Redis transport with :class:`Channel`."""
+
+    Channel = Channel

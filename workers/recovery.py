@@ -1,0 +1,139 @@
+"""Delivery faults: broker errors that must not fail a job, poison jobs, resuming a job.
+
+A stage whose work is stored must survive the broker going away: its rows are in the database
+and every stage is idempotent, so the cure for a transport error (Redis restarting, a dropped
+connection) is to deliver the stage again, never to fail the job. This module holds what the
+task layer (:mod:`sale.workers.tasks`) needs for that:
+
+- :func:`is_transport_error`: the broker/result-backend errors worth redelivering for, including
+  a chord whose join or header failed with one.
+- :func:`count_start`: counts each start of a stage task (leases and watchdog:
+  :mod:`sale.broker.leases`); a stage started more than ``SALE_REDELIVERY_CAP`` times, its worker
+  dying each time, fails its job as a poison job.
+- :func:`resume_signature`: the signature that carries a job on from what the database holds
+  (its status, its executions), with the pipeline's error callback; used when a chord failed
+  for a transport error, and by the dispatch sweep of queued jobs.
+
+Tasks are named by string here (``sale.job``, …), so this module imports no task module.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task, chain, signature
+from celery.canvas import Signature
+from celery.exceptions import ChordError
+from kombu.exceptions import OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sale.broker.leases import count_delivery, delivery_key
+from sale.broker.pool import CONTROL_QUEUE
+from sale.models.db import session_scope
+from sale.models.tables import Award, Execution, Job
+from sale.workers.context import AuctionContext
+from sqlmodel import col, select
+
+from sale.errors import AuctionError
+
+log = logging.getLogger(__name__)
+
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    OperationalError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+#: Names of transport errors as they appear in a ChordError's text ("Dependency … raised …").
+_TRANSPORT_NAMES = ("ConnectionError", "TimeoutError", "OperationalError", "ConnectionRefused")
+
+
+def is_transport_error(exc: BaseException) -> bool:
+    """True for a broker or result-backend error (or a chord failed by one): the job's stored
+    work is intact and the stage only has to be delivered again."""
+    if isinstance(exc, TRANSPORT_ERRORS):
+        return True
+    if isinstance(exc, ChordError):
+        return any(name in str(exc) for name in _TRANSPORT_NAMES)
+    cause = exc.__cause__ or exc.__context__
+    return cause is not None and cause is not exc and isinstance(cause, TRANSPORT_ERRORS)
+
+
+def count_start(task: Task, job_id: str) -> None:
+    """Count this start of a stage task; past ``SALE_REDELIVERY_CAP`` starts (its worker died
+    each time), raise AuctionError: the job fails as a poison job. Without a Redis broker, or
+    with Redis unreachable, the stage runs uncounted (an outage is no reason to stop it)."""
+    req = task.request
+    url = str(task.app.conf.broker_url or "")
+    if req.is_eager or not req.id or not url.startswith(("redis://", "rediss://", "unix://")):
+        return
+    key = delivery_key(req.id, task.name, req.args or [], req.retries or 0)
+    try:
+        starts = count_delivery(url, key)
+    except TRANSPORT_ERRORS as exc:
+        log.warning("job %s: %s started uncounted (Redis unreachable: %s)", job_id, task.name, exc)
+        return
+    cap = int(task.app.conf.get("sale_redelivery_cap", 5))
+    if starts > cap:
+        raise AuctionError(
+            job_id,
+            f"poison job: {task.name} was started {starts} times and its worker died each time "
+            f"(SALE_REDELIVERY_CAP={cap}); see the worker logs",
+        )
+
+
+def _on_error(job_id: str) -> Signature:
+    return signature("sale.on_error", args=(job_id,))
+
+
+def resume_signature(ctx: AuctionContext, job_id: str) -> Signature | None:
+    """The signature that carries the job on from its stored state, or None for a finished job.
+
+    queued/bidding: the job's start (bids already stored are kept); judging: the first round's
+    jury; refining: the first round's scoring, which fans refinement out again; executing: the
+    last execution attempt (an execution already stored is kept and its fallback decided), then
+    the memory update; updating: the memory update. Control stages take the job id as task id,
+    as the pipeline's do, so ``AsyncResult(job_id)`` follows the job.
+    """
+    with session_scope(ctx.db_url) as s:
+        job = s.get(Job, job_id)
+        if job is None or job.status in ("done", "failed", "cancelled"):
+            return None
+        status = job.status
+        last = s.exec(
+            select(Execution)
+            .where(Execution.job_id == job_id)
+            .order_by(col(Execution.attempt).desc())
+        ).first()
+        award = s.exec(select(Award).where(Award.job_id == job_id)).first()
+        attempt, agent = (last.attempt, last.agent) if last else (0, award.agent if award else None)
+    control: dict[str, Any] = {"queue": CONTROL_QUEUE, "task_id": job_id, "immutable": True}
+    sig: Signature
+    if status in ("queued", "bidding"):
+        sig = signature("sale.job", args=(job_id, None, None), **control)
+    elif status == "judging":
+        sig = signature("sale.judge", args=(job_id, "first"), **control)
+    elif status == "refining":
+        sig = signature("sale.score", args=(job_id, "first"), **control)
+    elif status == "executing" and agent is not None:
+        queue = ctx.pool.get(agent).queue
+        sig = chain(
+            signature("sale.execute", args=(job_id, attempt), queue=queue, immutable=True),
+            signature("sale.update", args=(job_id,), **control),
+        )
+    else:  # updating (or executing with no award, which cannot happen)
+        sig = signature("sale.update", args=(job_id,), **control)
+    sig.link_error(_on_error(job_id))
+    return sig
+
+
+def resume(ctx: AuctionContext, job_id: str) -> bool:
+    """Send the job's :func:`resume_signature`; False when the job is finished."""
+    sig = resume_signature(ctx, job_id)
+    if sig is None:
+        return False
+    sig.apply_async()
+    log.warning("job %s: resumed from the database", job_id)
+    return True
