@@ -13,11 +13,17 @@ fix it; none has side effects. The tree::
     ├── MemoryImportError            a memory export that cannot be imported
     ├── UnknownAgentError            an agent name not in the pool
     ├── JobNotFoundError             a job id not in the auction memory
+    ├── DailyBudgetError             the pool's daily budget is spent; nothing was submitted
     ├── ModelCallError               one model call failed for good (recorded, not fatal)
     │   ├── TransientModelError      worth retrying (rate limit, timeout, 5xx, connection)
-    │   └── PermanentModelError      not worth retrying (bad request, auth, missing model)
+    │   │   └── RateLimitedError     the pool's shared rate limit held the call past its wait
+    │   ├── PermanentModelError      not worth retrying (bad request, auth, missing model)
+    │   └── JobStoppedError          the call was refused: its job must stop
+    │       ├── JobCancelledError    a cancel was requested (`sale cancel`, ``cancel()``)
+    │       └── BudgetExceededError  the job's next call could pass its ``max_cost_usd``
     ├── JuryParseError               a juror reply without a valid score object
-    └── AuctionError                 the auction cannot go on (e.g. every bid failed)
+    ├── AuctionError                 the auction cannot go on (e.g. every bid failed)
+    └── BrokerUnavailableError       the broker cannot be reached; nothing was submitted
 """
 
 from __future__ import annotations
@@ -108,6 +114,20 @@ class JobNotFoundError(SaleError):
         )
 
 
+class DailyBudgetError(SaleError):
+    """The pool's ``daily_budget_usd`` is spent for today (UTC); no job was submitted."""
+
+    def __init__(self, pool: str, budget: float, spent: float):
+        self.pool = pool
+        self.budget = budget
+        self.spent = spent
+        super().__init__(
+            f"the daily budget of pool {pool} is spent: US${spent:.6f} recorded since 00:00 UTC "
+            f"of US${budget:.6f} (daily_budget_usd); no job was submitted. Raise "
+            "daily_budget_usd in the pool file, or submit again after midnight UTC."
+        )
+
+
 class ModelCallError(SaleError):
     """A model call failed; ``agent`` and ``model`` say which."""
 
@@ -119,7 +139,18 @@ class ModelCallError(SaleError):
 
 
 class TransientModelError(ModelCallError):
-    """A failure worth retrying: rate limit, timeout, server error, lost connection."""
+    """A failure worth retrying: rate limit, timeout, server error, lost connection.
+
+    ``retry_after``: the seconds the provider asked to wait (a 429's Retry-After), or None."""
+
+    def __init__(self, agent: str, model: str, message: str, retry_after: float | None = None):
+        self.retry_after = retry_after
+        super().__init__(agent, model, message)
+
+
+class RateLimitedError(TransientModelError):
+    """The pool's shared rate limit (``rpm``/``tpm``) kept a call waiting past its bound; the
+    task is retried after ``retry_after`` seconds."""
 
 
 #: Starts the error recorded on a bid, jury call or execution whose transient model errors
@@ -130,6 +161,26 @@ RETRIES_SPENT = "retries spent: "
 
 class PermanentModelError(ModelCallError):
     """A failure not worth retrying: bad request, authentication, unknown model."""
+
+
+class JobStoppedError(ModelCallError):
+    """A model call refused before it was sent, because its job must stop (``reason``).
+
+    Raised by the model-call gate; the stages record it like any failed call (so what the job
+    spent stays recorded) and the job's next stage does not start."""
+
+    def __init__(self, agent: str, model: str, job_id: str, reason: str):
+        self.job_id = job_id
+        self.reason = reason
+        super().__init__(agent, model, reason)
+
+
+class JobCancelledError(JobStoppedError):
+    """The job's cancellation was requested; no further model call is made for it."""
+
+
+class BudgetExceededError(JobStoppedError):
+    """The job's next model call could take its spend past its ``max_cost_usd``."""
 
 
 class JuryParseError(SaleError):
@@ -148,3 +199,15 @@ class AuctionError(SaleError):
         self.job_id = job_id
         self.reason = reason
         super().__init__(f"job {job_id}: {reason}")
+
+
+class BrokerUnavailableError(SaleError):
+    """The broker could not be reached to send a job; nothing was stored or sent."""
+
+    def __init__(self, url: str, detail: str):
+        self.url = url
+        self.detail = detail
+        super().__init__(
+            f"the broker at {url} is unreachable ({detail}); nothing was submitted. Start Redis "
+            "(or `sale up`) or point SALE_BROKER_URL at a running one, then submit again."
+        )

@@ -102,6 +102,17 @@ def set_status(ctx: AuctionContext, job_id: str, status: str, detail: str | None
     return True
 
 
+def discard_job(ctx: AuctionContext, job_id: str) -> None:
+    """Delete a job that was never sent (its row and status events): a submission whose
+    pipeline the broker did not take leaves nothing behind."""
+    with session_scope(ctx.db_url) as s:
+        for event in s.exec(select(StatusEvent).where(StatusEvent.job_id == job_id)):
+            s.delete(event)
+        job = s.get(Job, job_id)
+        if job is not None:
+            s.delete(job)
+
+
 def fail_job(ctx: AuctionContext, job_id: str, reason: str) -> None:
     """Mark a job failed with a reason (idempotent; a finished job stays finished)."""
     set_status(ctx, job_id, "failed", reason)
