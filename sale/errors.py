@@ -141,10 +141,13 @@ class ModelCallError(SaleError):
 class TransientModelError(ModelCallError):
     """A failure worth retrying: rate limit, timeout, server error, lost connection.
 
-    ``retry_after``: the seconds the provider asked to wait (a 429's Retry-After), or None."""
+    ``retry_after``: the seconds the provider asked to wait (a 429's Retry-After), or None.
+    ``paid``: what the calls before it in the same execution cost (``calls``, ``tokens_in``,
+    ``tokens_out``, ``cost_usd``), set by the agent loop, so a retried execution counts them."""
 
     def __init__(self, agent: str, model: str, message: str, retry_after: float | None = None):
         self.retry_after = retry_after
+        self.paid: dict[str, float] | None = None
         super().__init__(agent, model, message)
 
 

@@ -42,7 +42,12 @@ from sale.workers.stages.awarding import (
     score_first_round,
 )
 from sale.workers.stages.bidding import has_bids, record_failed_bid, run_bid
-from sale.workers.stages.executing import plan_fallback, record_failed_execution, run_execution
+from sale.workers.stages.executing import (
+    add_paid,
+    plan_fallback,
+    record_failed_execution,
+    run_execution,
+)
 from sale.workers.stages.judging import jury_targets, record_abstention, run_jury
 from sale.workers.stages.updating import update_memory
 from sale.workers.stages.verified import award_verified
@@ -69,16 +74,28 @@ def _publish(task: Task, state: str, job_id: str, **meta: Any) -> None:
 
 
 def _retry_or(
-    task: Task, ctx: AuctionContext, exc: TransientModelError, give_up: Callable[[str], Any]
+    task: Task,
+    ctx: AuctionContext,
+    exc: TransientModelError,
+    give_up: Callable[[str], Any],
+    retry_args: tuple[list[Any], dict[str, Any]] | None = None,
 ) -> Any:
     """Retry with exponential backoff and jitter, or, when retries are spent, run ``give_up``
-    with the error to record (``RETRIES_SPENT`` and the last error)."""
+    with the error to record (``RETRIES_SPENT`` and the last error). ``retry_args``: the
+    (args, kwargs) of the retry, when they differ from this try's."""
     n = task.request.retries
     if n < ctx.settings.max_retries:
         delay = min(ctx.settings.retry_backoff_max_s, ctx.settings.retry_backoff_s * 2**n)
         countdown = delay * random.uniform(0.5, 1.0)
         logger.warning("retry %d/%d in %.1fs: %s", n + 1, ctx.settings.max_retries, countdown, exc)
-        raise task.retry(exc=exc, countdown=countdown, max_retries=ctx.settings.max_retries)
+        args, kwargs = retry_args or (None, None)
+        raise task.retry(
+            args=args,
+            kwargs=kwargs,
+            exc=exc,
+            countdown=countdown,
+            max_retries=ctx.settings.max_retries,
+        )
     return give_up(RETRIES_SPENT + str(exc))
 
 
@@ -303,15 +320,18 @@ def award_shortcut_bid(self: Task, job_id: str) -> Any:
 
 @shared_task(bind=True, name="sale.execute")
 @_stage
-def execute_plan(self: Task, job_id: str, attempt: int = 0) -> Any:
+def execute_plan(
+    self: Task, job_id: str, attempt: int = 0, carried: dict[str, float] | None = None
+) -> Any:
     """An agent executes its own plan (attempt 0: the winner); trace, self-check and verdict
     are stored. When the self-check failed and ``self_check_fallback`` allows it, the task
     replaces itself with the next attempt on the next-best bidder's queue (the memory update
     still follows on control).
 
     Queue: sale.agent.<executing agent>. Idempotent: one Execution per (job, attempt).
-    Retries transient model errors; then records a failed execution (the job ends failed, its
-    memory record is kept).
+    Retries transient model errors, carrying the cost of the calls a try made before its
+    error (``carried``) into the recorded execution; then records a failed execution (the job
+    ends failed, its memory record is kept).
     """
     ctx = get_context()
     _publish(self, "EXECUTING", job_id, attempt=attempt)
@@ -323,13 +343,16 @@ def execute_plan(self: Task, job_id: str, attempt: int = 0) -> Any:
                 self, "EXECUTING", job_id, step=step, tool=tool, attempt=attempt
             ),
             attempt=attempt,
+            carried=carried,
         )
     except TransientModelError as exc:
+        paid = add_paid(carried, exc.paid)
         _retry_or(
             self,
             ctx,
             exc,
-            lambda why: record_failed_execution(ctx, job_id, why, attempt),
+            lambda why: record_failed_execution(ctx, job_id, why, attempt, carried=paid),
+            retry_args=([job_id, attempt], {"carried": paid}),
         )
         execution_id = None
     fallback = plan_fallback(ctx, job_id, attempt)

@@ -377,8 +377,15 @@ def run_agent(
                 result = llm(agent, messages, stage="execute", max_tokens=limit, tools=schemas)
             else:  # callers' model functions that predate native tools keep working
                 result = llm(agent, messages, stage="execute", max_tokens=limit)
-        except TransientModelError:
-            raise  # the task layer retries the whole execution
+        except TransientModelError as exc:
+            # The task layer retries the whole execution; the calls already made were paid for.
+            exc.paid = {
+                "calls": n,
+                "tokens_in": outcome.tokens_in,
+                "tokens_out": outcome.tokens_out,
+                "cost_usd": outcome.cost_usd,
+            }
+            raise
         except ModelCallError as exc:
             latency = time.perf_counter() - call_started
             outcome.steps.append(Step(role="error", content=str(exc), latency_s=latency))

@@ -21,6 +21,9 @@ steered by directives inside the task prompt, so tests control an auction's outc
 - ``P.junk=jury``: P answers jury calls with prose, never valid JSON (it abstains).
 - ``P.slow=STAGE:S``: P takes S seconds (a float) to answer each call at that stage, so a test
   can kill the worker that holds the call.
+- ``P.flaky=STAGE:K``: P's call at that stage with K assistant turns already in the
+  conversation (an execution's step K) raises a transient error the first time: a try cut
+  short after K paid calls.
 - ``P.crash=STAGE``: P SIGKILLs its own worker (the whole process group) when called at that
   stage: a poison job.
 - ``P.solve=fail``: P's execution returns code that raises; otherwise it returns the solution
@@ -167,6 +170,16 @@ def scripted_reply(
     slow = directives.get(f"{profile}.slow", "")
     if slow.startswith(stage + ":"):
         time.sleep(float(slow.split(":", 1)[1]))
+    flaky = directives.get(f"{profile}.flaky", "")
+    turns = sum(1 for m in messages if m.get("role") == "assistant")
+    if flaky.startswith(stage + ":") and turns == int(flaky.split(":", 1)[1]):
+        key = f"{profile}:flaky:{hashlib.sha256(prompt.encode()).hexdigest()}"
+        with _calls_lock:
+            _calls[key] += 1
+            first = _calls[key] == 1
+        if first:
+            fault = ScriptedFault(True, f"scripted transient at step {turns}")
+            return ScriptedReply("", [], [], prompt_tokens, fault)
     if directives.get(f"{profile}.crash") == stage:
         os.killpg(os.getpgid(0), signal.SIGKILL)
     if directives.get(f"{profile}.fail") == stage:

@@ -18,6 +18,7 @@ from sale.models.db import session_scope
 from sale.models.schemas import TaskSpec
 from sale.models.tables import Award, Bid, Execution, ExecutionStep
 from sale.workers.agent.loop import EXECUTORS
+from sale.workers.agent.outcome import Step
 from sale.workers.agent.selfcheck import has_visible_checks, self_check
 from sale.workers.agent.verdict import judge_answer
 from sale.workers.auction import scoring as auction
@@ -124,6 +125,7 @@ def run_execution(
     job_id: str,
     progress: Callable[[int, str | None], None] | None = None,
     attempt: int = 0,
+    carried: dict[str, float] | None = None,
 ) -> int:
     """An agent executes its own plan; stores the trace, the self-check and the verdict.
 
@@ -131,7 +133,9 @@ def run_execution(
     ``self_check_fallback`` on, a coding job's answer is run on the prompt's examples (never the
     hidden tests) and a search job's answer is checked for grounding in what its agent read.
     ``progress(step, last_tool)`` is called after each step (the task publishes it to Flower).
-    Idempotent: one Execution per (job, attempt).
+    ``carried``: the paid calls of earlier tries that a transient error cut short; they open
+    the trace as one ``retried`` step, so the execution's cost counts them. Idempotent: one
+    Execution per (job, attempt).
     """
     with session_scope(ctx.db_url) as s:
         existing = execution_row(s, job_id, attempt)
@@ -150,6 +154,8 @@ def run_execution(
     outcome = EXECUTORS[spec.kind](
         spec, plan, agent, ctx.llm, max_tokens, progress=progress, style=style
     )
+    if carried:
+        outcome.steps.insert(0, retried_step(carried))
     verdict = judge_answer(spec, outcome.answer)
     if outcome.error and verdict.value == "unknown":
         detail = f"execution failed: {outcome.error}"
@@ -214,8 +220,35 @@ def run_execution(
             return again.id
 
 
-def record_failed_execution(ctx: AuctionContext, job_id: str, error: str, attempt: int = 0) -> None:
-    """Record an execution whose model could not be reached after every retry.
+def retried_step(carried: dict[str, float]) -> Step:
+    """The trace step that stands for the paid calls of tries a transient error cut short."""
+    return Step(
+        role="retried",
+        content=f"{int(carried.get('calls', 0))} paid model call(s) of earlier tries, cut short "
+        "by transient model errors",
+        tokens_in=int(carried.get("tokens_in", 0)),
+        tokens_out=int(carried.get("tokens_out", 0)),
+        cost_usd=float(carried.get("cost_usd", 0.0)),
+    )
+
+
+def add_paid(carried: dict[str, float] | None, paid: dict[str, float] | None) -> dict[str, float]:
+    """``carried`` plus ``paid`` (the usage of one more try cut short)."""
+    out = dict(carried or {})
+    for key, value in (paid or {}).items():
+        out[key] = out.get(key, 0) + value
+    return out
+
+
+def record_failed_execution(
+    ctx: AuctionContext,
+    job_id: str,
+    error: str,
+    attempt: int = 0,
+    carried: dict[str, float] | None = None,
+) -> None:
+    """Record an execution whose model could not be reached after every retry; ``carried``:
+    the paid calls of its tries, counted in its tokens and cost.
 
     With ``self_check_fallback`` on, a job with visible examples records a failed self-check
     (no code was produced), so the next-best bid gets the job.
@@ -227,6 +260,7 @@ def record_failed_execution(ctx: AuctionContext, job_id: str, error: str, attemp
         raise AuctionError(job_id, f"no bid left to execute as attempt {attempt}")
     checkable = spec.tests is not None or spec.answer is not None
     check = self_checked(ctx, spec)
+    paid = retried_step(carried or {})
     insert_once(
         ctx,
         Execution(
@@ -237,6 +271,9 @@ def record_failed_execution(ctx: AuctionContext, job_id: str, error: str, attemp
             status="failed",
             stop_reason="model_error",
             error=error,
+            tokens_in=paid.tokens_in,
+            tokens_out=paid.tokens_out,
+            cost_usd=paid.cost_usd,
             verdict="failed" if checkable else "unknown",
             verdict_detail=f"execution failed: {error}",
             self_check="failed" if check else None,
