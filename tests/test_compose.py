@@ -122,3 +122,20 @@ def test_each_agent_worker_reaches_its_own_model_server(
         assert server["depends_on"] == {
             "models-install": {"condition": "service_completed_successfully"}
         }
+
+
+def test_every_long_running_service_restarts_and_has_a_health_check(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    one_shot = {name for name, s in services.items() if s.get("restart") == "no"}
+    assert one_shot == {"models-install"}
+    for name, service in services.items():
+        if name in one_shot:
+            continue
+        assert service.get("restart") == "unless-stopped", name
+        assert service.get("healthcheck", {}).get("test"), name
+    for name, service in services.items():
+        command = service.get("command", [])
+        if command[:2] == ["sale", "worker"]:
+            node = "control" if "--control" in command else option(command, "--agent")
+            assert f"-d {node}@$$HOSTNAME" in service["healthcheck"]["test"][1], name

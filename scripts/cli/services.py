@@ -97,9 +97,10 @@ def up(pool: PoolOpt = None) -> None:
         say_resumed(settings, stack.restored)
         err.print(f"up: broker {stack.broker_url}; logs in {stack.log_dir}. Ctrl-C stops.")
         try:
-            while all(p.poll() is None for _n, p in stack.children):
+            # Workers that exit are restarted by the stack; without Redis nothing can run.
+            while all(p.poll() is None for n, p in stack.children if n == "redis"):
                 time.sleep(1)
-            err.print("[red]a child process exited; stopping[/red]")
+            err.print("[red]the broker (redis) exited; stopping[/red]")
         except KeyboardInterrupt:
             err.print("stopping …")
 

