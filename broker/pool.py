@@ -1,8 +1,9 @@
 """The agent pool: which models bid, at what price, on which queue.
 
-A pool file is TOML with one ``[[agents]]`` table per agent. Loading validates everything up
-front and raises :class:`~sale.errors.PoolError` naming the file, the agent and the field, so
-a typo never surfaces later as a confusing worker failure.
+A pool file is TOML with one ``[[agents]]`` table per agent (optionally with ``rpm`` and
+``tpm``, rate limits every worker shares) and an optional top-level ``daily_budget_usd``.
+Loading validates everything up front and raises :class:`~sale.errors.PoolError` naming the
+file, the agent and the field, so a typo never surfaces later as a confusing worker failure.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "params": dict,
     "local_model": str,
     "action_format": str,
+    "rpm": int,
+    "tpm": int,
 }
 _REQUIRED = ("name", "model", "input_price", "output_price")
 
@@ -51,6 +54,8 @@ class Agent:
     params: dict[str, Any] = field(default_factory=dict)
     local_model: str | None = None
     action_format: Literal["text", "native"] = "text"
+    rpm: int | None = None  # requests per minute, shared by every worker (broker/limits.py)
+    tpm: int | None = None  # tokens (in + out) per minute, shared likewise
 
     def call_cost(self, tokens_in: int, tokens_out: int) -> float:
         """US$ of one call with these token counts, from the pool's prices."""
@@ -63,6 +68,7 @@ class Pool:
 
     path: str
     agents: tuple[Agent, ...]
+    daily_budget_usd: float | None = None  # new jobs are refused once today's spend reaches it
 
     def get(self, name: str) -> Agent:
         """The agent called ``name``; raises UnknownAgentError naming the known ones."""
@@ -119,6 +125,9 @@ def _check_agent(path: str, index: int, raw: Any) -> Agent:
     concurrency = raw.get("concurrency", 1)
     if concurrency < 1:
         raise PoolError(path, "must be >= 1", who, "concurrency")
+    for key in ("rpm", "tpm"):
+        if key in raw and raw[key] < 1:
+            raise PoolError(path, "must be >= 1 (per minute, shared by every worker)", who, key)
     action_format = raw.get("action_format", "text")
     if action_format not in ("text", "native"):
         raise PoolError(path, "must be 'text' or 'native'", who, "action_format")
@@ -137,6 +146,8 @@ def _check_agent(path: str, index: int, raw: Any) -> Agent:
         params=dict(raw.get("params", {})),
         local_model=raw.get("local_model"),
         action_format=action_format,
+        rpm=raw.get("rpm"),
+        tpm=raw.get("tpm"),
     )
 
 
@@ -153,9 +164,19 @@ def parse_pool(text: str, path: str = "<pool>") -> Pool:
         data = parse_toml(decode(text, path, LIMITS["pool"]), path)
     except InputError as exc:
         raise PoolError(path, exc.problem) from exc
-    extra = set(data) - {"agents"}
+    extra = set(data) - {"agents", "daily_budget_usd"}
     if extra:
-        raise PoolError(path, f"unknown top-level key(s) {sorted(extra)}; only [[agents]]")
+        raise PoolError(
+            path, f"unknown top-level key(s) {sorted(extra)}; only [[agents]] and daily_budget_usd"
+        )
+    budget = data.get("daily_budget_usd")
+    if budget is not None and (
+        isinstance(budget, bool)
+        or not isinstance(budget, int | float)
+        or not math.isfinite(budget)
+        or budget <= 0
+    ):
+        raise PoolError(path, "daily_budget_usd must be a number > 0 (US$ per UTC day)")
     raw_agents = data.get("agents")
     if not raw_agents:
         raise PoolError(path, "the pool is empty: add at least one [[agents]] table")
@@ -167,7 +188,11 @@ def parse_pool(text: str, path: str = "<pool>") -> Pool:
         if agent.name in seen:
             raise PoolError(path, "duplicate agent name", agent.name, "name")
         seen.add(agent.name)
-    return Pool(path=path, agents=tuple(agents))
+    return Pool(
+        path=path,
+        agents=tuple(agents),
+        daily_budget_usd=None if budget is None else float(budget),
+    )
 
 
 def load_pool(path: Path) -> Pool:

@@ -267,6 +267,13 @@ class Settings(BaseSettings):
     max_retries: int = Field(default=3, ge=0, le=10)
     retry_backoff_s: float = Field(default=2.0, gt=0)
     retry_backoff_max_s: float = Field(default=60.0, gt=0)
+    rate_limit_max_wait_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long a model call may wait in its worker for its agent's shared "
+        "rpm/tpm limit (pool file) or a provider's 429 pause; past it the task is retried "
+        "with a countdown (broker/limits.py, workers/gate.py).",
+    )
     call_soft_time_limit_s: int = Field(default=600, gt=0)
     call_time_limit_s: int = Field(default=660, gt=0)
     execute_soft_time_limit_s: int = Field(default=1800, gt=0)

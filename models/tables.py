@@ -38,6 +38,9 @@ class Job(SQLModel, table=True):
     provisional_winner: str | None = Field(default=None, max_length=64)
     verdict: str | None = Field(default=None, max_length=16)
     notes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # Set once by `sale cancel` / ``cancel()``: whichever worker holds the job stops it at its
+    # next model call or stage (stored here, so it outlives worker and broker restarts).
+    cancel_requested_at: datetime | None = Field(default=None)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 

@@ -6,6 +6,7 @@ The public Python API::
 
     job_id = submit({"kind": "coding", "prompt": "...", "tests": "..."})
     chain = sale_signature(spec) | my_task.s()   # inside your own canvas
+    cancel(job_id)                               # stops at its next model call or stage
 
 Both validate the spec first and raise :class:`SpecError` (nothing stored or sent) on a bad one.
 The subpackages are the architecture: ``sale.broker`` (settings, the agent pool, the Celery app),
@@ -22,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 from sale.errors import SaleError, SpecError, UnknownAgentError
 
 if TYPE_CHECKING:
+    from sale.workers.cancel import cancel
     from sale.workers.canvas import sale_signature, submit
 
-__all__ = ["SaleError", "SpecError", "UnknownAgentError", "sale_signature", "submit"]
+__all__ = ["SaleError", "SpecError", "UnknownAgentError", "cancel", "sale_signature", "submit"]
 
 
 def __getattr__(name: str) -> Any:
@@ -32,4 +34,8 @@ def __getattr__(name: str) -> Any:
         from sale.workers import canvas
 
         return getattr(canvas, name)
+    if name == "cancel":
+        from sale.workers.cancel import cancel
+
+        return cancel
     raise AttributeError(f"module 'sale' has no attribute {name!r}")

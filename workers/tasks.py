@@ -29,6 +29,7 @@ from celery import Task, chain, chord, group, shared_task
 from celery.exceptions import Reject, TaskPredicate
 from celery.utils.log import get_task_logger
 from sale.broker.pool import CONTROL_QUEUE
+from sale.workers.cancel import stop_point
 from sale.workers.context import AuctionContext, get_context
 from sale.workers.jobs import add_note, create_job, fail_job, set_status
 from sale.workers.recovery import TRANSPORT_ERRORS, count_start, is_transport_error, resume
@@ -87,6 +88,8 @@ def _retry_or(
     if n < ctx.settings.max_retries:
         delay = min(ctx.settings.retry_backoff_max_s, ctx.settings.retry_backoff_s * 2**n)
         countdown = delay * random.uniform(0.5, 1.0)
+        if exc.retry_after:  # the provider's Retry-After, or the wait of a shared rate limit
+            countdown = exc.retry_after * random.uniform(1.0, 1.2)
         logger.warning("retry %d/%d in %.1fs: %s", n + 1, ctx.settings.max_retries, countdown, exc)
         args, kwargs = retry_args or (None, None)
         raise task.retry(
@@ -124,12 +127,17 @@ def _failing_job(task: Task, job_id: str) -> Iterator[None]:
 
 
 def _stage(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Run a stage task's body inside :func:`_failing_job` (its first argument is the job id)."""
+    """Run a stage task's body inside :func:`_failing_job` (its first argument is the job id),
+    unless its job's cancel was requested or the job already ended cancelled or failed: then
+    the stage does not start and the task returns the job's summary."""
 
     @functools.wraps(fn)
     def wrapper(self: Task, job_id: str, *args: Any, **kwargs: Any) -> Any:
         with _failing_job(self, job_id):
             count_start(self, job_id)  # past the redelivery cap: a poison job
+            stopped = stop_point(get_context(), job_id, self.name)
+            if stopped is not None:
+                return stopped
             return fn(self, job_id, *args, **kwargs)
 
     return wrapper

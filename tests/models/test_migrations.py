@@ -232,7 +232,7 @@ def test_upgrade_from_0003_gives_every_award_and_record_an_empty_chain(empty_url
     command.upgrade(cfg, "head")
     with engine.begin() as conn:
         version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
-        assert version == "0005"
+        assert version == "0006"
         assert [r["chain"] for r in _rows(conn, "award")] == [None]
         assert [r["chain"] for r in _rows(conn, "memoryrecord")] == [None]
         conn.execute(_table(conn, "award").update().values(chain=["small", "large"]))

@@ -163,7 +163,7 @@ def test_init_db_twice_builds_the_schema_on_postgres(postgres_url: str) -> None:
     assert set(schema.get_table_names()) == TABLE_NAMES | {"alembic_version"}
     with engine.connect() as conn:
         versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
-    assert versions == ["0004"]
+    assert versions == ["0006"]
     # The natural keys that make redelivered tasks idempotent exist on the server.
     unique = {
         table: {tuple(u["column_names"]) for u in schema.get_unique_constraints(table)}
@@ -178,10 +178,11 @@ def test_init_db_twice_builds_the_schema_on_postgres(postgres_url: str) -> None:
         assert ("job_id",) in unique[table], table
     # One execution per (job, attempt): self-check fallbacks add attempts (migration 0002).
     assert unique["execution"] == {("job_id", "attempt")}
-    json_columns = {
+    columns = {
         c["name"]: str(c["type"]) for c in schema.get_columns("memoryrecord") if c["name"] != "id"
     }
-    assert json_columns["embedding"] == json_columns["bids"] == "JSON"
+    # Embeddings as packed float32 bytes (migration 0005); bids and attempts as JSON.
+    assert columns["embedding"] == "BYTEA" and columns["bids"] == columns["attempts"] == "JSON"
 
 
 # --- a whole job --------------------------------------------------------------------------

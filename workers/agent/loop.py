@@ -54,7 +54,7 @@ from sale.workers.prompts import (
     task_first,
 )
 
-from sale.errors import ModelCallError, TransientModelError
+from sale.errors import JobStoppedError, ModelCallError, TransientModelError
 
 log = logging.getLogger(__name__)
 
@@ -389,7 +389,10 @@ def run_agent(
         except ModelCallError as exc:
             latency = time.perf_counter() - call_started
             outcome.steps.append(Step(role="error", content=str(exc), latency_s=latency))
-            outcome.stop_reason = "model_error"
+            # A refused call (a cancelled job, its budget) is no fault of the model.
+            outcome.stop_reason = (
+                "job_stopped" if isinstance(exc, JobStoppedError) else "model_error"
+            )
             outcome.answer = candidate.value
             if outcome.answer is None:  # nothing to judge: the execution failed
                 outcome.error = str(exc)

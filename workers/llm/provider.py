@@ -206,7 +206,8 @@ def call_model(
         response = litellm.completion(**kwargs)
     except transient_errors() as exc:
         detail = _redact(f"{type(exc).__name__}: {exc}", key)
-        raise TransientModelError(agent.name, agent.model, detail) from None
+        wait = retry_after(exc) if isinstance(exc, litellm.RateLimitError) else None
+        raise TransientModelError(agent.name, agent.model, detail, retry_after=wait) from None
     except Exception as exc:  # boundary: every other provider failure is permanent
         detail = _redact(f"{type(exc).__name__}: {exc}", key)
         raise PermanentModelError(agent.name, agent.model, detail) from None
@@ -229,6 +230,29 @@ def call_model(
         model=agent.model,
         tool_calls=_extract_tool_calls(choice.message) if choice.message else (),
     )
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """The seconds a provider's 429 asks to wait (its Retry-After header, in seconds), or
+    None; the header is read from the HTTP response litellm keeps on the exception."""
+    response = getattr(exc, "response", None)
+    for headers in (
+        getattr(exc, "litellm_response_headers", None),
+        getattr(response, "headers", None),
+    ):
+        if not headers:
+            continue
+        try:
+            value = headers.get("retry-after") or headers.get("Retry-After")
+        except AttributeError:
+            continue
+        try:
+            seconds = float(value) if value is not None else None
+        except (TypeError, ValueError):  # an HTTP date: rare; the task's own backoff applies
+            seconds = None
+        if seconds is not None and seconds >= 0:
+            return seconds
+    return None
 
 
 def _redact(text: str, secret: str | None) -> str:

@@ -16,6 +16,7 @@ from sale.models.db import session_scope
 from sale.models.tables import Bid, MemoryRecord
 from sale.workers.auction import scoring as auction
 from sale.workers.context import AuctionContext
+from sale.workers.gate import model_caller
 from sale.workers.jobs import insert_once, job_messages, job_spec, load_job, memory_entry
 from sale.workers.memory.retrieval import build_pairs, render_pairs
 from sale.workers.prompts import render
@@ -82,7 +83,7 @@ def run_bid(
         )
     messages = job_messages(ctx, spec, prompt)
     try:
-        result = ctx.llm(
+        result = model_caller(ctx, job_id)(
             agent,
             messages,
             stage="refine" if round_ == "refined" else "bid",

@@ -23,6 +23,7 @@ from sale.workers.agent.selfcheck import has_visible_checks, self_check
 from sale.workers.agent.verdict import judge_answer
 from sale.workers.auction import scoring as auction
 from sale.workers.context import AuctionContext
+from sale.workers.gate import model_caller
 from sale.workers.jobs import add_note, insert_once, job_spec, load_job, prompt_style
 from sale.workers.stages.awarding import DIRECT_PLAN, candidate
 from sale.workers.stages.bidding import bid_row, ok_bids
@@ -152,7 +153,7 @@ def run_execution(
     agent = ctx.pool.get(bid.agent)
     max_tokens = min(ctx.settings.execute_max_tokens, spec.limits.max_tokens)
     outcome = EXECUTORS[spec.kind](
-        spec, plan, agent, ctx.llm, max_tokens, progress=progress, style=style
+        spec, plan, agent, model_caller(ctx, job_id), max_tokens, progress=progress, style=style
     )
     if carried:
         outcome.steps.insert(0, retried_step(carried))
@@ -170,7 +171,7 @@ def run_execution(
             smoke=ctx.settings.self_check_smoke,
             answer_types=ctx.settings.search_answer_types,
         )
-        if self_checked(ctx, spec)
+        if self_checked(ctx, spec) and outcome.stop_reason != "job_stopped"
         else None
     )
     execution = Execution(

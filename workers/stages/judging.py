@@ -21,6 +21,7 @@ from sale.workers.auction.jury import (
     rotated_order,
 )
 from sale.workers.context import AuctionContext
+from sale.workers.gate import model_caller
 from sale.workers.jobs import insert_once, job_messages, job_spec, load_job
 from sale.workers.prompts import render
 from sale.workers.stages.bidding import ok_bids
@@ -103,9 +104,10 @@ def run_jury(ctx: AuctionContext, job_id: str, juror: str, round_: str, target: 
     replies: list[str] = []
     scores: dict[str, int] | None = None
     error: str | None = None
+    llm = model_caller(ctx, job_id)
     for attempt in range(2):
         try:
-            result = ctx.llm(
+            result = llm(
                 agent,
                 job_messages(ctx, spec, prompt),
                 stage="jury",

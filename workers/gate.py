@@ -1,0 +1,187 @@
+"""The gate every model call of a job passes: cancellation, the job's budget, shared rate limits.
+
+The stages never call the context's model caller bare: :func:`model_caller` wraps it for one
+stage of one job (bids, jury, refinement and every step of an execution), and before each call
+
+1. a cancel requested for the job (:mod:`sale.workers.cancel`), or a job already failed or
+   cancelled, refuses the call with JobCancelledError / JobStoppedError;
+2. the job's spend so far (every call recorded in the database, plus this stage's calls not
+   recorded yet) plus what the next call can cost at most (its prompt at ~4 characters a token
+   and its whole ``max_tokens`` of output, at the agent's prices) must stay within the job's
+   ``max_cost_usd``; otherwise the job fails with that reason and the call is refused
+   (BudgetExceededError);
+3. an agent with ``rpm``/``tpm`` in the pool file takes its slot from the limiter every worker
+   shares (:mod:`sale.broker.limits`).
+
+A refusal is a ModelCallError, so each stage records it as it records a failed call (a failed
+bid, an abstaining juror, an execution that stopped), which keeps what the job spent on the
+record, and the next stage task does not start (:func:`sale.workers.cancel.stop_point`).
+
+Waiting for a rate limit is a bounded wait in the caller, not a task retry: a slot frees
+within one window (60 s) at most, the same order as a model call itself, and a retry would
+throw away an execution's unsaved trace (its steps are stored when it ends) and pay for its
+calls again. So the call waits, sleeping exactly as long as the limiter says the window needs
+(no polling loop), up to ``SALE_RATE_LIMIT_MAX_WAIT_S``; past that it raises RateLimitedError,
+a transient error, and the task layer retries the task with the limiter's countdown, which
+frees the worker's slot. A provider's 429 with Retry-After pauses the agent for every worker
+(a Redis key with that TTL). Every wait, refusal and pause is noted on the job (`sale show`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from sale.broker.limits import RateLimiter
+from sale.broker.pool import Agent
+from sale.models.db import session_scope
+from sale.workers.context import AuctionContext
+from sale.workers.jobs import add_note, fail_job, job_spec, job_totals, load_job
+from sale.workers.llm.types import LLMCall, LLMResult, Message
+
+from sale.errors import (
+    BudgetExceededError,
+    JobCancelledError,
+    JobStoppedError,
+    PermanentModelError,
+    RateLimitedError,
+    TransientModelError,
+)
+
+log = logging.getLogger(__name__)
+
+#: Characters per prompt token in the estimate of a call's price before it is made.
+CHARS_PER_TOKEN = 4
+
+
+def prompt_tokens(messages: list[Message]) -> int:
+    """An estimate of a prompt's tokens from its characters, rounded up."""
+    chars = sum(len(str(m.get("content") or "")) for m in messages)
+    return -(-chars // CHARS_PER_TOKEN)
+
+
+class Gate:
+    """A job's model caller for one stage: ``inner`` behind the checks of the module doc."""
+
+    def __init__(self, ctx: AuctionContext, job_id: str, inner: LLMCall) -> None:
+        self.ctx = ctx
+        self.job_id = job_id
+        self.inner = inner
+        self.unrecorded_usd = 0.0  # this stage's calls, stored when the stage ends
+
+    def __call__(
+        self, agent: Agent, messages: list[Message], *, stage: str, max_tokens: int, **kw: Any
+    ) -> LLMResult:
+        tokens = prompt_tokens(messages) + max_tokens
+        self._check(agent, stage, agent.call_cost(prompt_tokens(messages), max_tokens))
+        limited = bool(agent.rpm or agent.tpm)
+        member = self._acquire(agent, stage, tokens) if limited or self._shared() else None
+        try:
+            result = self.inner(agent, messages, stage=stage, max_tokens=max_tokens, **kw)
+        except TransientModelError as exc:
+            if exc.retry_after and not isinstance(exc, RateLimitedError):
+                self._pause(agent, exc.retry_after)
+            raise
+        self.unrecorded_usd += result.cost_usd
+        if member is not None:
+            self._limiter(agent).settle(agent.name, member, result.tokens_in + result.tokens_out)
+        return result
+
+    # --- cancellation and budget ------------------------------------------------------------
+    def _check(self, agent: Agent, stage: str, next_usd: float) -> None:
+        with session_scope(self.ctx.db_url) as s:
+            job = load_job(s, self.job_id, self.ctx.db_url)
+            requested, status, reason = job.cancel_requested_at, job.status, job.status_reason
+            limit = job_spec(job).limits.max_cost_usd
+            _tokens, spent = job_totals(s, self.job_id)
+        if requested is not None or status == "cancelled":
+            raise JobCancelledError(
+                agent.name, agent.model, self.job_id, f"job cancelled: {stage} call not made"
+            )
+        if status == "failed":
+            raise JobStoppedError(
+                agent.name, agent.model, self.job_id, f"job failed ({reason}): call not made"
+            )
+        spent += self.unrecorded_usd
+        if spent + next_usd > limit:
+            why = (
+                f"budget: max_cost_usd US${limit:.6f} would be passed: US${spent:.6f} spent, "
+                f"the next {stage} call of {agent.name} can cost up to US${next_usd:.6f}"
+            )
+            fail_job(self.ctx, self.job_id, why)
+            raise BudgetExceededError(agent.name, agent.model, self.job_id, why)
+
+    # --- shared rate limits -----------------------------------------------------------------
+    def _shared(self) -> bool:
+        """Whether the broker is the Redis the limits and pauses live in (an agent without
+        limits still waits out a provider's pause there)."""
+        return (self.ctx.settings.broker_url or "").startswith(("redis://", "rediss://", "unix://"))
+
+    def _limiter(self, agent: Agent) -> RateLimiter:
+        url = self.ctx.settings.broker_url or ""
+        if not self._shared():
+            raise PermanentModelError(
+                agent.name,
+                agent.model,
+                "rpm/tpm in the pool file need a Redis broker to share the limit between "
+                "workers; set SALE_BROKER_URL=redis://... (or remove rpm/tpm)",
+            )
+        return RateLimiter(url)
+
+    def _acquire(self, agent: Agent, stage: str, tokens: int) -> str:
+        """Take the agent's slot, waiting up to the bound; returns the reservation."""
+        limiter = self._limiter(agent)
+        bound = self.ctx.settings.rate_limit_max_wait_s
+        waited = 0.0
+        while True:
+            grant = limiter.acquire(agent.name, agent.rpm, agent.tpm, tokens)
+            if grant.granted:
+                break
+            if waited + grant.wait_s > bound:
+                add_note(
+                    self.ctx,
+                    self.job_id,
+                    f"rate limit ({self._limits(agent, grant.reason)}): a {stage} call of "
+                    f"{agent.name} would wait past {bound:g} s; the task is retried in "
+                    f"{grant.wait_s:.1f} s",
+                )
+                raise RateLimitedError(
+                    agent.name,
+                    agent.model,
+                    f"rate limit ({grant.reason}) of {agent.name}: retry in {grant.wait_s:.1f} s",
+                    retry_after=grant.wait_s,
+                )
+            time.sleep(grant.wait_s)  # as long as the window needs, within the bound
+            waited += grant.wait_s
+        if waited:
+            log.info("job %s: %s call of %s waited %.1fs", self.job_id, stage, agent.name, waited)
+            add_note(
+                self.ctx,
+                self.job_id,
+                f"rate limit ({self._limits(agent)}): a {stage} call of {agent.name} waited "
+                f"{waited:.1f} s",
+            )
+        return grant.member
+
+    def _limits(self, agent: Agent, reason: str = "") -> str:
+        if reason == "paused":
+            return "provider pause"
+        parts = [f"rpm {agent.rpm}" if agent.rpm else "", f"tpm {agent.tpm}" if agent.tpm else ""]
+        return ", ".join(p for p in parts if p)
+
+    def _pause(self, agent: Agent, seconds: float) -> None:
+        """A provider's 429 with Retry-After: pause the agent for every worker."""
+        if self._shared():
+            RateLimiter(self.ctx.settings.broker_url or "").pause(agent.name, seconds)
+        add_note(
+            self.ctx,
+            self.job_id,
+            f"provider rate limit (429) on {agent.name}: every worker pauses it for "
+            f"{seconds:.1f} s",
+        )
+
+
+def model_caller(ctx: AuctionContext, job_id: str) -> LLMCall:
+    """The context's model caller behind the gate, for one stage of ``job_id``."""
+    return Gate(ctx, job_id, ctx.llm)
