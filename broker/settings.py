@@ -195,16 +195,17 @@ class Settings(BaseSettings):
     )
     memory_shortcut_min: int = Field(default=3, ge=1, le=256)
     award: Literal["auction", "verified"] = Field(
-        default="auction",
-        description="auction: the auction awards the job (design §3). verified: the memory's "
-        "verified outcomes award it: each agent's chance to pass the job (its attempts on the "
+        default="verified",
+        description="verified (the default; measured in docs/results/verified/): the memory's "
+        "verified outcomes award the job: each agent's chance to pass the job (its attempts on the "
         "award_k nearest past jobs of the kind, shrunk toward its pass rate on the kind), its "
         "self-check's record and its cost give every escalation chain (cheapest first, at most "
         "1 + self_check_fallback agents) an expected success and cost; the cheapest chain "
         "within award_tolerance of the best runs, escalating on a failed self-check. No bids "
         "are collected (they cost 17-22 % of the tokens on the recorded runs for a signal "
         "that hardly predicts success); while the memory holds fewer than award_min_records "
-        "verified jobs of the kind (a cold start) the auction awards instead.",
+        "verified jobs of the kind (a cold start) the auction awards instead. auction: the "
+        "auction alone awards every job (design §3).",
     )
     award_k: int = Field(
         default=5,
