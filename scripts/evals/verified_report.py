@@ -19,8 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-#: The shipped default configuration's row in the recorded runs.
-DEFAULT_ROW = "sale-nomem+weights=nojury+bid_max_tokens=128+plan_mode=generic"
+#: The shipped default configuration's row: the verified award run live through the queue
+#: (its replay is ``verified-award``).
+DEFAULT_ROW = "sale-nomem+award=verified"
 ORACLES = ("oracle", "oracle-small")
 
 
