@@ -3,12 +3,16 @@
 An agent of the pool may carry ``rpm`` (requests per minute) and ``tpm`` (tokens per minute).
 Each worker asks :meth:`RateLimiter.acquire` before a call to that agent; one Lua script, atomic
 on the Redis server and timed by the server's clock (so hosts need no synchronised clocks),
-drops the entries older than a minute from the agent's sorted set ``sale:rate:<agent>``, and
-either records the call (its member carries the tokens it reserves: the prompt estimate plus
-the output cap) or answers how long until the oldest entry that stands in the way leaves the
-window. A sliding log, not a token bucket: a bucket refilled at R a minute lets up to 2R
-through in some minute, the log never more than R in any 60 seconds. After the call,
-:meth:`RateLimiter.settle` replaces the reservation by the tokens the call really used. A
+drops the entries older than a minute (plus a one-second margin) from the agent's sorted set
+``sale:rate:<agent>``, and either records the call (its member carries the tokens it reserves:
+the prompt estimate plus the output cap) or answers how long until the oldest entry that stands
+in the way leaves the window. A sliding log, not a token bucket: a bucket refilled at R a
+minute lets up to 2R through in some minute, the log never more than R in any 60 seconds.
+After the call,
+:meth:`RateLimiter.settle` replaces the reservation by the tokens the call really used and
+re-times its entry to the call's end, so a request that left its worker late (a cold client)
+still counts a full minute from when the provider saw it; only a call in flight longer than
+the window could let the provider see R + 1 in a minute. A
 provider's 429 with a Retry-After pauses the agent for every worker: :meth:`RateLimiter.pause`
 sets ``sale:rate:<agent>:pause`` with that TTL, and ``acquire`` refuses while it lives.
 """
@@ -22,6 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 WINDOW_S = 60.0
+#: Entries are kept this much longer than the window: the provider counts arrivals, which lag
+#: the grant by the request's own latency, so R grants a minute arrive as at most R a minute.
+MARGIN_S = 1.0
 KEY_PREFIX = "sale:rate:"
 
 _ACQUIRE = """
@@ -57,10 +64,12 @@ return {1, 0, 'ok'}
 """
 
 _SETTLE = """
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not score then return 0 end
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[1], score, ARGV[2])
+redis.call('ZADD', KEYS[1], now, ARGV[2])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
 return 1
 """
 
@@ -112,7 +121,7 @@ class RateLimiter:
     def acquire(self, agent: str, rpm: int | None, tpm: int | None, tokens: int) -> Grant:
         """Record one call of ``agent`` reserving ``tokens``, or say how long to wait."""
         member = f"{uuid.uuid4().hex}:{max(0, int(tokens))}"
-        window_ms = int(WINDOW_S * 1000)
+        window_ms = int((WINDOW_S + MARGIN_S) * 1000)
         ok, wait_ms, reason = _client(self.url).eval(
             _ACQUIRE, 2, *self._keys(agent), window_ms, rpm or 0, tpm or 0, max(0, int(tokens)),
             member.split(":")[0],
@@ -123,9 +132,12 @@ class RateLimiter:
         return Grant(False, int(wait_ms) / 1000.0, reason)
 
     def settle(self, agent: str, member: str, tokens: int) -> None:
-        """Replace a granted call's reservation by the tokens it used."""
+        """When a granted call has ended: its entry counts from now (the provider saw the
+        request between the grant and now, and a first call of a process can take seconds to
+        leave it), with the tokens it used instead of its reservation."""
         used = f"{member.split(':')[0]}:{max(0, int(tokens))}"
-        _client(self.url).eval(_SETTLE, 1, self._keys(agent)[0], member, used)
+        window_ms = int((WINDOW_S + MARGIN_S) * 1000)
+        _client(self.url).eval(_SETTLE, 1, self._keys(agent)[0], member, used, window_ms)
 
     def pause(self, agent: str, seconds: float) -> None:
         """Pause ``agent`` for every worker for ``seconds`` (a provider's Retry-After); a longer

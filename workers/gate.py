@@ -77,15 +77,18 @@ class Gate:
         self._check(agent, stage, agent.call_cost(prompt_tokens(messages), max_tokens))
         limited = bool(agent.rpm or agent.tpm)
         member = self._acquire(agent, stage, tokens) if limited or self._shared() else None
+        used = tokens  # a failed call keeps its reservation
         try:
             result = self.inner(agent, messages, stage=stage, max_tokens=max_tokens, **kw)
+            used = result.tokens_in + result.tokens_out
         except TransientModelError as exc:
             if exc.retry_after and not isinstance(exc, RateLimitedError):
                 self._pause(agent, exc.retry_after)
             raise
+        finally:
+            if member is not None:
+                RateLimiter(self.ctx.settings.broker_url or "").settle(agent.name, member, used)
         self.unrecorded_usd += result.cost_usd
-        if member is not None:
-            self._limiter(agent).settle(agent.name, member, result.tokens_in + result.tokens_out)
         return result
 
     # --- cancellation and budget ------------------------------------------------------------
