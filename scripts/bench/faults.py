@@ -1,0 +1,456 @@
+"""Benchmark: the queue under faults — nothing lost, nothing stuck, nothing paid twice.
+
+A real cluster on loopback (:mod:`sale.scripts.bench.cluster`: redis-server with AOF, one
+`sale worker` per queue) runs coding jobs against an OpenAI-compatible HTTP stub provider served
+by this script. The stub answers like the scripted test double (so every job can pass) and
+injects faults at a given rate: 429 with Retry-After, 500, a hang past the client's timeout, a
+malformed body. It bills every call it answers, so the recorded cost can be checked against
+what a provider would charge. A schedule SIGKILLs agent workers (a supervisor starts a
+replacement, as compose's restart policy would), kills the control worker once and restarts
+Redis once. Per scenario it reports jobs done / failed (with reasons) / stuck / lost,
+duplicate rows, recorded vs billed cost, and the time from the last fault to the last job's end;
+results go to docs/benchmarks/faults.json and faults.md.
+
+    python -m sale.scripts.bench.faults --jobs 30
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import typer
+from sale.scripts.bench.cluster import Cluster, free_port, job_rows, wait_terminal
+
+ROOT = Path(__file__).resolve().parents[2]
+AGENTS = (("small", 0.03), ("medium", 0.12), ("large", 0.36))
+FAULTS = ("429", "500", "hang", "malformed")
+ADD = "def add(a, b):\n    return a + b\n"
+TESTS = "def check(candidate):\n    assert candidate(2, 3) == 5\n"
+
+
+# --- the stub provider --------------------------------------------------------------------
+
+
+@dataclass
+class Stub:
+    """An OpenAI-compatible chat-completions server with injected faults; bills what it answers."""
+
+    fault_rate: float = 0.2
+    hang_s: float = 8.0
+    seed: int = 0
+    port: int = 0
+    billed: dict[str, list[int]] = field(default_factory=dict)  # model -> [tokens in, out]
+    faults: Counter[str] = field(default_factory=Counter)
+    calls: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _server: ThreadingHTTPServer | None = None
+
+    def start(self) -> str:
+        """Serve on loopback in a thread; returns the base URL (``…/v1``)."""
+        rng = random.Random(self.seed)
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_: Any) -> None:
+                return None
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                with stub._lock:
+                    stub.calls += 1
+                    fault = rng.choice(FAULTS) if rng.random() < stub.fault_rate else None
+                    if fault:
+                        stub.faults[fault] += 1
+                if fault == "429":
+                    self._send(429, {"error": {"message": "rate limited"}}, {"Retry-After": "1"})
+                elif fault == "500":
+                    self._send(500, {"error": {"message": "internal error"}})
+                elif fault == "hang":
+                    time.sleep(stub.hang_s)  # past the client's timeout
+                    self._send(504, {"error": {"message": "gateway timeout"}})
+                elif fault == "malformed":
+                    self._raw(200, b'{"id": "x", "choices": [{"message": ')
+                else:
+                    self._send(200, stub.answer(body))
+
+            def _send(self, code: int, doc: Any, headers: dict[str, str] | None = None) -> None:
+                self._raw(code, json.dumps(doc).encode(), headers)
+
+            def _raw(self, code: int, data: bytes, headers: dict[str, str] | None = None) -> None:
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    for key, value in (headers or {}).items():
+                        self.send_header(key, value)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (its timeout); nothing was delivered
+
+        self.port = self.port or free_port()
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+
+    def answer(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A scripted reply to a chat request, billed to its model."""
+        from sale.workers.llm.scripted import scripted_reply
+
+        messages = body.get("messages", [])
+        text = "\n".join(str(m.get("content") or "") for m in messages)
+        if "integers from 0 to 5" in text or "PLAN A:" in text:
+            stage = "jury"
+        elif "TOOLS" in str(messages[0].get("content", "")) if messages else False:
+            stage = "execute"
+        else:
+            stage = "bid"
+        model = str(body.get("model", "small")).split("/")[-1]
+        reply = scripted_reply(model, stage, messages)
+        tokens_in, tokens_out = reply.prompt_tokens, len(reply.tokens)
+        with self._lock:
+            billed = self.billed.setdefault(model, [0, 0])
+            billed[0] += tokens_in
+            billed[1] += tokens_out
+        choice: dict[str, Any] = {
+            "index": 0,
+            "finish_reason": "stop",
+            "message": {"role": "assistant", "content": reply.text},
+        }
+        if body.get("logprobs"):
+            choice["logprobs"] = {
+                "content": [
+                    {
+                        "token": tok,
+                        "logprob": alts[0][1],
+                        "bytes": None,
+                        "top_logprobs": [
+                            {"token": t, "logprob": lp, "bytes": None} for t, lp in alts
+                        ],
+                    }
+                    for tok, alts in zip(reply.tokens, reply.top_logprobs, strict=True)
+                ]
+            }
+        return {
+            "id": f"stub-{self.calls}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [choice],
+            "usage": {
+                "prompt_tokens": tokens_in,
+                "completion_tokens": tokens_out,
+                "total_tokens": tokens_in + tokens_out,
+            },
+        }
+
+    def billed_usd(self) -> float:
+        prices = dict(AGENTS)
+        return sum((i + o) * prices[m] / 1e6 for m, (i, o) in self.billed.items())
+
+
+def pool_file(path: Path, api_base: str) -> Path:
+    """A pool of three agents served by the stub, priced like the scripted pool."""
+    entries = [
+        f'[[agents]]\nname = "{name}"\nmodel = "openai/{name}"\napi_base = "{api_base}"\n'
+        f"input_price = {price}\noutput_price = {price}\nconcurrency = 2\n"
+        for name, price in AGENTS
+    ]
+    path.write_text("# The fault benchmark's stub provider (loopback).\n\n" + "\n".join(entries))
+    return path
+
+
+# --- a scenario ---------------------------------------------------------------------------
+
+
+@dataclass
+class Scenario:
+    """A fault schedule: seconds after the jobs are sent."""
+
+    name: str
+    jobs: int
+    agent_kill_every_s: float = 15.0
+    agent_kills: int = 4
+    control_kill_at_s: float | None = 20.0
+    redis_restart_at_s: float | None = 35.0
+    redis_down_s: float = 3.0
+    fault_rate: float = 0.2
+    tools: int = 1
+    deadline_s: float = 600.0
+
+
+def spec(i: int, tools: int) -> dict[str, Any]:
+    return {
+        "kind": "coding",
+        "name": f"fault-{i}",
+        "prompt": f"Write add(a, b) returning the sum (job {i}).\n[[scripted small.tools={tools} "
+        f"medium.tools={tools} large.tools={tools}]]\n[[solution]]\n{ADD}[[/solution]]\n",
+        "tests": TESTS,
+        "entry_point": "add",
+    }
+
+
+def run(scenario: Scenario, workdir: Path) -> dict[str, Any]:
+    """Run one scenario; returns its figures."""
+    stub = Stub(fault_rate=scenario.fault_rate)
+    api_base = stub.start()
+    env = {
+        "SALE_LLM_TIMEOUT_S": "5",
+        "SALE_MAX_RETRIES": "6",
+        "SALE_RETRY_BACKOFF_S": "0.5",
+        "SALE_RETRY_BACKOFF_MAX_S": "4",
+        "SALE_LEASE_TTL_S": "10",
+        "SALE_WATCHDOG_INTERVAL_S": "2",
+        "SALE_BENCH_REDIS_DOWN_S": str(scenario.redis_down_s),
+    }
+    workdir.mkdir(parents=True, exist_ok=True)
+    pool = pool_file(workdir / "pool.toml", api_base)
+    events: list[tuple[float, str]] = []
+    with Cluster(workdir / "cluster", pool_file=pool, env_extra=env) as cluster:
+        names = ["control", *(a for a, _ in AGENTS)]
+        for name in names:
+            cluster.start_worker(name)
+        t0 = time.monotonic()
+        schedule: list[tuple[float, str]] = [
+            (scenario.agent_kill_every_s * (k + 1), "kill-agent")
+            for k in range(scenario.agent_kills)
+        ]
+        if scenario.control_kill_at_s is not None:
+            schedule.append((scenario.control_kill_at_s, "kill-control"))
+        if scenario.redis_restart_at_s is not None:
+            schedule.append((scenario.redis_restart_at_s, "restart-redis"))
+        schedule.sort()
+        faults = threading.Thread(target=inject, args=(cluster, schedule, t0, events, names))
+        faults.start()  # the faults run while the jobs are being submitted and worked on
+        ids, refused = [], 0
+        for i in range(scenario.jobs):
+            while True:
+                try:
+                    ids.append(cluster.submit(spec(i, scenario.tools)))
+                    break
+                except RuntimeError:  # `sale submit` refused (exit 2): the broker is down
+                    refused += 1
+                    time.sleep(1)
+        events.append((time.monotonic() - t0, f"{len(ids)} jobs submitted ({refused} refused)"))
+        faults.join()
+        last_fault = max((t for t, e in events if not e.endswith(")")), default=0.0)
+        stub_faults_until = time.monotonic()
+        deadline = time.monotonic() + scenario.deadline_s
+        status: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            status = wait_terminal(cluster.db_url, ids, timeout=2)
+            revive(cluster, names)
+            if all(s in ("done", "failed", "cancelled") for s in status.values()):
+                break
+        rows = {job_id: job_rows(cluster.db_url, job_id) for job_id in ids}
+        ended = last_end(cluster.db_url, ids)
+        pending = pending_ids(cluster, ids)
+    stub.stop()
+    return summarise(
+        scenario, ids, status, rows, stub, events, last_fault, t0, ended, pending, stub_faults_until
+    )
+
+
+def inject(
+    cluster: Cluster,
+    schedule: list[tuple[float, str]],
+    t0: float,
+    events: list[tuple[float, str]],
+    names: list[str],
+) -> None:
+    """Run the fault schedule (seconds after ``t0``), restarting dead workers in between."""
+    rng = random.Random(1)
+    for at, action in schedule:
+        while time.monotonic() - t0 < at:
+            time.sleep(0.2)
+            revive(cluster, names)
+        if action == "kill-agent":
+            victim = rng.choice([a for a, _ in AGENTS])
+            cluster.kill_worker(victim)
+            cluster.start_worker(victim)
+            action = f"kill-agent {victim}"
+        elif action == "kill-control":
+            cluster.kill_worker("control")
+            time.sleep(2)
+            cluster.start_worker("control")
+        else:
+            cluster.restart_redis(scenario_down(cluster))
+        events.append((time.monotonic() - t0, action))
+
+
+def scenario_down(cluster: Cluster) -> float:
+    """How long Redis stays down in a restart."""
+    return float(cluster.env_extra.get("SALE_BENCH_REDIS_DOWN_S", "3"))
+
+
+def revive(cluster: Cluster, names: list[str]) -> None:
+    """Start any worker that died (a restart policy)."""
+    for name in names:
+        if not cluster.alive(name):
+            cluster.start_worker(name)
+
+
+def last_end(db_url: str, ids: list[str]) -> float | None:
+    """The wall-clock (epoch seconds) of the last job's end."""
+    from sale.models.db import session_scope
+    from sale.models.tables import Job
+    from sqlmodel import col, select
+
+    with session_scope(db_url) as s:
+        stamps = s.exec(select(Job.updated_at).where(col(Job.id).in_(ids))).all()
+    if not stamps:
+        return None
+    return max(t.replace(tzinfo=UTC).timestamp() for t in stamps)
+
+
+def pending_ids(cluster: Cluster, ids: list[str]) -> set[str]:
+    """Jobs with a message still waiting or taken on the broker (a stuck job with none is lost)."""
+    from sale.scripts.local.runtime import pending_task_ids
+
+    queues = ["sale.control", *(f"sale.agent.{a}" for a, _ in AGENTS)]
+    try:
+        taken = pending_task_ids(cluster.broker_url, queues)
+    except Exception:  # boundary: a benchmark reading a broker that may be gone
+        return set()
+    return {job_id for job_id in ids if job_id in taken}
+
+
+def summarise(
+    scenario: Scenario,
+    ids: list[str],
+    status: dict[str, str],
+    rows: dict[str, dict[str, Any]],
+    stub: Stub,
+    events: list[tuple[float, str]],
+    last_fault: float,
+    t0: float,
+    ended: float | None,
+    pending: set[str],
+    _until: float,
+) -> dict[str, Any]:
+    done = [j for j in ids if status.get(j) == "done"]
+    failed = {j: rows[j]["reason"] for j in ids if status.get(j) == "failed"}
+    stuck = [j for j in ids if status.get(j) not in ("done", "failed", "cancelled")]
+    lost = [j for j in stuck if j not in pending]
+    duplicates = sum(
+        len(r[k]) - len(set(r[k]))
+        for r in rows.values()
+        for k in ("bids", "jury_calls", "executions")
+    ) + sum(max(0, r["memory_records"] - 1) for r in rows.values())
+    recorded = sum(r["recorded_cost"] for r in rows.values())
+    billed = stub.billed_usd()
+    offset = time.time() - time.monotonic()
+    to_end = None if ended is None else ended - (offset + t0 + last_fault)
+    return {
+        "scenario": scenario.name,
+        "jobs": len(ids),
+        "done": len(done),
+        "failed": len(failed),
+        "failed_reasons": sorted(Counter(str(r)[:160] for r in failed.values()).items()),
+        "stuck": len(stuck),
+        "lost": len(lost),
+        "duplicate_rows": duplicates,
+        "recorded_usd": recorded,
+        "billed_usd": billed,
+        "unrecorded_share": (billed - recorded) / billed if billed else 0.0,
+        "provider_calls": stub.calls,
+        "provider_faults": dict(stub.faults),
+        "last_fault_to_last_end_s": to_end,
+        "events": [(round(t, 1), e) for t, e in events],
+        "settings": {
+            "fault_rate": scenario.fault_rate,
+            "agent_kills": scenario.agent_kills,
+            "agent_kill_every_s": scenario.agent_kill_every_s,
+            "control_kill_at_s": scenario.control_kill_at_s,
+            "redis_restart_at_s": scenario.redis_restart_at_s,
+            "redis_down_s": scenario.redis_down_s,
+            "lease_ttl_s": 10,
+            "watchdog_interval_s": 2,
+        },
+    }
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    head = (
+        "| scenario | jobs | done | failed | stuck | lost | duplicate rows | recorded US$ | "
+        "billed US$ | unrecorded | last fault → last end |\n" + "|---" * 11 + "|\n"
+    )
+    lines = [
+        f"| {r['scenario']} | {r['jobs']} | {r['done']} | {r['failed']} | {r['stuck']} | "
+        f"{r['lost']} | {r['duplicate_rows']} | {r['recorded_usd']:.6f} | {r['billed_usd']:.6f} | "
+        f"{100 * r['unrecorded_share']:.1f} % | "
+        + (f"{r['last_fault_to_last_end_s']:.1f} s |" if r["last_fault_to_last_end_s"] else "– |")
+        for r in results
+    ]
+    return head + "\n".join(lines) + "\n"
+
+
+def main(
+    jobs: int = 30,
+    out: Path = ROOT / "docs" / "benchmarks" / "faults.json",
+    short: bool = typer.Option(False, help="the test suite's short scenario only"),
+) -> None:
+    """Run the fault scenarios and write the results."""
+    scenarios = (
+        [
+            Scenario(
+                "short",
+                3,
+                agent_kill_every_s=6,
+                agent_kills=1,
+                control_kill_at_s=None,
+                redis_restart_at_s=10,
+                deadline_s=120,
+            )
+        ]
+        if short
+        else [Scenario("full", jobs)]
+    )
+    work = Path(tempfile.mkdtemp(prefix="sale-faults-"))
+    results = [run(s, work / s.name) for s in scenarios]
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d")
+    command = "python -m sale.scripts.bench.faults " + " ".join(sys.argv[1:])
+    doc = {"date": stamp, "command": command.strip(), "results": results}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    reasons = "".join(
+        f"\n- {r['scenario']}: " + "; ".join(f"{n}× {why}" for why, n in r["failed_reasons"])
+        for r in results
+        if r["failed_reasons"]
+    )
+    out.with_suffix(".md").write_text(
+        f"# The queue under faults ({stamp})\n\n`{command.strip()}` on {os.cpu_count()} cores: "
+        "real redis-server (AOF), real `sale worker` processes, the script's HTTP stub provider "
+        "with 20 % faults (429 + Retry-After, 500, hang past the 5 s client timeout, malformed "
+        "body), agent workers SIGKILLed (and restarted) every 15 s, the control worker killed "
+        "once, Redis restarted once (3 s down); leases TTL 10 s, watchdog every 2 s.\n\n"
+        + table(results)
+        + "".join(
+            f"\nWhat happened in {r['scenario']} (seconds after the first submission): "
+            + "; ".join(f"{t} {e}" for t, e in r["events"])
+            + f". Provider: {r['provider_calls']} calls, faults {r['provider_faults']}.\n"
+            for r in results
+        )
+        + (f"\nFailed jobs' reasons:{reasons}\n" if reasons else "")
+    )
+    print(table(results))
+
+
+if __name__ == "__main__":
+    typer.run(main)
