@@ -263,16 +263,18 @@ def test_a_whole_job_through_the_task_bodies_on_postgres(ctx: AuctionContext) ->
     )
     assert record.total_tokens == expected_tokens > 0
     assert record.total_cost_usd > execution.cost_usd > 0
-    # Stored as JSON values on the server (not as strings holding JSON).
+    # Stored as JSON values on the server (not as strings holding JSON); the embedding as
+    # packed float32 bytes, 4 per dimension.
     with get_engine(ctx.db_url).connect() as conn:
         kinds = conn.execute(
             text(
-                "SELECT json_typeof(embedding), json_typeof(bids), json_typeof(bids->0->'jury')"
+                "SELECT octet_length(embedding), json_typeof(bids), json_typeof(bids->0->'jury')"
                 " FROM memoryrecord WHERE id = :id"
             ),
             {"id": ids["record"]},
         ).one()
-    assert tuple(kinds) == ("array", "array", "object")
+    assert tuple(kinds) == (4 * len(record.embedding), "array", "object")
+    assert len(record.embedding) > 0
 
     # Redelivered tasks find their rows: same ids, not one row more.
     before = row_counts(ctx.db_url)

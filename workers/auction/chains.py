@@ -29,12 +29,16 @@ from itertools import combinations
 from typing import Literal
 
 from sale.workers.auction.estimates import (
+    AgentTotals,
     EstimatorParams,
+    Near,
     Outcome,
-    attempt_cost,
-    check_behaviour,
-    p_pass,
-    record_counts,
+    attempt_cost_of,
+    check_behaviour_of,
+    neighbours,
+    p_pass_near,
+    rate_of,
+    totals,
 )
 
 Floor = Literal["best", "largest"]
@@ -147,6 +151,33 @@ def choose(
     return best
 
 
+def agent_views_from(
+    by_agent: Mapping[str, AgentTotals],
+    near: Mapping[str, Near],
+    prices: Mapping[str, float],
+    params: ChainParams = ChainParams(),
+) -> list[AgentView]:
+    """Each pool agent as the award sees it, from every agent's totals over the kind and each
+    pool agent's neighbours of the job (at least ``params.estimator.k`` of them when the
+    memory holds that many; an agent missing from ``near`` has none)."""
+    views = []
+    for name, price in sorted(prices.items(), key=lambda kv: (kv[1], kv[0])):
+        mine = by_agent.get(name, AgentTotals())
+        s, f = check_behaviour_of(mine, params.check_strength)
+        prior = rate_of(mine, params.estimator)
+        views.append(
+            AgentView(
+                name,
+                price,
+                p_pass_near(near.get(name, ()), prior, params.estimator),
+                attempt_cost_of(by_agent, name, price),
+                s,
+                f,
+            )
+        )
+    return views
+
+
 def agent_views(
     outcomes: Sequence[Outcome],
     query: Sequence[float],
@@ -156,20 +187,31 @@ def agent_views(
     """Each pool agent as the award sees it for the job embedded as ``query``: ``outcomes`` are
     the memory's verified attempts of the job's kind, ``prices`` the agents' US$ per million
     tokens (what an attempt's tokens cost when the memory has no attempt of the agent)."""
-    views = []
-    for name, price in sorted(prices.items(), key=lambda kv: (kv[1], kv[0])):
-        s, f = check_behaviour(outcomes, name, params.check_strength)
-        views.append(
-            AgentView(
-                name,
-                price,
-                p_pass(outcomes, query, name, params.estimator),
-                attempt_cost(outcomes, name, price),
-                s,
-                f,
-            )
-        )
-    return views
+    k = params.estimator.k
+    near = {name: neighbours(outcomes, query, name, k) for name in prices}
+    return agent_views_from(totals(outcomes), near, prices, params)
+
+
+def award_chain_from(
+    by_agent: Mapping[str, AgentTotals],
+    near: Mapping[str, Near],
+    prices: Mapping[str, float],
+    params: ChainParams = ChainParams(),
+    checkable: bool = True,
+    max_len: int | None = None,
+    auction_cost: float = 0.0,
+) -> tuple[Choice, list[AgentView], frozenset[str]]:
+    """:func:`award_chain` from the agents' totals and neighbours (:func:`agent_views_from`)."""
+    views = agent_views_from(by_agent, near, prices, params)
+    largest = max(views, key=lambda a: (a.price, a.name)).name
+    empty = AgentTotals()
+    counts = {
+        v.name: (by_agent.get(v.name, empty).passes, by_agent.get(v.name, empty).attempts)
+        for v in views
+    }
+    bar = barred(counts, params.bar_min_n, params.bar_max_rate, keep=largest)
+    choice = choose(views, params.tol, checkable, bar, auction_cost, params.floor, max_len)
+    return choice, views, bar
 
 
 def award_chain(
@@ -182,9 +224,8 @@ def award_chain(
     auction_cost: float = 0.0,
 ) -> tuple[Choice, list[AgentView], frozenset[str]]:
     """The verified award of one job: (the chosen chain, the agents as seen, the barred ones)."""
-    views = agent_views(outcomes, query, prices, params)
-    largest = max(views, key=lambda a: (a.price, a.name)).name
-    counts = {v.name: record_counts(outcomes, v.name) for v in views}
-    bar = barred(counts, params.bar_min_n, params.bar_max_rate, keep=largest)
-    choice = choose(views, params.tol, checkable, bar, auction_cost, params.floor, max_len)
-    return choice, views, bar
+    k = params.estimator.k
+    near = {name: neighbours(outcomes, query, name, k) for name in prices}
+    return award_chain_from(
+        totals(outcomes), near, prices, params, checkable, max_len, auction_cost
+    )

@@ -15,20 +15,16 @@ import logging
 from dataclasses import dataclass
 
 from sale.models.db import session_scope
-from sale.models.tables import Award, Bid, MemoryRecord
+from sale.models.tables import Award, Bid
 from sale.workers.auction import scoring as auction
 from sale.workers.context import AuctionContext
 from sale.workers.jobs import add_note, insert_once, job_embedding, load_job, memory_entry
-from sale.workers.memory.retrieval import (
-    build_pairs,
-    nearest,
-    nearest_with_similarity,
-    shortcut_agent,
-)
+from sale.workers.memory.index import memory_index, nearest_records
+from sale.workers.memory.retrieval import build_pairs, shortcut_agent
 from sale.workers.stages.bidding import bid_row, ok_bids
 from sale.workers.stages.judging import jury_panel
 from sale.workers.stages.jury_scores import jury_gammas, mark_degenerate
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from sale.errors import AuctionError
 
@@ -119,27 +115,18 @@ def score_first_round(ctx: AuctionContext, job_id: str) -> FirstRoundOutcome:
     prices = {b.agent: ctx.pool.get(b.agent).output_price for b in bids}
     eligible = auction.refinement_eligible(prices, winner.price)
     refiners: dict[str, list[int]] = {}
-    if eligible:
-        with session_scope(ctx.db_url) as s:
-            # Direct and verified jobs had no auction: they would take retrieval slots and give
-            # no pairs.
-            records = list(
-                s.exec(
-                    select(MemoryRecord).where(
-                        MemoryRecord.kind == kind, col(MemoryRecord.award_round).not_in(NO_AUCTION)
-                    )
-                )
+    # Direct and verified jobs had no auction: they would take retrieval slots and give no pairs.
+    if eligible and memory_index(ctx.db_url).count(kind, NO_AUCTION):
+        query = job_embedding(ctx, job_id)
+        hits = nearest_records(ctx.db_url, kind, query, ctx.settings.memory_k, NO_AUCTION)
+        near = [memory_entry(r) for r, _sim in hits]
+        for agent in eligible:
+            pairs = build_pairs(
+                agent, near, ctx.settings.memory_label, ctx.settings.refine_max_pairs
             )
-        if records:
-            query = job_embedding(ctx, job_id)
-            near = nearest(query, [memory_entry(r) for r in records], ctx.settings.memory_k)
-            for agent in eligible:
-                pairs = build_pairs(
-                    agent, near, ctx.settings.memory_label, ctx.settings.refine_max_pairs
-                )
-                if pairs:
-                    # Pass the retrieved ids in order so the refine task sees this exact memory.
-                    refiners[agent] = [e.record_id for e in near]
+            if pairs:
+                # Pass the retrieved ids in order so the refine task sees this exact memory.
+                refiners[agent] = [e.record_id for e in near]
     return FirstRoundOutcome(winner.agent, refiners)
 
 
@@ -225,22 +212,14 @@ def memory_shortcut(ctx: AuctionContext, job_id: str) -> str | None:
     with session_scope(ctx.db_url) as s:
         kind = load_job(s, job_id, ctx.db_url).kind
         rounds = {b.round: b.agent for b in s.exec(select(Bid).where(Bid.job_id == job_id))}
-        records = list(
-            s.exec(
-                select(MemoryRecord).where(
-                    MemoryRecord.kind == kind, col(MemoryRecord.award_round).not_in(NO_AUCTION)
-                )
-            )
-        )
     if "first" in rounds or SHORTCUT in rounds:
         return None if "first" in rounds else rounds[SHORTCUT]
     least = ctx.settings.memory_shortcut_min
-    if len(records) < least:
+    if memory_index(ctx.db_url).count(kind, NO_AUCTION) < least:
         return None
     query = job_embedding(ctx, job_id)
-    near = nearest_with_similarity(
-        query, [memory_entry(r) for r in records], max(ctx.settings.memory_k, least)
-    )
+    hits = nearest_records(ctx.db_url, kind, query, max(ctx.settings.memory_k, least), NO_AUCTION)
+    near = [(memory_entry(r), sim) for r, sim in hits]
     prices = {a.name: a.output_price for a in ctx.pool.agents}
     found = shortcut_agent(near, prices, threshold, least)
     if found is None:

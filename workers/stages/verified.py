@@ -1,9 +1,11 @@
 """The verified award (``award=verified``): the memory's verified outcomes pick the agents.
 
-The control stage reads every memory record of the job's kind and flattens it into verified
-outcomes, one per execution attempt with a verdict (the award's, every self-check fallback's,
-direct jobs' executions too; an attempt whose model could not be reached is no outcome of the
-agent). :func:`sale.workers.auction.chains.award_chain` turns them into each agent's chance to
+The memory's verified outcomes are one per execution attempt with a verdict (the award's,
+every self-check fallback's, direct jobs' executions too; an attempt whose model could not be
+reached is no outcome of the agent). The control stage reads no record in full for the kind
+rates: the memory index (:mod:`sale.workers.memory.index`) keeps each agent's totals over the
+kind, and gives each agent's ``award_k`` nearest records with an outcome of it.
+:func:`sale.workers.auction.chains.award_chain_from` turns them into each agent's chance to
 pass this job (its attempts on the ``award_k`` nearest past jobs, shrunk toward its rate on the
 kind), its self-check's record and its expected attempt cost, and chooses the escalation chain
 of least expected cost within ``award_tolerance`` of the best (at most ``1 +
@@ -27,10 +29,12 @@ from collections.abc import Sequence
 
 from sale.models.db import session_scope
 from sale.models.tables import Award, Bid, MemoryRecord
-from sale.workers.auction.chains import ChainParams, award_chain
+from sale.workers.auction.chains import ChainParams, award_chain_from
 from sale.workers.auction.estimates import EstimatorParams, Outcome
 from sale.workers.context import AuctionContext
 from sale.workers.jobs import add_note, insert_once, job_embedding, job_spec, load_job
+from sale.workers.memory.index import memory_index, nearest_records
+from sale.workers.memory.index import record_outcomes as attempt_outcomes
 from sale.workers.stages.awarding import DIRECT_PLAN, VERIFIED
 from sale.workers.stages.bidding import bid_row
 from sale.workers.stages.executing import self_checked
@@ -42,27 +46,7 @@ log = logging.getLogger(__name__)
 def record_outcomes(record: MemoryRecord) -> list[Outcome]:
     """The verified outcomes of one memory record: each attempt that ran and has a verdict
     (a record from before attempts were listed: its award's agent with the job's verdict)."""
-    attempts = record.attempts or [
-        {"agent": record.award_agent, "verdict": record.verdict, "status": "done"}
-    ]
-    out = []
-    for a in attempts:
-        if a.get("verdict") not in ("passed", "failed") or a.get("status") == "failed":
-            continue
-        check = a.get("self_check")
-        cost = a.get("cost_usd")
-        tokens = a.get("tokens")
-        out.append(
-            Outcome(
-                record.embedding,
-                str(a["agent"]),
-                a["verdict"] == "passed",
-                None if check is None else check == "passed",
-                None if cost is None else float(cost),
-                None if tokens is None else int(tokens),
-            )
-        )
-    return out
+    return attempt_outcomes(record.attempts, record.award_agent, record.verdict, record.embedding)
 
 
 def memory_outcomes(records: Sequence[MemoryRecord]) -> tuple[list[Outcome], int]:
@@ -74,6 +58,25 @@ def memory_outcomes(records: Sequence[MemoryRecord]) -> tuple[list[Outcome], int
         outcomes += found
         jobs += bool(found)
     return outcomes, jobs
+
+
+def agent_neighbours(
+    ctx: AuctionContext, kind: str, query: Sequence[float], agents: Sequence[str]
+) -> dict[str, list[tuple[bool, float]]]:
+    """Each agent's ``award_k`` verified outcomes of ``kind`` nearest ``query`` as (passed,
+    similarity), nearest first: from the ``award_k`` nearest records where the agent has one
+    (the memory index), the only records read."""
+    k = ctx.settings.award_k
+    near: dict[str, list[tuple[bool, float]]] = {}
+    for agent in agents:
+        found = nearest_records(ctx.db_url, kind, query, k, agent=agent) if k > 0 else []
+        near[agent] = [
+            (o.passed, sim)
+            for r, sim in found
+            for o in attempt_outcomes(r.attempts, r.award_agent, r.verdict)
+            if o.agent == agent
+        ][:k]
+    return near
 
 
 def chain_params(ctx: AuctionContext) -> ChainParams:
@@ -93,8 +96,7 @@ def award_verified(ctx: AuctionContext, job_id: str) -> Award | None:
         spec = job_spec(job)
         if s.exec(select(Bid).where(Bid.job_id == job_id, Bid.round != VERIFIED)).first():
             return None  # its auction (or memory shortcut) has begun: let it finish
-        records = list(s.exec(select(MemoryRecord).where(MemoryRecord.kind == job.kind)))
-    outcomes, jobs = memory_outcomes(records)
+    by_agent, jobs = memory_index(ctx.db_url).outcome_totals(job.kind)
     least = ctx.settings.award_min_records
     if jobs < least:
         add_note(
@@ -106,9 +108,9 @@ def award_verified(ctx: AuctionContext, job_id: str) -> Award | None:
         return None
     query = job_embedding(ctx, job_id)
     prices = {a.name: a.output_price for a in ctx.pool.agents}
-    choice, views, bar = award_chain(
-        outcomes,
-        query,
+    choice, views, bar = award_chain_from(
+        by_agent,
+        agent_neighbours(ctx, job.kind, query, list(prices)),
         prices,
         chain_params(ctx),
         checkable=self_checked(ctx, spec),
@@ -139,7 +141,8 @@ def award_verified(ctx: AuctionContext, job_id: str) -> Award | None:
         f"verified award: chain {' -> '.join(choice.chain)} (expected success "
         f"{choice.success:.3f}, expected cost ${choice.cost:.6f}); P(pass) {estimates}"
         + (f"; not tried first: {', '.join(sorted(bar))}" if bar else "")
-        + f"; from {len(outcomes)} verified attempts of {jobs} {spec.kind} jobs; no auction",
+        + f"; from {sum(t.attempts for t in by_agent.values())} verified attempts of {jobs} "
+        f"{spec.kind} jobs; no auction",
     )
     log.info("job %s: verified award, chain %s", job_id, choice.chain)
     with session_scope(ctx.db_url) as s:
