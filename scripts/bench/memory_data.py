@@ -7,8 +7,7 @@ terms and labels; one or two execution attempts (agent, self-check, verdict, tok
 award round mostly ``first`` or ``refined`` and partly ``verified`` or ``direct`` (rounds that
 retrieval for refinement leaves out). Queries are fresh draws from the same clusters.
 :func:`bulk_insert` writes them with one ``executemany`` per batch inside one transaction
-(never through the ORM); SQLite's foreign-key check is switched off for it, as the records'
-jobs are not written.
+(never through the ORM), each record with a minimal job row of its own.
 """
 
 from __future__ import annotations
@@ -180,21 +179,21 @@ def bulk_insert(
         f"INSERT INTO {table.name} ({', '.join(COLUMNS)}) "
         f"VALUES ({', '.join([mark] * len(COLUMNS))})"
     )
+    # Each record's job, as small as a job row gets (the foreign key holds).
+    job_sql = (
+        "INSERT INTO job (id, kind, prompt, spec, pool_path, status, notes, created_at, "
+        f"updated_at) VALUES ({mark}, {mark}, 'p', '{{}}', '', 'done', '[]', {mark}, {mark})"
+    )
     raw = get_engine(db_url).raw_connection()
     try:
         cur = raw.cursor()
-        if sqlite:
-            cur.execute("PRAGMA foreign_keys=OFF")
-        else:
-            cur.execute("SET session_replication_role = replica")  # no FK triggers
         total = start + n - 1
         for first in range(start, start + n, batch):
             size = min(batch, start + n - first)
             values = [tuple(r[c] for c in COLUMNS) for r in rows(first, size, shape, kind, total)]
+            cur.executemany(job_sql, [(v[1], kind, v[-1], v[-1]) for v in values])
             cur.executemany(sql, values)
         raw.commit()
-        if sqlite:
-            cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
     finally:
         raw.close()

@@ -6,7 +6,9 @@ execution attempt, the verdict and the totals), but not the task embedding: 384 
 importing side recomputes from the task text with the same embedder, one text at a time as a
 worker embeds a job (a batch can round differently). Importing is idempotent (one record per
 job) and keeps the given order, so the records get ids in that order, as they did where they
-were written; with ``keep_ids`` (restoring a database of one's own) they get the ids they had.
+were written; with ``keep_ids`` (restoring a database of one's own) they get the ids they had
+(workers already running read such a restore after a restart: their memory index only reads
+ids above the highest it has seen).
 A job the target database lacks is created for its record, ``done`` with the record's verdict,
 so the record's foreign key holds.
 """
@@ -20,6 +22,7 @@ from typing import Any
 
 from sale.models.db import session_scope
 from sale.models.tables import Job, MemoryRecord
+from sale.workers.memory.index import forget_indexes
 from sqlmodel import col, select
 
 from sale.errors import InputError, MemoryImportError
@@ -198,4 +201,7 @@ def import_memory(
                 record.created_at = created
             s.add(record)
             s.flush()  # ids in the given order
+    if keep_ids:
+        # Restored ids may lie below the highest this process's memory index has seen.
+        forget_indexes(db_url)
     return len(todo)

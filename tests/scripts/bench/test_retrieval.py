@@ -1,0 +1,24 @@
+"""The retrieval benchmark at a tiny size: it writes both reports, with the old path's figures,
+and below the exact-search threshold the index finds exactly the exact search's records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sale.scripts.bench import retrieval
+
+
+def test_the_benchmark_writes_its_reports(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    argv = ["--sizes", "300", "--before", "100", "--queries", "10", "--before-queries", "2"]
+    argv += ["--inserts", "3", "--workdir", str(tmp_path / "work"), "--out", str(out)]
+    assert retrieval.main(argv) == 0
+    report = json.loads((out / "retrieval.json").read_text())
+    (row,) = report["after"]
+    assert row["records"] == 300 and row["search"] == "exact" and row["recall_at_8"] == 1.0
+    assert row["embedding_bytes_per_record"] == 1536 and row["disk_bytes_per_record"] > 1536
+    assert [b["records"] for b in report["before"]] == [100]
+    text = (out / "retrieval.md").read_text()
+    assert report["date"] in text and "sale.scripts.bench.retrieval --sizes 300" in text
+    assert retrieval.main(["--sizes", "ten"]) == 2
