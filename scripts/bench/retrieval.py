@@ -47,11 +47,12 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values) * 1000.0, q))
 
 
-def _fresh(workdir: Path, n: int) -> str:
-    path = workdir / f"memory-{n}.db"
+def _fresh(workdir: Path, name: str) -> str:
+    path = workdir / f"{name}.db"
+    url = f"sqlite:///{path}"
+    get_engine(url).dispose()  # no pooled connection to a file about to be replaced
     for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
         p.unlink(missing_ok=True)
-    url = f"sqlite:///{path}"
     init_db(url)
     return url
 
@@ -77,7 +78,7 @@ def before(workdir: Path, n: int, queries: int, shape: Shape) -> dict[str, Any]:
     from sale.workers.memory.retrieval import MemoryEntry
     from sqlalchemy.orm import DeclarativeBase, Session
 
-    url = _fresh(workdir, n)
+    url = _fresh(workdir, f"before-{n}")
     bulk_insert(url, n, shape)
     command.downgrade(alembic_config(url), "0004")
     engine = get_engine(url)
@@ -103,6 +104,7 @@ def before(workdir: Path, n: int, queries: int, shape: Shape) -> dict[str, Any]:
         nearest(q.tolist(), entries, K)
         times.append(time.perf_counter() - began)
     disk, _ = _disk(url)
+    get_engine(url).dispose()
     Path(url.split("///", 1)[1]).unlink(missing_ok=True)
     return {
         "records": n,
@@ -115,7 +117,7 @@ def before(workdir: Path, n: int, queries: int, shape: Shape) -> dict[str, Any]:
 
 def after(workdir: Path, n: int, queries: int, shape: Shape, inserts: int) -> dict[str, Any]:
     """The memory index at ``n`` records (module docstring)."""
-    url = _fresh(workdir, n)
+    url = _fresh(workdir, f"after-{n}")
     began = time.perf_counter()
     bulk_insert(url, n, shape)
     generate_s = time.perf_counter() - began
@@ -189,6 +191,7 @@ def after(workdir: Path, n: int, queries: int, shape: Shape, inserts: int) -> di
     forget_indexes()
     del index, space
     gc.collect()
+    get_engine(url).dispose()
     Path(url.split("///", 1)[1]).unlink(missing_ok=True)
     return result
 
