@@ -16,6 +16,7 @@ from typing import Any
 
 from celery.canvas import Signature
 from sale.broker.pool import CONTROL_QUEUE
+from sale.workers.budget import check_daily_budget
 from sale.workers.context import AuctionContext, get_context
 from sale.workers.jobs import create_job, discard_job
 from sale.workers.recovery import TRANSPORT_ERRORS
@@ -52,12 +53,14 @@ def submit(spec: Any, ctx: AuctionContext | None = None, *, agent: str | None = 
     """Validate, store and enqueue a job; returns its id.
 
     ``agent`` names a pool agent to run the job directly, without an auction. Raises SpecError
-    on a bad spec and UnknownAgentError on an unknown agent, before anything is stored or sent.
+    on a bad spec, UnknownAgentError on an unknown agent and DailyBudgetError once the pool's
+    ``daily_budget_usd`` is spent for the day, before anything is stored or sent.
     """
     task_spec = validate_spec(spec)
     ctx = ctx or get_context()
     if agent is not None:
         ctx.pool.get(agent)
+    check_daily_budget(ctx)
     job_id = new_job_id()
     app = start_job.app
     url = app.conf.broker_url or ""

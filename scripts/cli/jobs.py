@@ -155,8 +155,15 @@ def run(
     check_agent(settings, agent)
     from sale.broker.pool import load_pool
     from sale.models.db import init_db
+    from sale.workers.budget import check_daily_budget
+
+    from sale.errors import SaleError
 
     init_db(settings.effective_database_url)
+    try:
+        check_daily_budget(context())  # before the runtime starts for nothing
+    except SaleError as exc:
+        fail(exc)
     interruptible()
     stack = None
     if not settings.broker_url and running_broker(settings) is None:
@@ -264,9 +271,14 @@ def _run_batch(
             "stopped run: waiting for those instead of submitting them again"
             + (f" ({resent} never reached a worker and were sent again)" if resent else "")
         )
-    job_ids = [
-        j or submit_job(spec, ctx, agent=agent) for j, spec in zip(waiting, specs, strict=True)
-    ]
+    from sale.errors import SaleError
+
+    try:
+        job_ids = [
+            j or submit_job(spec, ctx, agent=agent) for j, spec in zip(waiting, specs, strict=True)
+        ]
+    except SaleError as exc:  # e.g. the daily budget ran out within the batch
+        fail(exc)
     try:
         views = _wait_batch(ctx, job_ids, as_json, timeout, started)
     except KeyboardInterrupt:
