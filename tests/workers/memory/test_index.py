@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sale.models.db import init_db, session_scope
-from sale.models.tables import MemoryRecord
+from sale.models.tables import Job, MemoryRecord
 from sale.scripts.bench.memory_data import Shape, bulk_insert, vectors
 from sale.workers.auction.chains import ChainParams, award_chain, award_chain_from
 from sale.workers.auction.estimates import EstimatorParams, totals
@@ -140,6 +140,9 @@ def test_a_memory_emptied_and_refilled_is_read_again(url: str) -> None:
     with session_scope(url) as s:
         for r in s.exec(select(MemoryRecord)):
             s.delete(r)
+        s.flush()
+        for job in s.exec(select(Job)):
+            s.delete(job)
     bulk_insert(url, 40, Shape(dim=384, per_cluster=40, seed=4), start=1)  # same ids, new rows
     got = nearest_records(url, "coding", q, 8)
     assert [r.id for r, _ in got] == [i for i, _ in exact(url, q, 8)]
