@@ -75,11 +75,20 @@ def test_eval_runs_every_method_and_a_rerun_runs_nothing(tmp_path: Path) -> None
     methods = {row["method"]: row for row in doc["methods"]}
     expected = {"single:small", "single:medium", "single:large", "random", "knn", "classifier"}
     expected |= {"cascade", "oracle", "oracle-small", "auction-router", "sale-nomem", "sale"}
-    expected |= {"sale-nomem-nofallback"}
+    expected |= {"sale-nomem-nofallback", "cascade-top2", "verified-award"}
     assert set(methods) == expected
     for name, row in methods.items():
         assert row["n_tasks"] == 2, name
-        replayed = ("random", "knn", "classifier", "cascade", "oracle", "oracle-small")
+        replayed = (
+            "random",
+            "knn",
+            "classifier",
+            "cascade",
+            "oracle",
+            "oracle-small",
+            "cascade-top2",
+            "verified-award",
+        )
         assert row["replayed"] is (name in (*replayed, "auction-router", "sale-nomem-nofallback"))
     # The auction router pays for sale-nomem's recorded auctions, and runs nothing of its own.
     router, nomem = methods["auction-router"], methods["sale-nomem"]
