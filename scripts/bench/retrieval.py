@@ -235,7 +235,7 @@ def _markdown(report: dict[str, Any]) -> str:
                 f"| {r['records']:,} | {r['p50_ms']:.0f} / {r['p99_ms']:.0f} "
                 f"| {r['disk_bytes_per_record']:.0f} |"
             )
-    lines += ["", *report["notes"], ""]
+    lines += ["", *(f"- {note}" for note in report["notes"]), ""]
     return "\n".join(lines)
 
 

@@ -46,7 +46,7 @@ EXACT_MAX = 4096
 #: HNSW graph: neighbours per node, and the breadth of its construction and search.
 HNSW_M = 32
 EF_CONSTRUCTION = 64
-EF_SEARCH = 128
+EF_SEARCH = 256
 #: Candidates re-scored exactly per result asked for (at least MIN_CANDIDATES).
 OVERSAMPLE = 4
 MIN_CANDIDATES = 32
