@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,12 @@ from tests.conftest import SCRIPTED_POOL
 
 @pytest.fixture(scope="session")
 def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuctionContext]:
-    """A running embedded worker and the context its tasks use."""
+    """A running embedded worker and the context its tasks use.
+
+    One per test process: embedded workers share kombu's event loop, and Celery ends one
+    through process-wide state, so a second would stop this one with it. Tests that need other
+    settings, a pool or a database of their own swap them on this context (see
+    ``swapped_context``)."""
     tmp: Path = tmp_path_factory.mktemp("sale")
     settings = Settings(
         broker_url=redis_url,
@@ -70,6 +76,27 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
     ResultConsumer.cancel_for = lambda *_a, **_k: None
     set_context(None)
+
+
+@contextmanager
+def swapped_context(
+    stack: AuctionContext, database_url: str, pool_file: Path | None = None, **settings: Any
+) -> Iterator[AuctionContext]:
+    """The stack's workers on the database ``database_url`` (migrated here) with ``settings``
+    and, given ``pool_file``, that pool (its agents on the stack's queues); restored after."""
+    init_db(database_url)
+    original = stack.settings, stack.db_url, stack.pool
+    update: dict[str, Any] = {"database_url": database_url, **settings}
+    if pool_file is not None:
+        update["pool_file"] = pool_file
+        stack.pool = load_pool(pool_file)
+        assert set(stack.pool.queues) <= set(original[2].queues), "the worker consumes these"
+    stack.settings = original[0].model_copy(update=update)
+    stack.db_url = database_url
+    try:
+        yield stack
+    finally:
+        stack.settings, stack.db_url, stack.pool = original
 
 
 def wait(job_id: str, timeout: float = 120) -> Any:

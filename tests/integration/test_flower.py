@@ -172,6 +172,7 @@ def flower_stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> It
 def finished_job(flower_stack: Stack) -> tuple[str, dict[str, dict[str, Any]]]:
     """One job submitted with `sale submit`, waited for on the result backend, and Flower's
     task list once Flower has seen every one of its tasks end."""
+    from celery._state import get_current_app
     from celery.result import AsyncResult
     from sale.broker.app import create_app
     from sale.broker.settings import Settings
@@ -184,9 +185,11 @@ def finished_job(flower_stack: Stack) -> tuple[str, dict[str, dict[str, Any]]]:
     )  # fmt: skip
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.strip()
+    previous = get_current_app()
     app = create_app(
         Settings(broker_url=flower_stack.env["SALE_BROKER_URL"], pool_file=SCRIPTED_POOL)
     )
+    previous.set_current()  # a new app makes itself current; the session's stack stays so
     summary = AsyncResult(job_id, app=app).get(timeout=90, propagate=False)
     assert isinstance(summary, dict) and summary["status"] == "done", summary
 

@@ -7,7 +7,6 @@ error that echoes the key reaches the error, and so the database and logs, redac
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import secrets
@@ -17,27 +16,19 @@ from typing import Any
 
 import pytest
 import redis
-from celery.contrib.testing.worker import start_worker
 from celery.signals import before_task_publish
-from sale.broker.app import create_app
-from sale.broker.pool import Agent, load_pool
-from sale.broker.settings import Settings
-from sale.models.db import init_db
-from sale.workers.auction.weights import load_weights
+from sale.broker.pool import Agent
 from sale.workers.canvas import submit
-from sale.workers.context import AuctionContext, set_context
+from sale.workers.context import AuctionContext
 from sale.workers.llm import provider
 from sale.workers.llm.provider import call_model
-from sale.workers.memory.embed import minilm_embed
 from sale.workers.views import job_view
 from sqlalchemy import create_engine, inspect, text
 
 from sale.errors import PermanentModelError
 from tests.conftest import SCRIPTED_POOL
-from tests.integration.conftest import wait
+from tests.integration.conftest import swapped_context, wait
 from tests.integration.test_pipeline import coding_spec
-
-KEY_DB = 11  # a redis database of its own, so every key in it belongs to this job
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +38,10 @@ def key() -> str:
 
 @pytest.fixture(scope="module")
 def keyed_stack(
-    redis_url: str, tmp_path_factory: pytest.TempPathFactory, key: str
+    stack: AuctionContext, tmp_path_factory: pytest.TempPathFactory, key: str
 ) -> Iterator[AuctionContext]:
-    """An embedded worker for the scripted pool with an API key variable on every agent."""
+    """The session's workers with an API key variable on every agent of the scripted pool and a
+    database of their own."""
     mp = pytest.MonkeyPatch()
     mp.setenv("SALE_TEST_KEY", key)
     tmp: Path = tmp_path_factory.mktemp("secrets")
@@ -59,47 +51,12 @@ def keyed_stack(
             'model = "scripted/', 'api_key_env = "SALE_TEST_KEY"\nmodel = "scripted/'
         )
     )
-    broker = redis_url.rsplit("/", 1)[0] + f"/{KEY_DB}"
-    redis.Redis.from_url(broker).flushdb()
-    settings = Settings(
-        broker_url=broker,
-        database_url=f"sqlite:///{tmp / 'sale.db'}",
-        pool_file=pool_file,
-        state_dir=tmp,
-        refine=True,
-    )
-    pool = load_pool(pool_file)
-    assert all(a.api_key_env == "SALE_TEST_KEY" for a in pool.agents)
-    from celery._state import get_current_app
-
-    previous = get_current_app()
-    app = create_app(settings, pool)
-    app.set_current()
-    import sale.workers.tasks  # noqa: F401  (registers the shared tasks on this app)
-
-    init_db(settings.effective_database_url)
-    ctx = AuctionContext(
-        settings=settings, pool=pool, weights=load_weights(None), llm=call_model, embed=minilm_embed
-    )
-    set_context(ctx)
-    with start_worker(
-        app,
-        pool="threads",
-        concurrency=4,
-        perform_ping_check=False,
-        queues=pool.queues,
-        loglevel="DEBUG",
-        shutdown_timeout=30,
-    ):
-        yield ctx
-        gc.collect()
-    from celery.backends.redis import ResultConsumer
-
-    # As in the session's stack: result handles collected after redis stops must not reconnect.
-    ResultConsumer.cancel_for = lambda *_a, **_k: None  # type: ignore[method-assign]
-    set_context(None)
-    previous.set_current()
-    mp.undo()
+    try:
+        with swapped_context(stack, f"sqlite:///{tmp / 'sale.db'}", pool_file) as ctx:
+            assert all(a.api_key_env == "SALE_TEST_KEY" for a in ctx.pool.agents)
+            yield ctx
+    finally:
+        mp.undo()
 
 
 def test_an_api_key_appears_in_no_log_row_message_result_or_view(
@@ -147,7 +104,8 @@ def test_an_api_key_appears_in_no_log_row_message_result_or_view(
     engine.dispose()
     assert len(rows) > 10 and not [row for row in rows if key in row]
 
-    client = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + f"/{KEY_DB}")
+    # Every key and value in the session's Redis database: this job's and all before it.
+    client = redis.Redis.from_url(redis_url)
     dumped = []
     for name in client.scan_iter():
         kind = client.type(name)

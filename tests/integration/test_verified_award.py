@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sale.models.db import init_db, session_scope
+from sale.models.db import session_scope
 from sale.models.tables import MemoryRecord
 from sale.workers.auction.chains import award_chain
 from sale.workers.auction.estimates import EstimatorParams
@@ -22,7 +22,7 @@ from sale.workers.stages.verified import chain_params, memory_outcomes
 from sale.workers.views import job_view
 from sqlmodel import select
 
-from tests.integration.conftest import wait
+from tests.integration.conftest import swapped_context, wait
 from tests.integration.test_pipeline import (
     EXAMPLES_PROMPT,
     _counts,
@@ -35,15 +35,8 @@ from tests.integration.test_pipeline import (
 @contextmanager
 def fresh_memory(stack: AuctionContext, tmp: Path, **settings: Any) -> Iterator[AuctionContext]:
     """The stack's workers on an empty database of their own, with these settings."""
-    url = f"sqlite:///{tmp / 'verified.db'}"
-    init_db(url)
-    original, original_url = stack.settings, stack.db_url
-    stack.settings = original.model_copy(update={"database_url": url, **settings})
-    stack.db_url = url
-    try:
-        yield stack
-    finally:
-        stack.settings, stack.db_url = original, original_url
+    with swapped_context(stack, f"sqlite:///{tmp / 'verified.db'}", **settings) as ctx:
+        yield ctx
 
 
 def direct(stack: AuctionContext, agent: str, solves: bool, n: int) -> None:
