@@ -127,6 +127,14 @@ class DailyBudgetError(SaleError):
             "daily_budget_usd in the pool file, or submit again after midnight UTC."
         )
 
+    @property
+    def refusal(self) -> str:
+        """The reason a job stored before the check (a signature applied) ends with."""
+        return (
+            f"daily budget: pool {self.pool} spent US${self.spent:.6f} of US${self.budget:.6f} "
+            "(daily_budget_usd) since 00:00 UTC; the job was not started"
+        )
+
 
 class ModelCallError(SaleError):
     """A model call failed; ``agent`` and ``model`` say which."""

@@ -45,6 +45,10 @@ def _loopback_only(self: socket.socket, address: Any) -> Any:
 socket.socket.connect = _loopback_only  # type: ignore[method-assign]
 
 
+#: The statuses a job run through one auction round passes, in order.
+AUCTION_HISTORY = ["queued", "bidding", "judging", "executing", "updating", "done"]
+
+
 def free_port() -> int:
     """A free TCP port on loopback."""
     with socket.socket() as s:
@@ -101,3 +105,21 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield f"redis://127.0.0.1:{port}/0"
     proc.terminate()
     proc.wait(timeout=10)
+
+
+@pytest.fixture(autouse=True)
+def _own_context(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that does not run on the session's embedded stack builds this process's context
+    from its own settings (environment), as a fresh process would; the stack's stays set for
+    the tests that use it."""
+    if "stack" in request.fixturenames:
+        yield
+        return
+    from sale.workers import context as context_module
+
+    kept = context_module._context
+    context_module.set_context(None)
+    try:
+        yield
+    finally:
+        context_module.set_context(kept)

@@ -81,11 +81,15 @@ def submit(spec: Any, ctx: AuctionContext | None = None, *, agent: str | None = 
 def sale_signature(spec: Any, *, agent: str | None = None) -> Signature:
     """A Celery signature that runs one job when applied (validated now, stored when run).
 
-    ``agent`` as in :func:`submit` (checked now against this process's pool). A task chained
+    ``agent`` as in :func:`submit` (checked now against this process's pool). Raises
+    DailyBudgetError as :func:`submit` does; a signature applied once the day's budget is spent
+    starts no job: the job ends ``failed`` with that reason, nothing spent. A task chained
     after it is sent by sale's control worker with sale's routes, so give it its queue
     (``my_task.s().set(queue="mine")``) and list that queue in ``SALE_EXTRA_QUEUES``.
     """
     task_spec = validate_spec(spec)
+    ctx = get_context()
     if agent is not None:
-        get_context().pool.get(agent)
+        ctx.pool.get(agent)
+    check_daily_budget(ctx)
     return build_pipeline(new_job_id(), task_spec.model_dump(mode="json"), agent)

@@ -24,7 +24,8 @@ calls again. So the call waits, sleeping exactly as long as the limiter says the
 (no polling loop), up to ``SALE_RATE_LIMIT_MAX_WAIT_S``; past that it raises RateLimitedError,
 a transient error, and the task layer retries the task with the limiter's countdown, which
 frees the worker's slot. A provider's 429 with Retry-After pauses the agent for every worker
-(a Redis key with that TTL). Every wait, refusal and pause is noted on the job (`sale show`).
+(a Redis key with that TTL). Every wait, refusal and pause is noted on the job (`sale show`);
+a wait also shows as the task's ``WAITING`` state in Flower (:mod:`sale.workers.progress`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from sale.models.db import session_scope
 from sale.workers.context import AuctionContext
 from sale.workers.jobs import add_note, fail_job, job_spec, job_totals, load_job
 from sale.workers.llm.types import LLMCall, LLMResult, Message
+from sale.workers.progress import CALL_STATES, publish_current
 
 from sale.errors import (
     BudgetExceededError,
@@ -155,9 +157,18 @@ class Gate:
                     f"rate limit ({grant.reason}) of {agent.name}: retry in {grant.wait_s:.1f} s",
                     retry_after=grant.wait_s,
                 )
+            publish_current(
+                "WAITING",
+                self.job_id,
+                stage=stage,
+                agent=agent.name,
+                wait_s=round(grant.wait_s, 3),
+                limit=self._limits(agent, grant.reason),
+            )
             time.sleep(grant.wait_s)  # as long as the window needs, within the bound
             waited += grant.wait_s
         if waited:
+            publish_current(CALL_STATES.get(stage, "EXECUTING"), self.job_id, agent=agent.name)
             log.info("job %s: %s call of %s waited %.1fs", self.job_id, stage, agent.name, waited)
             add_note(
                 self.ctx,

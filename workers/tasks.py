@@ -29,9 +29,11 @@ from celery import Task, chain, chord, group, shared_task
 from celery.exceptions import Reject, TaskPredicate
 from celery.utils.log import get_task_logger
 from sale.broker.pool import CONTROL_QUEUE
+from sale.workers.budget import check_daily_budget
 from sale.workers.cancel import stop_point
 from sale.workers.context import AuctionContext, get_context
 from sale.workers.jobs import add_note, create_job, fail_job, set_status
+from sale.workers.progress import publish as _publish
 from sale.workers.recovery import TRANSPORT_ERRORS, count_start, is_transport_error, resume
 from sale.workers.spec import validate_spec
 from sale.workers.stages.awarding import (
@@ -53,25 +55,9 @@ from sale.workers.stages.judging import jury_targets, record_abstention, run_jur
 from sale.workers.stages.updating import update_memory
 from sale.workers.stages.verified import award_verified
 
-from sale.errors import RETRIES_SPENT, AuctionError, TransientModelError
+from sale.errors import RETRIES_SPENT, AuctionError, DailyBudgetError, TransientModelError
 
 logger = get_task_logger(__name__)
-
-
-def _publish(task: Task, state: str, job_id: str, **meta: Any) -> None:
-    """Show the job's stage: a custom task state with the job id as meta on the result backend
-    (``AsyncResult(id).state``/``.info``, Flower's /api/task/result), and the same as a task
-    event ``task-<state>``, which Flower's event-fed views see (the task's state in its task
-    list, ``flower_events_total{type="task-bidding"}`` on /metrics). Task events follow the
-    worker's setting (``worker_send_task_events``, on)."""
-    if task.request.id and not task.request.is_eager:
-        fields = {"job_id": job_id, **meta}
-        try:
-            task.update_state(state=state, meta=fields)
-            if task.app.conf.worker_send_task_events:
-                task.send_event(f"task-{state.lower()}", **fields)
-        except TRANSPORT_ERRORS as exc:  # only Flower's view: the stage goes on without it
-            logger.warning("job %s: stage %s not published (broker: %s)", job_id, state, exc)
 
 
 def _retry_or(
@@ -197,8 +183,13 @@ def start_job(
     by the job id). No retries: it only writes to the database and dispatches.
     """
     ctx = get_context()
-    if spec is not None:
+    if spec is not None:  # a signature in a user's canvas: the job is stored now
         create_job(ctx, validate_spec(spec), job_id, agent)
+        try:
+            check_daily_budget(ctx)
+        except DailyBudgetError as exc:
+            fail_job(ctx, job_id, exc.refusal)
+            return stop_point(ctx, job_id, self.name)
     if agent is not None:
         award = assign_direct(ctx, job_id, agent)
         set_status(ctx, job_id, "executing", f"assigned to {award.agent} (direct, no auction)")

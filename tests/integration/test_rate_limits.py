@@ -2,7 +2,8 @@
 (plus `sale worker --control`), a real redis-server, and a stub OpenAI-compatible server on
 loopback that stands for the provider and counts the requests it receives, with their times.
 The agent allows R = 6 requests a minute and 9 direct jobs (one model call each) are sent: the
-stub must never see more than R in any 60 seconds, and every job must still finish. The
+stub must never see more than R in any 60 seconds, every job must still finish, and each wait
+reaches Flower's event stream as the task's WAITING state. The
 assertions are on the stub's counts (and the jobs' notes), never on how long anything took.
 """
 
@@ -16,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,44 @@ def most_in_a_minute(times: list[float]) -> int:
     return max(sum(1 for u in times if t <= u < t + 60.0) for t in times)
 
 
+@contextmanager
+def task_events(broker_url: str, kind: str) -> Iterator[list[dict[str, Any]]]:
+    """The task events of ``kind`` the workers send while the block runs, received as Flower
+    receives them (Celery's event receiver on the broker)."""
+    from celery._state import get_current_app
+    from sale.broker.app import create_app
+    from sale.broker.settings import Settings
+
+    previous = get_current_app()
+    app = create_app(Settings(broker_url=broker_url))
+    previous.set_current()  # a new app makes itself current
+    seen: list[dict[str, Any]] = []
+    ready = threading.Event()
+    conn = app.connection()
+    receiver = app.events.Receiver(conn, handlers={kind: seen.append})
+    bound = receiver.on_consume_ready
+
+    def on_consume_ready(*args: Any, **kwargs: Any) -> None:
+        bound(*args, **kwargs)
+        ready.set()  # the event queue is bound: nothing sent from now on is missed
+
+    receiver.on_consume_ready = on_consume_ready  # type: ignore[method-assign]
+
+    def receive() -> None:
+        for _ in receiver.consume(limit=None, timeout=None, wakeup=False):
+            pass
+
+    thread = threading.Thread(target=receive, daemon=True)
+    thread.start()
+    assert ready.wait(30), "the event receiver did not connect"
+    try:
+        yield seen
+    finally:
+        receiver.should_stop = True
+        thread.join(10)
+        conn.release()
+
+
 def test_three_workers_sharing_an_agent_send_at_most_rpm_in_any_minute(
     provider: Provider, tmp_path: Path
 ) -> None:
@@ -111,12 +150,14 @@ def test_three_workers_sharing_an_agent_send_at_most_rpm_in_any_minute(
                 f"spec = json.loads({json.dumps(json.dumps(spec))})\n"
                 f"print(' '.join(submit(spec, agent='stub') for _ in range({JOBS})))\n"
             )
-            sent = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                                  text=True, timeout=120, check=False)  # fmt: skip
-            assert sent.returncode == 0, sent.stderr
-            job_ids = sent.stdout.split()
-            assert len(job_ids) == JOBS
-            status = wait_terminal(cluster.db_url, job_ids, timeout=240)
+            with task_events(env["SALE_BROKER_URL"], "task-waiting") as waits:
+                sent = subprocess.run([sys.executable, "-c", script], env=env,
+                                      capture_output=True, text=True, timeout=120,
+                                      check=False)  # fmt: skip
+                assert sent.returncode == 0, sent.stderr
+                job_ids = sent.stdout.split()
+                assert len(job_ids) == JOBS
+                status = wait_terminal(cluster.db_url, job_ids, timeout=240)
         finally:
             for proc in workers:
                 with suppress(ProcessLookupError):
@@ -129,3 +170,10 @@ def test_three_workers_sharing_an_agent_send_at_most_rpm_in_any_minute(
             notes = [n for j in job_ids if (job := s.get(Job, j)) for n in job.notes]
         waited = [n for n in notes if n.startswith("rate limit (rpm 6): a execute call of stub")]
         assert len(waited) == JOBS - RPM, notes  # the calls past the minute's six waited
+        # Flower sees each wait as the task's WAITING state, with the agent and its limit.
+        waiting_jobs = {event["job_id"] for event in waits}
+        assert len(waiting_jobs) == JOBS - RPM and waiting_jobs <= set(job_ids), waits
+        assert {(e["agent"], e["stage"], e["limit"]) for e in waits} == {
+            ("stub", "execute", "rpm 6")
+        }
+        assert all(e["wait_s"] > 0 for e in waits), waits

@@ -44,7 +44,7 @@ from sale.workers.stages import updating as memory_update
 from sqlalchemy import inspect, text
 from sqlmodel import SQLModel, col, func, select
 
-from tests.conftest import SCRIPTED_POOL
+from tests.conftest import AUCTION_HISTORY, SCRIPTED_POOL
 
 AGENTS = ("small", "medium", "large")
 TABLES: tuple[type[SQLModel], ...] = (
@@ -212,14 +212,7 @@ def test_a_whole_job_through_the_task_bodies_on_postgres(ctx: AuctionContext) ->
         record = s.get(MemoryRecord, ids["record"])
     assert stored is not None and execution is not None and record is not None
     assert (stored.status, stored.verdict, stored.embedding) == ("done", "passed", VECTOR)
-    assert [e.status for e in events] == [
-        "queued",
-        "bidding",
-        "judging",
-        "executing",
-        "updating",
-        "done",
-    ]
+    assert [e.status for e in events] == AUCTION_HISTORY
     assert sorted(b.agent for b in bids.values()) == sorted(AGENTS)
     assert all(b.status == "ok" and b.memory_pairs == [] for b in bids.values())
     assert len(calls) == 3 and all(c.status == "ok" for c in calls)
