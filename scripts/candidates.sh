@@ -21,7 +21,7 @@ records=$out/$bench.runs.jsonl
 full=docs/results/full-run-stop2/$bench.runs.jsonl
 # No jury and 128-token bids, memoryless (one order stands for every order); its twin runs the
 # generic plan, replayed from its auctions. The third row is that twin run live: the shipped
-# default configuration (README, "Default configuration and why"), checked job by job.
+# default configuration (docs/design.md and README, "How the auction works"), checked job by job.
 cheap=weights=nojury+bid_max_tokens=128
 if [ ! -f "$records" ]; then
   [ -f "$full" ] || { echo "no $full: run the full run first (scripts/fullrun.sh)" >&2; exit 2; }

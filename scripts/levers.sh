@@ -58,7 +58,7 @@ case "$bench" in
   search) levers=("${common[@]}" sale-nomem+search_answer_types=true "${tail[@]}") ;;
   *) echo "unknown benchmark $bench: humaneval or search" >&2; exit 2 ;;
 esac
-# Last, the shipped default run live (README, "Default configuration and why"): the first row
+# Last, the shipped default run live (docs/design.md and README, "How the auction works"): the first row
 # with the generic plan, i.e. its replayed twin checked job by job. `scripts/candidates.sh` runs
 # the same row on all 30 test tasks; its jobs on these 10 are the same jobs (same train split,
 # same fit, memoryless, order 0), so they are taken from its records when there, not run again.

