@@ -36,6 +36,12 @@ def _execution(conn: sa.Connection, row_id: int, agent: str, **values: Any) -> N
     _insert(conn, "execution", id=row_id, agent=agent, **row)
 
 
+def _job(conn: sa.Connection, job_id: str) -> None:
+    """A finished coding job with the columns every schema version has."""
+    _insert(conn, "job", id=job_id, kind="coding", prompt="p", spec={}, pool_path="",
+            status="done", notes=[], created_at=T0, updated_at=T0)  # fmt: skip
+
+
 def _rows(conn: sa.Connection, name: str) -> list[dict[str, Any]]:
     table = _table(conn, name)
     return [dict(r._mapping) for r in conn.execute(table.select().order_by(table.c.id))]
@@ -57,19 +63,7 @@ def test_upgrade_from_0001_keeps_rows_and_keys_executions_by_attempt(empty_url: 
     command.upgrade(cfg, "0001")
     engine = get_engine(empty_url)
     with engine.begin() as conn:
-        _insert(
-            conn,
-            "job",
-            id="j1",
-            kind="coding",
-            prompt="p",
-            spec={},
-            pool_path="",
-            status="done",
-            notes=[],
-            created_at=T0,
-            updated_at=T0,
-        )
+        _job(conn, "j1")
         for bid_id, agent in ((1, "small"), (2, "large")):
             _insert(
                 conn,
@@ -176,19 +170,7 @@ def test_upgrade_from_0003_gives_every_award_and_record_an_empty_chain(empty_url
     command.upgrade(cfg, "0003")
     engine = get_engine(empty_url)
     with engine.begin() as conn:
-        _insert(
-            conn,
-            "job",
-            id="j1",
-            kind="coding",
-            prompt="p",
-            spec={},
-            pool_path="",
-            status="done",
-            notes=[],
-            created_at=T0,
-            updated_at=T0,
-        )
+        _job(conn, "j1")
         _insert(
             conn,
             "bid",
