@@ -19,11 +19,10 @@ sets ``sale:rate:<agent>:pause`` with that TTL, and ``acquire`` refuses while it
 
 from __future__ import annotations
 
-import os
-import threading
 import uuid
 from dataclasses import dataclass
-from typing import Any
+
+from sale.broker.leases import redis_client
 
 WINDOW_S = 60.0
 #: Entries are kept this much longer than the window: the provider counts arrivals, which lag
@@ -91,24 +90,6 @@ class Grant:
     member: str = ""
 
 
-_clients: dict[tuple[int, str], Any] = {}
-_lock = threading.Lock()
-
-
-def _client(url: str) -> Any:
-    """A redis-py client for ``url``, one per process (short timeouts: a dead Redis is an
-    error within seconds, never a hang)."""
-    import redis
-
-    key = (os.getpid(), url)
-    with _lock:
-        client = _clients.get(key)
-        if client is None:
-            client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
-            _clients[key] = client
-        return client
-
-
 class RateLimiter:
     """The shared limits of a pool's agents, in the Redis at ``url``."""
 
@@ -122,7 +103,7 @@ class RateLimiter:
         """Record one call of ``agent`` reserving ``tokens``, or say how long to wait."""
         member = f"{uuid.uuid4().hex}:{max(0, int(tokens))}"
         window_ms = int((WINDOW_S + MARGIN_S) * 1000)
-        ok, wait_ms, reason = _client(self.url).eval(
+        ok, wait_ms, reason = redis_client(self.url).eval(
             _ACQUIRE, 2, *self._keys(agent), window_ms, rpm or 0, tpm or 0, max(0, int(tokens)),
             member.split(":")[0],
         )  # fmt: skip
@@ -137,22 +118,22 @@ class RateLimiter:
         leave it), with the tokens it used instead of its reservation."""
         used = f"{member.split(':')[0]}:{max(0, int(tokens))}"
         window_ms = int((WINDOW_S + MARGIN_S) * 1000)
-        _client(self.url).eval(_SETTLE, 1, self._keys(agent)[0], member, used, window_ms)
+        redis_client(self.url).eval(_SETTLE, 1, self._keys(agent)[0], member, used, window_ms)
 
     def pause(self, agent: str, seconds: float) -> None:
         """Pause ``agent`` for every worker for ``seconds`` (a provider's Retry-After); a longer
         pause already set is kept."""
-        _client(self.url).eval(_PAUSE, 1, self._keys(agent)[1], max(1, int(seconds * 1000)))
+        redis_client(self.url).eval(_PAUSE, 1, self._keys(agent)[1], max(1, int(seconds * 1000)))
 
     def in_window(self, agent: str) -> int:
         """How many calls of ``agent`` the current window holds (for tests and `sale jobs`)."""
         key = self._keys(agent)[0]
-        client = _client(self.url)
+        client = redis_client(self.url)
         now_s, now_us = client.time()
         now_ms = now_s * 1000 + now_us // 1000
         return int(client.zcount(key, now_ms - int(WINDOW_S * 1000), "+inf"))
 
     def paused_for(self, agent: str) -> float:
         """Seconds left of the agent's provider pause (0: not paused)."""
-        ms = int(_client(self.url).pttl(self._keys(agent)[1]))
+        ms = int(redis_client(self.url).pttl(self._keys(agent)[1]))
         return ms / 1000.0 if ms > 0 else 0.0
