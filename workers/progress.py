@@ -39,6 +39,5 @@ def publish(task: Task, state: str, job_id: str, **meta: Any) -> None:
 def publish_current(state: str, job_id: str, **meta: Any) -> None:
     """:func:`publish` on the task this thread is running, if any (a call made outside a task,
     e.g. by the evaluation harness, shows nothing)."""
-    task = current_task
-    if task is not None and getattr(task, "request", None) is not None:
-        publish(task, state, job_id, **meta)
+    if current_task:  # a proxy: false when this thread runs no task
+        publish(current_task, state, job_id, **meta)
