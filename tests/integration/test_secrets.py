@@ -95,6 +95,7 @@ def test_an_api_key_appears_in_no_log_row_message_result_or_view(
 
     logs = "\n".join(f"{r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records)
     assert logs and key not in logs
+    assert any(r.levelno == logging.DEBUG for r in caplog.records)  # the most verbose level
 
     engine = create_engine(keyed_stack.db_url)
     rows = []
