@@ -8,7 +8,9 @@ Tasks are acknowledged late, so a worker that dies leaves its message in the Red
 - the **heartbeat** renews a lease ``sale:lease:<delivery tag>`` (TTL ``SALE_LEASE_TTL_S``) every
   third of the TTL for each message the worker holds, from the moment it receives it (waiting
   for a slot or for its retry countdown) until it is acknowledged; the lease names the job, the
-  stage task and the worker. A message it no longer holds has its lease deleted (released).
+  stage task and the worker. A message it no longer holds has its lease deleted (released); so
+  does one it let go of when its connection to Redis broke before the task started (Celery
+  drops waiting and countdown requests then, and they never run in this worker).
 - the **watchdog** (every ``SALE_WATCHDOG_INTERVAL_S``) reads the transport's unacked index: a
   message delivered more than a TTL ago that has no lease belongs to a worker that is gone. It
   claims the message (``SET NX sale:redispatch:<tag>``, so of many watchdogs on many hosts one
@@ -116,6 +118,20 @@ def describe(raw: bytes | None) -> str:
         return "(unreadable)"
 
 
+def dropped(request: Any) -> bool:
+    """Whether the worker let go of ``request`` without running it: its message's channel was
+    closed (the connection broke) and the task is not running. Celery's consumer drops its
+    waiting and countdown requests on a reconnect, leaving their messages unacknowledged for
+    the watchdog; a request handed to the pool just before it counts as running once the pool
+    accepts it, and is leased again then."""
+    channel = getattr(getattr(request, "message", None), "channel", None)
+    if not getattr(channel, "closed", False):
+        return False
+    from celery.worker.state import active_requests
+
+    return request not in active_requests
+
+
 class Guard:
     """The heartbeat and the watchdog of one worker process (see the module docstring)."""
 
@@ -160,6 +176,8 @@ class Guard:
             if getattr(req, "acknowledged", False):
                 self.held.discard(req)
                 continue
+            if dropped(req):
+                continue  # not discarded: it may still be starting (see dropped)
             message = getattr(req, "message", None)
             tag = getattr(message, "delivery_tag", None)
             if tag:

@@ -26,6 +26,12 @@ a transient error, and the task layer retries the task with the limiter's countd
 frees the worker's slot. A provider's 429 with Retry-After pauses the agent for every worker
 (a Redis key with that TTL). Every wait, refusal and pause is noted on the job (`sale show`);
 a wait also shows as the task's ``WAITING`` state in Flower (:mod:`sale.workers.progress`).
+
+Redis out of reach (a restart) never throws away a call that was made: its result is returned
+and counted even when settling its reservation fails (the reservation keeps its estimate until
+the window passes), and a 429's pause that cannot be stored leaves the 429 to the task's retry.
+Before a call, an agent without limits goes ahead unchecked for a pause; an agent with limits
+gets the broker error (no slot, no call), as any stage does.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from sale.workers.context import AuctionContext
 from sale.workers.jobs import add_note, fail_job, job_spec, job_totals, load_job
 from sale.workers.llm.types import LLMCall, LLMResult, Message
 from sale.workers.progress import CALL_STATES, publish_current
+from sale.workers.recovery import TRANSPORT_ERRORS
 
 from sale.errors import (
     BudgetExceededError,
@@ -78,7 +85,15 @@ class Gate:
         tokens = prompt_tokens(messages) + max_tokens
         self._check(agent, stage, agent.call_cost(prompt_tokens(messages), max_tokens))
         limited = bool(agent.rpm or agent.tpm)
-        member = self._acquire(agent, stage, tokens) if limited or self._shared() else None
+        member = None
+        if limited or self._shared():
+            try:
+                member = self._acquire(agent, stage, tokens)
+            except TRANSPORT_ERRORS as exc:
+                if limited:
+                    raise
+                log.warning("job %s: %s call of %s not checked for a provider pause (Redis: %s)",
+                            self.job_id, stage, agent.name, exc)  # fmt: skip
         used = tokens  # a failed call keeps its reservation
         try:
             result = self.inner(agent, messages, stage=stage, max_tokens=max_tokens, **kw)
@@ -89,7 +104,7 @@ class Gate:
             raise
         finally:
             if member is not None:
-                RateLimiter(self.ctx.settings.broker_url or "").settle(agent.name, member, used)
+                self._settle(agent, member, used)
         self.unrecorded_usd += result.cost_usd
         return result
 
@@ -178,6 +193,15 @@ class Gate:
             )
         return grant.member
 
+    def _settle(self, agent: Agent, member: str, used: int) -> None:
+        """Settle a reservation to what the call used; with Redis out of reach it keeps its
+        estimate, and the call (paid for) still counts."""
+        try:
+            RateLimiter(self.ctx.settings.broker_url or "").settle(agent.name, member, used)
+        except TRANSPORT_ERRORS as exc:
+            log.warning("job %s: %s's reservation not settled (Redis: %s)", self.job_id,
+                        agent.name, exc)  # fmt: skip
+
     def _limits(self, agent: Agent, reason: str = "") -> str:
         if reason == "paused":
             return "provider pause"
@@ -187,7 +211,11 @@ class Gate:
     def _pause(self, agent: Agent, seconds: float) -> None:
         """A provider's 429 with Retry-After: pause the agent for every worker."""
         if self._shared():
-            RateLimiter(self.ctx.settings.broker_url or "").pause(agent.name, seconds)
+            try:
+                RateLimiter(self.ctx.settings.broker_url or "").pause(agent.name, seconds)
+            except TRANSPORT_ERRORS as exc:
+                log.warning("job %s: %s's pause not stored (Redis: %s)", self.job_id, agent.name,
+                            exc)  # fmt: skip
         add_note(
             self.ctx,
             self.job_id,

@@ -28,7 +28,7 @@ from celery.exceptions import ChordError
 from kombu.exceptions import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sale.broker.leases import count_delivery, delivery_key
+from sale.broker.leases import count_delivery, delivery_key, redis_client
 from sale.broker.pool import CONTROL_QUEUE
 from sale.models.db import session_scope
 from sale.models.tables import Award, Execution, Job
@@ -129,10 +129,34 @@ def resume_signature(ctx: AuctionContext, job_id: str) -> Signature | None:
     return sig
 
 
+#: How long a resume of a job from one stored state is claimed: one broker fault fails a
+#: pipeline through several tasks (a bid of a chord's header and the chord itself), and each
+#: runs the error callback within moments; one of them resumes the job.
+RESUME_CLAIM_S = 10
+
+
+def claim_resume(ctx: AuctionContext, job_id: str) -> bool:
+    """Claim the resume of ``job_id`` from its stored state (``SET NX`` on Redis); True when
+    this caller sends it. Without a Redis broker, or with Redis unreachable, it is not claimed."""
+    url = ctx.settings.broker_url or ""
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        return True
+    with session_scope(ctx.db_url) as s:
+        job = s.get(Job, job_id)
+        status = job.status if job is not None else None
+    try:
+        key = f"sale:resume:{job_id}:{status}"
+        return bool(redis_client(url).set(key, "1", nx=True, ex=RESUME_CLAIM_S))
+    except TRANSPORT_ERRORS:
+        return True
+
+
 def resume(ctx: AuctionContext, job_id: str) -> bool:
-    """Send the job's :func:`resume_signature`; False when the job is finished."""
+    """Send the job's :func:`resume_signature`, once per stored state however many failed tasks
+    of one pipeline ask (two resumed pipelines would run its stages twice at once, paying for
+    an execution twice); False when the job is finished or its resume was already sent."""
     sig = resume_signature(ctx, job_id)
-    if sig is None:
+    if sig is None or not claim_resume(ctx, job_id):
         return False
     sig.apply_async()
     log.warning("job %s: resumed from the database", job_id)

@@ -2,6 +2,12 @@
 `sale worker` processes (each in its own process group, so a SIGKILL takes its pool children
 too), a SQLite auction memory, and jobs submitted with `sale submit`.
 
+Workers are named by their queue ("control", an agent's name), or ``AGENT#N`` for the N-th of
+several replicas of an agent (Celery node ``AGENT-N@host``). :class:`Hosts` puts several hosts on
+one machine: network namespaces on a bridge; a cluster given the bridge's address and a worker →
+namespace placement runs Redis on that address too and each placed worker inside its namespace
+(``ip netns exec`` execs in place, so the worker keeps its pid and process group).
+
 Everything is a child process the :class:`Cluster` owns: ``kill_worker`` SIGKILLs one (or
 SIGTERMs it), ``restart_redis`` stops Redis and starts it again on the same port and data
 directory (AOF on, so queued and unacknowledged messages survive), ``close`` ends them all.
@@ -53,13 +59,15 @@ class Cluster:
     pool_file: Path = SCRIPTED_POOL
     env_extra: dict[str, str] = field(default_factory=dict)
     port: int = 0
+    host: str = "127.0.0.1"  # where workers reach Redis (a bridge's address across namespaces)
+    netns: dict[str, str] = field(default_factory=dict)  # worker -> its network namespace
     redis: subprocess.Popen[bytes] | None = None
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     started: dict[str, int] = field(default_factory=dict)
 
     @property
     def broker_url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     @property
     def db_url(self) -> str:
@@ -95,13 +103,18 @@ class Cluster:
         data = self.workdir / "redis"
         data.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / "redis.log", "ab")  # noqa: SIM115 (owned by the child)
+        bind = ["127.0.0.1"] if self.host == "127.0.0.1" else ["127.0.0.1", self.host]
+        # Clients on the bridge are not loopback: protected mode would refuse them.
+        protected = "yes" if self.host == "127.0.0.1" else "no"
         self.redis = subprocess.Popen(
             [
                 redis_binary(),
                 "--port",
                 str(self.port),
                 "--bind",
-                "127.0.0.1",
+                *bind,
+                "--protected-mode",
+                protected,
                 "--dir",
                 str(data),
                 "--save",
@@ -140,11 +153,16 @@ class Cluster:
 
     # --- workers ---------------------------------------------------------------------------
     def start_worker(self, name: str) -> subprocess.Popen[bytes]:
-        """Start `sale worker --control` (``name`` "control") or `--agent NAME`."""
-        role = ["--control"] if name == "control" else ["--agent", name]
-        argv = [SALE, "worker", *role, "--loglevel", "INFO"]
+        """Start `sale worker --control` (``name`` "control") or `--agent NAME` (``name`` NAME,
+        or ``NAME#N`` for replica N, node ``NAME-N@%h``), in its namespace if it has one."""
+        queue, _, replica = name.partition("#")
+        role = ["--control"] if queue == "control" else ["--agent", queue]
+        node = ["--node", f"{queue}-{replica}@%h"] if replica else []
+        netns = ["ip", "netns", "exec", self.netns[name]] if name in self.netns else []
+        argv = [*netns, SALE, "worker", *role, *node, "--loglevel", "INFO"]
         self.started[name] = self.started.get(name, 0) + 1
-        log = open(self.log_dir / f"worker-{name}.log", "ab")  # noqa: SIM115
+        label = f"{queue}-{replica}" if replica else queue
+        log = open(self.log_dir / f"worker-{label}.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
             argv, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -205,6 +223,76 @@ class Cluster:
             if raw:
                 out.append(json.loads(raw))
         return out
+
+
+@dataclass
+class Hosts:
+    """``count`` network namespaces ``PREFIX-1``… on a bridge ``PREFIX0`` (address
+    ``SUBNET.1/24``), each with a veth at ``SUBNET.11``, ``.12``… and its loopback up: several
+    hosts on one machine. Leftovers of a run with the same prefix are deleted before creating
+    and everything is deleted on exit (also on error). Needs root and iproute2."""
+
+    count: int
+    prefix: str = "salebench"
+    subnet: str = "10.201.0"
+    names: list[str] = field(default_factory=list)
+
+    @property
+    def bridge(self) -> str:
+        return f"{self.prefix}0"
+
+    @property
+    def address(self) -> str:
+        """The bridge's address: the machine as the namespaces see it."""
+        return f"{self.subnet}.1"
+
+    def up(self) -> None:
+        ip = self._ip
+        ip("link", "add", self.bridge, "type", "bridge")
+        ip("addr", "add", f"{self.address}/24", "dev", self.bridge)
+        ip("link", "set", self.bridge, "up")
+        for i in range(1, self.count + 1):
+            ns, veth = f"{self.prefix}-{i}", f"{self.prefix}v{i}"
+            ip("netns", "add", ns)
+            self.names.append(ns)
+            ip("link", "add", veth, "type", "veth", "peer", "name", f"{veth}p")
+            ip("link", "set", f"{veth}p", "netns", ns)
+            ip("link", "set", veth, "master", self.bridge, "up")
+            ip("-n", ns, "addr", "add", f"{self.subnet}.{10 + i}/24", "dev", f"{veth}p")
+            ip("-n", ns, "link", "set", f"{veth}p", "up")
+            ip("-n", ns, "link", "set", "lo", "up")
+
+    def down(self) -> None:
+        """Delete this prefix's namespaces (their veth ends go with them), veths and bridge."""
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+        for line in listed.stdout.splitlines():
+            ns = line.split(" ")[0]
+            if ns.startswith(f"{self.prefix}-"):
+                self._ip("netns", "del", ns, check=False)
+        links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True)
+        for line in links.stdout.splitlines():
+            link = line.split(": ")[1].split("@")[0] if ": " in line else ""
+            if link.startswith(self.prefix):
+                self._ip("link", "del", link, check=False)
+        self.names.clear()
+
+    @staticmethod
+    def _ip(*args: str, check: bool = True) -> None:
+        done = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+        if check and done.returncode != 0:
+            raise RuntimeError(f"ip {' '.join(args)}: {done.stderr.strip()}")
+
+    def __enter__(self) -> Hosts:
+        self.down()
+        try:
+            self.up()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.down()
 
 
 def job_rows(db_url: str, job_id: str) -> dict[str, Any]:

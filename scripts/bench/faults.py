@@ -9,9 +9,17 @@ what a provider would charge. A schedule SIGKILLs agent workers (a supervisor st
 replacement, as compose's restart policy would), kills the control worker once and restarts
 Redis once. Per scenario it reports jobs done / failed (with reasons) / stuck / lost,
 duplicate rows, recorded vs billed cost, and the time from the last fault to the last job's end;
-results go to docs/benchmarks/faults.json and faults.md.
+results go to docs/benchmarks/faults.json and faults.md (a run replaces its scenario's row and
+keeps the others).
+
+Two more deployment shapes: ``--replicas N`` runs N workers per agent queue (a kill takes one
+random replica of the agent), ``--hosts N`` runs the workers on N hosts — network namespaces on a
+bridge (:class:`~sale.scripts.bench.cluster.Hosts`, root and iproute2), the control worker on the
+first, the agent workers spread over all; Redis and the stub provider listen on the bridge.
 
     python -m sale.scripts.bench.faults --jobs 30
+    python -m sale.scripts.bench.faults --jobs 30 --replicas 3
+    python -m sale.scripts.bench.faults --jobs 30 --hosts 3
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from sale.scripts.bench.cluster import Cluster, free_port, job_rows, wait_terminal
+from sale.scripts.bench.cluster import Cluster, Hosts, free_port, job_rows, wait_terminal
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENTS = (("small", 0.03), ("medium", 0.12), ("large", 0.36))
@@ -50,6 +59,7 @@ class Stub:
     fault_rate: float = 0.2
     hang_s: float = 8.0
     seed: int = 0
+    host: str = "127.0.0.1"
     port: int = 0
     billed: dict[str, list[int]] = field(default_factory=dict)  # model -> [tokens in, out]
     faults: Counter[str] = field(default_factory=Counter)
@@ -58,7 +68,7 @@ class Stub:
     _server: ThreadingHTTPServer | None = None
 
     def start(self) -> str:
-        """Serve on loopback in a thread; returns the base URL (``…/v1``)."""
+        """Serve on ``host`` (loopback) in a thread; returns the base URL (``…/v1``)."""
         rng = random.Random(self.seed)
         stub = self
 
@@ -101,9 +111,9 @@ class Stub:
                     pass  # the client gave up (its timeout); nothing was delivered
 
         self.port = self.port or free_port()
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"http://{self.host}:{self.port}/v1"
 
     def stop(self) -> None:
         if self._server is not None:
@@ -172,7 +182,7 @@ def pool_file(path: Path, api_base: str) -> Path:
         f"input_price = {price}\noutput_price = {price}\nconcurrency = 2\n"
         for name, price in AGENTS
     ]
-    path.write_text("# The fault benchmark's stub provider (loopback).\n\n" + "\n".join(entries))
+    path.write_text("# The fault benchmark's stub provider.\n\n" + "\n".join(entries))
     return path
 
 
@@ -193,6 +203,15 @@ class Scenario:
     fault_rate: float = 0.2
     tools: int = 1
     deadline_s: float = 600.0
+    replicas: int = 1  # workers per agent queue
+    hosts: int = 0  # network namespaces the workers run in (0: all on this host's loopback)
+
+    def agent_workers(self) -> dict[str, list[str]]:
+        """Each agent's workers: its name, or ``NAME#1``… for several replicas."""
+        return {
+            a: [a] if self.replicas == 1 else [f"{a}#{i}" for i in range(1, self.replicas + 1)]
+            for a, _ in AGENTS
+        }
 
 
 def spec(i: int, tools: int) -> dict[str, Any]:
@@ -208,8 +227,28 @@ def spec(i: int, tools: int) -> dict[str, Any]:
 
 def run(scenario: Scenario, workdir: Path) -> dict[str, Any]:
     """Run one scenario; returns its figures."""
-    stub = Stub(fault_rate=scenario.fault_rate)
-    api_base = stub.start()
+    with ExitStack() as stack:
+        hosts = stack.enter_context(Hosts(scenario.hosts)) if scenario.hosts else None
+        stub = Stub(fault_rate=scenario.fault_rate, host=hosts.address if hosts else "127.0.0.1")
+        api_base = stub.start()
+        stack.callback(stub.stop)
+        return run_on(scenario, workdir, stub, api_base, hosts)
+
+
+def placement(scenario: Scenario, hosts: Hosts | None) -> dict[str, str]:
+    """Worker -> namespace: control on the first host, the agent workers round-robin."""
+    if hosts is None:
+        return {}
+    agents = [w for ws in scenario.agent_workers().values() for w in ws]
+    return {"control": hosts.names[0]} | {
+        w: hosts.names[i % len(hosts.names)] for i, w in enumerate(agents)
+    }
+
+
+def run_on(
+    scenario: Scenario, workdir: Path, stub: Stub, api_base: str, hosts: Hosts | None
+) -> dict[str, Any]:
+    """Run one scenario against a started stub (and namespaces); returns its figures."""
     env = {
         "SALE_LLM_TIMEOUT_S": "5",
         "SALE_MAX_RETRIES": "6",
@@ -222,8 +261,16 @@ def run(scenario: Scenario, workdir: Path) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     pool = pool_file(workdir / "pool.toml", api_base)
     events: list[tuple[float, str]] = []
-    with Cluster(workdir / "cluster", pool_file=pool, env_extra=env) as cluster:
-        names = ["control", *(a for a, _ in AGENTS)]
+    cluster_at = Cluster(
+        workdir / "cluster",
+        pool_file=pool,
+        env_extra=env,
+        host=hosts.address if hosts else "127.0.0.1",
+        netns=placement(scenario, hosts),
+    )
+    agent_workers = scenario.agent_workers()
+    with cluster_at as cluster:
+        names = ["control", *(w for ws in agent_workers.values() for w in ws)]
         for name in names:
             cluster.start_worker(name)
         t0 = time.monotonic()
@@ -236,7 +283,9 @@ def run(scenario: Scenario, workdir: Path) -> dict[str, Any]:
         if scenario.redis_restart_at_s is not None:
             schedule.append((scenario.redis_restart_at_s, "restart-redis"))
         schedule.sort()
-        faults = threading.Thread(target=inject, args=(cluster, schedule, t0, events, names))
+        faults = threading.Thread(
+            target=inject, args=(cluster, schedule, t0, events, names, agent_workers)
+        )
         faults.start()  # the faults run while the jobs are being submitted and worked on
         ids, refused = [], 0
         for i in range(scenario.jobs):
@@ -261,7 +310,6 @@ def run(scenario: Scenario, workdir: Path) -> dict[str, Any]:
         rows = {job_id: job_rows(cluster.db_url, job_id) for job_id in ids}
         ended = last_end(cluster.db_url, ids)
         pending = pending_ids(cluster, ids)
-    stub.stop()
     return summarise(
         scenario, ids, status, rows, stub, events, last_fault, t0, ended, pending, stub_faults_until
     )
@@ -273,15 +321,18 @@ def inject(
     t0: float,
     events: list[tuple[float, str]],
     names: list[str],
+    agent_workers: dict[str, list[str]],
 ) -> None:
-    """Run the fault schedule (seconds after ``t0``), restarting dead workers in between."""
+    """Run the fault schedule (seconds after ``t0``), restarting dead workers in between; an
+    agent kill takes one random replica of a random agent."""
     rng = random.Random(1)
     for at, action in schedule:
         while time.monotonic() - t0 < at:
             time.sleep(0.2)
             revive(cluster, names)
         if action == "kill-agent":
-            victim = rng.choice([a for a, _ in AGENTS])
+            replicas = agent_workers[rng.choice([a for a, _ in AGENTS])]
+            victim = replicas[0] if len(replicas) == 1 else rng.choice(replicas)
             cluster.kill_worker(victim)
             cluster.start_worker(victim)
             action = f"kill-agent {victim}"
@@ -320,15 +371,31 @@ def last_end(db_url: str, ids: list[str]) -> float | None:
 
 
 def pending_ids(cluster: Cluster, ids: list[str]) -> set[str]:
-    """Jobs with a message still waiting or taken on the broker (a stuck job with none is lost)."""
-    from sale.scripts.local.runtime import pending_task_ids
+    """Jobs with a message still waiting or taken on the broker (a stuck job with none is lost):
+    a control stage's message carries its job's id, an agent stage's names it first in its
+    arguments."""
+    from kombu import Connection
 
     queues = ["sale.control", *(f"sale.agent.{a}" for a, _ in AGENTS)]
+    seen: list[str] = []
     try:
-        taken = pending_task_ids(cluster.broker_url, queues)
+        with Connection(cluster.broker_url) as conn:
+            channel: Any = conn.default_channel
+            client = channel.client
+            raws = [
+                raw
+                for queue in queues
+                for priority in channel.priority_steps
+                for raw in client.lrange(channel._q_for_pri(queue, priority), 0, -1)
+            ]
+            bodies = [json.loads(raw) for raw in raws]
+            bodies += [json.loads(raw)[0] for raw in client.hvals(channel.unacked_key)]
     except Exception:  # boundary: a benchmark reading a broker that may be gone
         return set()
-    return {job_id for job_id in ids if job_id in taken}
+    for body in bodies:
+        headers = body.get("headers", {})
+        seen.append(f"{headers.get('id')} {headers.get('argsrepr', '')}")
+    return {job_id for job_id in ids if any(job_id in s for s in seen)}
 
 
 def summarise(
@@ -382,6 +449,8 @@ def summarise(
             "redis_down_s": scenario.redis_down_s,
             "lease_ttl_s": 10,
             "watchdog_interval_s": 2,
+            "replicas": scenario.replicas,
+            "hosts": scenario.hosts,
         },
     }
 
@@ -401,10 +470,34 @@ def table(results: list[dict[str, Any]]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def shape(replicas: int, hosts: int) -> str:
+    """A full scenario's name: its deployment shape."""
+    parts = [f"{replicas} workers per agent"] if replicas > 1 else []
+    parts += [f"{hosts} hosts (network namespaces)"] if hosts else []
+    return "full" + (", " + ", ".join(parts) if parts else "")
+
+
+def merged(out: Path, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The results already in ``out`` (each with its command, date and cores) with this run's
+    in place of those of the same scenario."""
+    kept: list[dict[str, Any]] = []
+    if out.exists():
+        old = json.loads(out.read_text())
+        for r in old.get("results", []):
+            r.setdefault("command", old.get("command"))
+            r.setdefault("date", old.get("date"))
+            r.setdefault("cores", old.get("cores", 2))
+            kept.append(r)
+    names = {r["scenario"] for r in results}
+    return [r for r in kept if r["scenario"] not in names] + results
+
+
 def main(
     jobs: int = 30,
     out: Path = ROOT / "docs" / "benchmarks" / "faults.json",
     short: bool = typer.Option(False, help="the test suite's short scenario only"),
+    replicas: int = typer.Option(1, help="workers per agent queue"),
+    hosts: int = typer.Option(0, help="run the workers in this many network namespaces (root)"),
 ) -> None:
     """Run the fault scenarios and write the results."""
     scenarios = (
@@ -417,35 +510,49 @@ def main(
                 control_kill_at_s=None,
                 redis_restart_at_s=10,
                 deadline_s=120,
+                replicas=replicas,
+                hosts=hosts,
             )
         ]
         if short
-        else [Scenario("full", jobs)]
+        else [Scenario(shape(replicas, hosts), jobs, replicas=replicas, hosts=hosts)]
     )
     work = Path(tempfile.mkdtemp(prefix="sale-faults-"))
-    results = [run(s, work / s.name) for s in scenarios]
+    results = [run(s, work / s.name.split(",")[0]) for s in scenarios]
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
-    command = "python -m sale.scripts.bench.faults " + " ".join(sys.argv[1:])
-    doc = {"date": stamp, "command": command.strip(), "results": results}
+    command = ("python -m sale.scripts.bench.faults " + " ".join(sys.argv[1:])).strip()
+    for r in results:
+        r.update(command=command, date=stamp, cores=os.cpu_count())
+    everything = merged(out, results)
+    doc = {"results": everything}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
     reasons = "".join(
         f"\n- {r['scenario']}: " + "; ".join(f"{n}× {why}" for why, n in r["failed_reasons"])
-        for r in results
+        for r in everything
         if r["failed_reasons"]
     )
     out.with_suffix(".md").write_text(
-        f"# The queue under faults ({stamp})\n\n`{command.strip()}` on {os.cpu_count()} cores: "
-        "real redis-server (AOF), real `sale worker` processes, the script's HTTP stub provider "
+        "# The queue under faults\n\n"
+        "Real redis-server (AOF), real `sale worker` processes, the script's HTTP stub provider "
         "with 20 % faults (429 + Retry-After, 500, hang past the 5 s client timeout, malformed "
         "body), agent workers SIGKILLed (and restarted) every 15 s, the control worker killed "
-        "once, Redis restarted once (3 s down); leases TTL 10 s, watchdog every 2 s.\n\n"
-        + table(results)
+        "once, Redis restarted once (3 s down); leases TTL 10 s, watchdog every 2 s. Shapes: "
+        "one worker per queue on loopback (full); three workers per agent queue on one host, a "
+        "kill taking one random replica; the workers on three hosts — network namespaces on a "
+        "bridge, Redis and the provider on the bridge's address, the SQLite file shared — with "
+        "the control worker on the first.\n\n"
+        + table(everything)
+        + "\nRuns (each on the date and machine given):\n\n"
+        + "".join(
+            f"- {r['scenario']}: `{r['command']}`, {r['date']}, {r['cores']} cores\n"
+            for r in everything
+        )
         + "".join(
             f"\nWhat happened in {r['scenario']} (seconds after the first submission): "
             + "; ".join(f"{t} {e}" for t, e in r["events"])
             + f". Provider: {r['provider_calls']} calls, faults {r['provider_faults']}.\n"
-            for r in results
+            for r in everything
         )
         + (f"\nFailed jobs' reasons:{reasons}\n" if reasons else "")
     )

@@ -22,6 +22,10 @@ def worker(
     control: Annotated[bool, typer.Option("--control", help="serve the control queue")] = False,
     pool: PoolOpt = None,
     loglevel: str = "INFO",
+    node: Annotated[
+        str | None,
+        typer.Option(help="Celery node name, unique per worker (default: the queue's NAME@%h)"),
+    ] = None,
 ) -> None:
     """Run a Celery worker for one agent's queue or for the control queue."""
     from sale.broker.pool import CONTROL_QUEUE, load_pool
@@ -52,9 +56,9 @@ def worker(
         init_db(settings.effective_database_url)
     from sale.broker.app import app as celery_app
 
-    name = "control" if control else agent
+    node = node or f"{'control' if control else agent}@%h"
     celery_app.worker_main(
-        ["worker", "-Q", queue, "-c", str(concurrency), "-n", f"{name}@%h", "-l", loglevel]
+        ["worker", "-Q", queue, "-c", str(concurrency), "-n", node, "-l", loglevel]
     )
 
 

@@ -107,6 +107,41 @@ def test_the_heartbeat_leases_held_messages_and_releases_acknowledged_ones(
     assert client.exists(LEASE_PREFIX + "a") == 0 and client.exists(LEASE_PREFIX + "b") == 1
 
 
+def test_a_request_dropped_on_a_reconnect_is_released_and_one_running_is_not(
+    client: Any, url: str
+) -> None:
+    """Celery drops a countdown (retry) request when its connection breaks; its message stays
+    unacknowledged, so its lease must lapse for the watchdog to deliver it again."""
+    from celery.worker.state import active_requests
+
+    class Channel:
+        closed = False
+
+    class Message:
+        def __init__(self, tag: str) -> None:
+            self.delivery_tag, self.channel = tag, Channel()
+
+    class Request:
+        def __init__(self, tag: str) -> None:
+            self.message, self.name, self.id = Message(tag), "sale.execute", f"id-{tag}"
+            self.args, self.acknowledged = ["job1", 0], False
+
+    guard = Guard(url, "w@h", 30, 1, lambda _tag: None)
+    waiting, running = Request("w"), Request("r")
+    for req in (waiting, running):
+        guard.hold(req)
+    guard._renew()
+    assert client.exists(LEASE_PREFIX + "w") == client.exists(LEASE_PREFIX + "r") == 1
+    active_requests.add(running)
+    try:
+        waiting.message.channel.closed = running.message.channel.closed = True  # reconnect
+        guard._renew()
+        assert client.exists(LEASE_PREFIX + "w") == 0  # the watchdog re-dispatches it
+        assert client.exists(LEASE_PREFIX + "r") == 1  # still running here
+    finally:
+        active_requests.discard(running)
+
+
 def test_each_start_of_a_delivery_is_counted_apart_from_other_stages(url: str) -> None:
     first = delivery_key("job1", "sale.judge", ["job1", "first"], 0)
     refined = delivery_key("job1", "sale.judge", ["job1", "refined"], 0)

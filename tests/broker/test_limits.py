@@ -5,6 +5,7 @@ the windows are far longer than the test, so every answer is a refusal with its 
 
 from __future__ import annotations
 
+import socket
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from sale.workers.auction.weights import load_weights
 from sale.workers.context import AuctionContext
 from sale.workers.gate import model_caller
 from sale.workers.llm.provider import call_model
+from sale.workers.recovery import TRANSPORT_ERRORS
 
 from sale.errors import PoolError, RateLimitedError, TransientModelError
 from tests.conftest import SCRIPTED_POOL
@@ -149,3 +151,47 @@ def test_pool_limits_and_the_daily_budget_are_validated() -> None:
         with pytest.raises(PoolError, match=problem):
             parse_pool(text)
     assert load_pool(SCRIPTED_POOL).daily_budget_usd is None
+
+
+def test_with_redis_out_of_reach_a_call_made_is_kept_and_counted(
+    tmp_path: Path, ctx: AuctionContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Redis restart between a call's reservation and its settling must not throw the paid
+    call away (the stage would run again and pay again, the first call on no record)."""
+    import redis
+
+    def restarting(*_: Any) -> None:
+        raise redis.ConnectionError("Connection refused")
+
+    job_id = jobs.create_job(ctx, TaskSpec(kind="coding", prompt="Add."), "restart")
+    gate = model_caller(ctx, job_id)
+    monkeypatch.setattr(RateLimiter, "settle", restarting)
+    made = gate(
+        ctx.pool.agents[0], [{"role": "user", "content": "Add."}], stage="bid", max_tokens=16
+    )
+    assert made.text and made.cost_usd > 0
+    assert gate.unrecorded_usd == pytest.approx(made.cost_usd)
+    monkeypatch.undo()
+
+    pool = tmp_path / "free.toml"
+    pool.write_text(
+        '[[agents]]\nname = "free"\nmodel = "scripted/small"\ninput_price = 0.03\n'
+        "output_price = 0.03\n"
+    )
+    gone = socket.socket()
+    gone.bind(("127.0.0.1", 0))
+    port = gone.getsockname()[1]
+    gone.close()  # nothing listens there
+    down = AuctionContext(
+        settings=ctx.settings.model_copy(update={"broker_url": f"redis://127.0.0.1:{port}/0"}),
+        pool=load_pool(pool), weights=ctx.weights, llm=call_model, embed=ctx.embed,
+    )  # fmt: skip
+    job_id = jobs.create_job(down, TaskSpec(kind="coding", prompt="Add."), "down")
+    gate = model_caller(down, job_id)
+    messages = [{"role": "user", "content": "Add."}]
+    result = gate(down.pool.agents[0], messages, stage="bid", max_tokens=16)
+    assert result.text and result.cost_usd > 0
+    assert gate.unrecorded_usd == pytest.approx(result.cost_usd)
+    limited = load_pool(ctx.settings.pool_file).agents[0]  # rpm = 1: no slot, no call
+    with pytest.raises(TRANSPORT_ERRORS):
+        gate(limited, messages, stage="bid", max_tokens=16)
