@@ -265,6 +265,15 @@ class Settings(BaseSettings):
 
     # --- reliability ----------------------------------------------------------------------
     llm_timeout_s: float = Field(default=300.0, gt=0)
+    call_retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="In-process retries of one model call on a transient provider error "
+        "(backoff as the task's; a 429's Retry-After within rate_limit_max_wait_s), before the "
+        "stage task itself is retried: a multi-step execution is not started over for one "
+        "failed step.",
+    )
     max_retries: int = Field(default=3, ge=0, le=10)
     retry_backoff_s: float = Field(default=2.0, gt=0)
     retry_backoff_max_s: float = Field(default=60.0, gt=0)

@@ -27,6 +27,11 @@ frees the worker's slot. A provider's 429 with Retry-After pauses the agent for 
 (a Redis key with that TTL). Every wait, refusal and pause is noted on the job (`sale show`);
 a wait also shows as the task's ``WAITING`` state in Flower (:mod:`sale.workers.progress`).
 
+A transient provider error (a 5xx, a timeout, a malformed body, a 429) is tried again in the
+worker up to ``SALE_CALL_RETRIES`` times, with the task's backoff, before it reaches the stage
+task's Celery retry: one failed step of a multi-step execution then costs a short wait, not a
+restart of the whole loop (which, at a provider's 20 % fault rate, could spend every retry).
+
 Redis out of reach (a restart) never throws away a call that was made: its result is returned
 and counted even when settling its reservation fails (the reservation keeps its estimate until
 the window passes), and a 429's pause that cannot be stored leaves the 429 to the task's retry.
@@ -37,6 +42,7 @@ gets the broker error (no slot, no call), as any stage does.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from typing import Any
 
@@ -80,6 +86,35 @@ class Gate:
         self.unrecorded_usd = 0.0  # this stage's calls, stored when the stage ends
 
     def __call__(
+        self, agent: Agent, messages: list[Message], *, stage: str, max_tokens: int, **kw: Any
+    ) -> LLMResult:
+        """One model call, tried again in this worker on a transient provider error (up to
+        ``SALE_CALL_RETRIES`` times) before the error goes to the stage task's own retry. A
+        failed try is not billed (the provider answered no completion), so nothing is lost
+        from the cost; a wait past the rate-limit bound goes to the task at once."""
+        settings = self.ctx.settings
+        for attempt in range(settings.call_retries + 1):
+            try:
+                return self._once(agent, messages, stage=stage, max_tokens=max_tokens, **kw)
+            except RateLimitedError:
+                raise  # the task's countdown: waiting here would hold the slot too long
+            except TransientModelError as exc:
+                if attempt == settings.call_retries:
+                    raise
+                wait = min(settings.retry_backoff_max_s, settings.retry_backoff_s * 2**attempt)
+                wait *= random.uniform(0.5, 1.0)
+                if exc.retry_after:
+                    if exc.retry_after > settings.rate_limit_max_wait_s:
+                        raise
+                    # shared: the next try waits out the agent's pause in _acquire
+                    wait = 0.0 if self._shared() else exc.retry_after
+                log.warning("job %s: %s call of %s, try %d/%d in %.1fs: %s", self.job_id,
+                            stage, agent.name, attempt + 2, settings.call_retries + 1, wait,
+                            exc)  # fmt: skip
+                time.sleep(wait)
+        raise AssertionError("unreachable: the last try returns or raises")
+
+    def _once(
         self, agent: Agent, messages: list[Message], *, stage: str, max_tokens: int, **kw: Any
     ) -> LLMResult:
         tokens = prompt_tokens(messages) + max_tokens

@@ -20,11 +20,12 @@ Tasks are named by string here (``sale.job``, …), so this module imports no ta
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from celery import Task, chain, signature
 from celery.canvas import Signature
-from celery.exceptions import ChordError
+from celery.exceptions import ChordError, Reject
 from kombu.exceptions import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -50,15 +51,34 @@ TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
 _TRANSPORT_NAMES = ("ConnectionError", "TimeoutError", "OperationalError", "ConnectionRefused")
 
 
+def closed_channel_error(exc: BaseException) -> bool:
+    """An AttributeError raised inside kombu's transport: a publish (a retry, the next stage)
+    on a channel whose connection broke and was torn down, as after a Redis restart (kombu:
+    ``'NoneType' object has no attribute 'client'``)."""
+    if not isinstance(exc, AttributeError):
+        return False
+    tb, last = exc.__traceback__, ""
+    while tb is not None:
+        last, tb = tb.tb_frame.f_code.co_filename, tb.tb_next
+    return f"{os.sep}kombu{os.sep}" in last
+
+
 def is_transport_error(exc: BaseException) -> bool:
-    """True for a broker or result-backend error (or a chord failed by one): the job's stored
-    work is intact and the stage only has to be delivered again."""
-    if isinstance(exc, TRANSPORT_ERRORS):
+    """True for a broker or result-backend error (or a chord failed by one, or Celery's Reject
+    of a retry whose publish met one): the job's stored work is intact and the stage only has
+    to be delivered again."""
+    if isinstance(exc, TRANSPORT_ERRORS) or closed_channel_error(exc):
         return True
     if isinstance(exc, ChordError):
         return any(name in str(exc) for name in _TRANSPORT_NAMES)
+    if isinstance(exc, Reject) and isinstance(exc.reason, BaseException) and exc.reason is not exc:
+        return is_transport_error(exc.reason)
     cause = exc.__cause__ or exc.__context__
-    return cause is not None and cause is not exc and isinstance(cause, TRANSPORT_ERRORS)
+    return (
+        cause is not None
+        and cause is not exc
+        and (isinstance(cause, TRANSPORT_ERRORS) or closed_channel_error(cause))
+    )
 
 
 def count_start(task: Task, job_id: str) -> None:

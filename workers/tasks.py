@@ -8,13 +8,14 @@ Each task loads by id, calls one stage function (:mod:`sale.workers.jobs`,
 the
 next stage's canvas (dynamic fan-out without blocking).
 All tasks are idempotent and acknowledged late (a redelivery finds the rows already written).
-Model calls are retried by Celery only (exponential backoff with jitter, on the typed transient
-errors); when retries run out, a bid becomes a failed bid and a juror abstains, so the auction
-goes on. Stage tasks publish a custom state (BIDDING, JUDGING, …) with the job id as meta, on
-the result backend and as a task event (``task-bidding``, …) for Flower. In Flower every bid,
-juror call and execution is a task of its own; the control stages (sale.job, sale.judge,
-sale.score, sale.update) replace one another and so share one task, whose id is the job id and
-whose name is the stage it is in.
+A model call's transient error is first tried again in the worker (``SALE_CALL_RETRIES``,
+:mod:`sale.workers.gate`), then the stage task is retried by Celery (exponential backoff with
+jitter, on the typed transient errors); when retries run out, a bid becomes a failed bid and a
+juror abstains, so the auction goes on. Stage tasks publish a custom state (BIDDING, JUDGING,
+…) with the job id as meta, on the result backend and as a task event (``task-bidding``, …) for
+Flower. In Flower every bid, juror call and execution is a task of its own; the control stages
+(sale.job, sale.judge, sale.score, sale.update) replace one another and so share one task,
+whose id is the job id and whose name is the stage it is in.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from sale.workers.cancel import stop_point
 from sale.workers.context import AuctionContext, get_context
 from sale.workers.jobs import add_note, create_job, fail_job, set_status
 from sale.workers.progress import publish as _publish
-from sale.workers.recovery import TRANSPORT_ERRORS, count_start, is_transport_error, resume
+from sale.workers.recovery import count_start, is_transport_error, resume
 from sale.workers.spec import validate_spec
 from sale.workers.stages.awarding import (
     SHORTCUT,
@@ -100,12 +101,21 @@ def _failing_job(task: Task, job_id: str) -> Iterator[None]:
     """
     try:
         yield
+    except Reject as exc:
+        if exc.requeue or not is_transport_error(exc):
+            raise
+        # Celery's retry could not publish (the broker connection broke): not the job's fault,
+        # so the message goes back instead of being dropped (or waits for the watchdog).
+        logger.warning("job %s: %s could not send its retry, delivered again: %s", job_id,
+                       task.name, exc.reason)  # fmt: skip
+        raise Reject(exc.reason, requeue=True) from exc
     except TaskPredicate:
         raise
-    except TRANSPORT_ERRORS as exc:
-        logger.warning("job %s: %s hit a broker error, delivered again: %s", job_id, task.name, exc)
-        raise Reject(exc, requeue=True) from exc
     except Exception as exc:
+        if is_transport_error(exc):
+            logger.warning("job %s: %s hit a broker error, delivered again: %s", job_id,
+                           task.name, exc)  # fmt: skip
+            raise Reject(exc, requeue=True) from exc
         reason = f"{task.name} failed: {type(exc).__name__}: {exc}"
         logger.error("job %s: %s", job_id, reason)
         fail_job(get_context(), job_id, reason)

@@ -195,3 +195,67 @@ def test_with_redis_out_of_reach_a_call_made_is_kept_and_counted(
     limited = load_pool(ctx.settings.pool_file).agents[0]  # rpm = 1: no slot, no call
     with pytest.raises(TRANSPORT_ERRORS):
         gate(limited, messages, stage="bid", max_tokens=16)
+
+
+@pytest.fixture
+def free_ctx(tmp_path: Path, ctx: AuctionContext) -> AuctionContext:
+    """The ctx fixture's Redis and database with an agent without limits, short backoffs and a
+    10 s bound on waits."""
+    pool = tmp_path / "free.toml"
+    pool.write_text(
+        f'[[agents]]\nname = "{agent_name()}"\nmodel = "scripted/small"\ninput_price = 0.03\n'
+        "output_price = 0.03\n"
+    )
+    update = {"retry_backoff_s": 0.01, "retry_backoff_max_s": 0.02, "rate_limit_max_wait_s": 10}
+    return AuctionContext(
+        settings=ctx.settings.model_copy(update=update), pool=load_pool(pool),
+        weights=ctx.weights, llm=call_model, embed=ctx.embed,
+    )  # fmt: skip
+
+
+def flaky(failures: list[TransientModelError]) -> Any:
+    """A model caller that raises the given errors, one per call, then answers."""
+    calls: list[int] = []
+
+    def call(agent: Any, messages: Any, **kw: Any) -> Any:
+        calls.append(1)
+        if failures:
+            raise failures.pop(0)
+        return call_model(agent, messages, **kw)
+
+    call.calls = calls  # type: ignore[attr-defined]
+    return call
+
+
+def test_a_transient_error_is_tried_again_in_the_worker_and_paid_once(
+    free_ctx: AuctionContext,
+) -> None:
+    agent = free_ctx.pool.agents[0]
+    job_id = jobs.create_job(free_ctx, TaskSpec(kind="coding", prompt="Add."), "retry")
+    gate = model_caller(free_ctx, job_id)
+    error = TransientModelError(agent.name, agent.model, "InternalServerError: 500")
+    gate.inner = flaky([error, error])
+    messages = [{"role": "user", "content": "Add."}]
+    result = gate(agent, messages, stage="execute", max_tokens=16)
+    assert len(gate.inner.calls) == 3  # two failed tries (unbilled), then the answer
+    assert result.cost_usd > 0 and gate.unrecorded_usd == pytest.approx(result.cost_usd)
+
+    gate.inner = flaky([error] * 3)  # SALE_CALL_RETRIES=2: the third failure goes to the task
+    with pytest.raises(TransientModelError, match="500"):
+        gate(agent, messages, stage="execute", max_tokens=16)
+    assert len(gate.inner.calls) == 3
+    assert gate.unrecorded_usd == pytest.approx(result.cost_usd)
+
+
+def test_a_429_within_the_bound_waits_out_the_pause_then_calls_again(
+    free_ctx: AuctionContext,
+) -> None:
+    agent = free_ctx.pool.agents[0]
+    job_id = jobs.create_job(free_ctx, TaskSpec(kind="coding", prompt="Add."), "429")
+    gate = model_caller(free_ctx, job_id)
+    gate.inner = flaky([TransientModelError(agent.name, agent.model, "429", retry_after=1)])
+    result = gate(agent, [{"role": "user", "content": "Add."}], stage="bid", max_tokens=16)
+    assert result.text and len(gate.inner.calls) == 2
+    found = notes(free_ctx, job_id)
+    assert any(n.startswith(f"provider rate limit (429) on {agent.name}") for n in found)
+    assert any("waited" in n for n in found)  # the second try waited out the shared pause

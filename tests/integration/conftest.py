@@ -39,6 +39,9 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         pool_file=SCRIPTED_POOL,
         state_dir=tmp,
         max_retries=2,
+        # the stage tasks' Celery retries are what these tests exercise; a call's own tries in
+        # the worker have tests of their own (tests/broker/test_limits.py)
+        call_retries=0,
         retry_backoff_s=0.05,
         retry_backoff_max_s=0.1,
         # the whole auction of design §3: refinement is off by default, and by default the

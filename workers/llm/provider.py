@@ -7,8 +7,9 @@ log-probabilities, cost from the pool's prices, latency, and the native tool cal
 :func:`configure_litellm` (called by the first model call, or explicitly by a worker at start)
 puts the offline switches into the environment, imports litellm, turns its own retries off and
 registers the scripted test-double provider (``scripted/<profile>``). litellm's typed
-exceptions are mapped onto our two kinds of model error, so the single retry layer (Celery's)
-can retry exactly the transient ones.
+exceptions are mapped onto our two kinds of model error, so the retry layers above it (the
+call's in-process retries in :mod:`sale.workers.gate`, then the stage task's in Celery) retry
+exactly the transient ones.
 """
 
 from __future__ import annotations
