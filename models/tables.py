@@ -4,7 +4,8 @@ The database is the source of truth for every job. Each table that a Celery task
 natural unique key (job, agent, round, …) so a redelivered task finds its row instead of adding a
 second one: bids, jury calls, the award, the execution and its steps, the memory record.
 JSON columns hold small structured values (orders, limits, a job's embedding); a memory record's
-embedding is packed float32 bytes (:mod:`sale.models.types`); nothing is pickled.
+embedding is packed float16 bytes and its task text, bids and attempts are deflated text and JSON
+(:mod:`sale.models.types`); nothing is pickled.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sale.models.types import Float32Vector
+from sale.models.types import DeflatedJSON, DeflatedText, Float16Vector
 from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -187,20 +188,22 @@ class ExecutionStep(SQLModel, table=True):
 class MemoryRecord(SQLModel, table=True):
     """Exactly one per finished job: what a future auction learns from."""
 
-    # (kind, id): the memory index reads a kind's records above the last id it has seen.
+    # (kind, id): the memory index reads a kind's records above the last id it has seen; the
+    # index also serves every query by kind alone.
     __table_args__ = (Index("ix_memoryrecord_kind_id", "kind", "id"),)
 
     id: int | None = Field(default=None, primary_key=True)
     job_id: str = Field(foreign_key="job.id", unique=True, max_length=64)
-    kind: str = Field(max_length=16, index=True)
-    task_text: str = Field(sa_column=Column(Text, nullable=False))
-    # Packed float32 (models.types), not JSON: the memory index reads the bytes as they are.
-    embedding: list[float] = Field(sa_column=Column(Float32Vector, nullable=False))
-    bids: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    kind: str = Field(max_length=16)
+    # Written once, read whole by id, never filtered on: stored small (models.types).
+    task_text: str = Field(sa_column=Column(DeflatedText, nullable=False))
+    # Packed float16: the memory index reads the bytes as they are.
+    embedding: list[float] = Field(sa_column=Column(Float16Vector, nullable=False))
+    bids: list[dict[str, Any]] = Field(sa_column=Column(DeflatedJSON, nullable=False))
     # Every execution in order (the award's, then self-check fallbacks): bid, self-check,
     # verdict, tokens and cost (what the verified award estimates from).
     attempts: list[dict[str, Any]] = Field(
-        default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
+        default_factory=list, sa_column=Column(DeflatedJSON, nullable=False)
     )
     award_agent: str = Field(max_length=64)
     award_round: str = Field(max_length=8)

@@ -1,16 +1,25 @@
-"""Column types: a task embedding stored as packed float32 bytes.
+"""Column types of a memory record: a float16 embedding, and text and JSON stored deflated.
 
-A memory record's embedding (384 floats from all-MiniLM-L6-v2) was a JSON list, about 8 KB of
-text that every retrieval parsed back into floats. :class:`Float32Vector` stores it as
-little-endian float32 bytes in a binary column (1,536 bytes for 384 dimensions, ``BLOB`` on
-SQLite, ``BYTEA`` on PostgreSQL) and gives Python a ``list[float]`` as before; an empty
-embedding (``SALE_EMBEDDER=none``) is zero bytes. The memory index reads the raw bytes
-(:func:`unpack`) without building lists. float32 keeps cosine similarities to ~1e-7, far inside
-what retrieval can tell apart.
+A memory record is written once and read by id, so its bytes on disk are most of its cost.
+:class:`Float16Vector` stores the task embedding (384 floats from all-MiniLM-L6-v2) as
+little-endian float16 bytes in a binary column (768 bytes for 384 dimensions, ``BLOB`` on
+SQLite, ``BYTEA`` on PostgreSQL) and gives Python a ``list[float]``; the memory index reads the
+raw bytes (:func:`unpack`, float32 for the search). float16 keeps 11 significant bits, so a
+unit vector's components move by at most ~2.5e-5 and a cosine similarity by ~1e-5, below the
+gap between neighbours that retrieval tells apart (docs/benchmarks/retrieval.md measures
+recall@8 against exact float32 search). An empty embedding (``SALE_EMBEDDER=none``) is zero
+bytes. :class:`DeflatedText` and :class:`DeflatedJSON` keep a ``str`` and a JSON value (lists,
+dicts) as they were in Python and store them as one format byte and a raw deflate stream
+primed with :data:`ZDICT` (the JSON keys and values every record repeats), a third to a half of
+their size for the bids' plans, attempts and task text. No query filters on these columns: they
+are read whole, by id. The format byte lets a later encoding sit beside this one; the dictionary
+of format 1 never changes.
 """
 
 from __future__ import annotations
 
+import json
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,23 +30,72 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
 #: Byte order and width of a stored embedding.
-DTYPE = np.dtype("<f4")
+DTYPE = np.dtype("<f2")
+#: The largest magnitude float16 holds (beyond it a value would become infinite).
+F16_MAX = 65504.0
+
+#: The preset dictionary of format 1: what a memory record's JSON repeats, as
+#: workers/stages/updating.py writes it (the most frequent last, nearest the data).
+ZDICT = (
+    b'"round":"direct""round":"verified""round":"refined""status":"failed""error"null,'
+    b'{"attempt":1,"bid_id":1,"agent":"","round":"first","status":"done",'
+    b'"self_check":"failed","verdict":"failed","tokens":0,"cost_usd":0.0}'
+    b'[{"attempt":0,"bid_id":1,"agent":"","round":"first","status":"done",'
+    b'"self_check":"passed","verdict":"passed","tokens":0,"cost_usd":0.0}]'
+    b'{"bid_id":1,"agent":"","round":"first","status":"ok","plan":"","tokens":0,'
+    b'"entropy":0.0,"jury":{},"gamma":{},"cost":0.0,"value":0.0,"score":-0.0,'
+    b'"auction_label":"lose","verified_label":"lose"},'
+    b'[{"bid_id":1,"agent":"","round":"first","status":"ok","plan":"1. ","tokens":0,'
+    b'"entropy":0.0,"jury":{},"gamma":{},"cost":0.0,"value":0.0,"score":0.0,'
+    b'"auction_label":"win","verified_label":"win"},'
+)
+_FORMAT = 1
+_WBITS = -15  # a raw deflate stream: no zlib header or checksum (the database keeps the bytes)
 
 
 def pack(vector: Sequence[float] | npt.NDArray[Any]) -> bytes:
-    """A vector as stored: little-endian float32 bytes."""
-    return np.asarray(vector, dtype=DTYPE).tobytes()
+    """A vector as stored: little-endian float16 bytes (ValueError beyond float16's range)."""
+    array = np.asarray(vector, dtype=np.float64)
+    if array.size and not np.abs(array).max() <= F16_MAX:
+        raise ValueError(f"an embedding value beyond float16's range (±{F16_MAX:g})")
+    return array.astype(DTYPE).tobytes()
 
 
 def unpack(blob: bytes | memoryview | None) -> npt.NDArray[np.float32]:
     """A stored vector as a float32 array (empty for no bytes)."""
     if not blob:
-        return np.zeros(0, dtype=DTYPE)
-    return np.frombuffer(bytes(blob), dtype=DTYPE)
+        return np.zeros(0, dtype=np.float32)
+    return np.frombuffer(bytes(blob), dtype=DTYPE).astype(np.float32)
 
 
-class Float32Vector(TypeDecorator[list[float]]):
-    """A ``list[float]`` in Python, packed float32 bytes in the database."""
+def deflate(data: bytes) -> bytes:
+    """``data`` as stored: the format byte, then raw deflate primed with :data:`ZDICT`."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, _WBITS, 9, zlib.Z_DEFAULT_STRATEGY, ZDICT)
+    return bytes([_FORMAT]) + packer.compress(data) + packer.flush()
+
+
+def inflate(blob: bytes | memoryview) -> bytes:
+    """The bytes :func:`deflate` stored."""
+    raw = bytes(blob)
+    if not raw or raw[0] != _FORMAT:
+        raise ValueError(f"not a deflated value of format {_FORMAT}")
+    unpacker = zlib.decompressobj(_WBITS, ZDICT)
+    return unpacker.decompress(raw[1:]) + unpacker.flush()
+
+
+def dump_json(value: Any) -> bytes:
+    """A JSON value as stored (compact, UTF-8, deflated)."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return deflate(text.encode())
+
+
+def load_json(blob: bytes | memoryview) -> Any:
+    """The JSON value :func:`dump_json` stored."""
+    return json.loads(inflate(blob))
+
+
+class Float16Vector(TypeDecorator[list[float]]):
+    """A ``list[float]`` in Python, packed float16 bytes in the database."""
 
     impl = LargeBinary
     cache_ok = True
@@ -47,3 +105,30 @@ class Float32Vector(TypeDecorator[list[float]]):
 
     def process_result_value(self, value: bytes | None, dialect: Dialect) -> list[float] | None:
         return None if value is None else [float(x) for x in unpack(value).tolist()]
+
+
+class DeflatedText(TypeDecorator[str]):
+    """A ``str`` in Python, deflated UTF-8 bytes in the database."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> bytes | None:
+        return None if value is None else deflate(value.encode())
+
+    def process_result_value(self, value: bytes | None, dialect: Dialect) -> str | None:
+        return None if value is None else inflate(value).decode()
+
+
+class DeflatedJSON(TypeDecorator[Any]):
+    """A JSON value (lists, dicts, numbers, strings) in Python, deflated JSON in the database
+    (Python's ``None`` is SQL NULL)."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> bytes | None:
+        return None if value is None else dump_json(value)
+
+    def process_result_value(self, value: bytes | None, dialect: Dialect) -> Any:
+        return None if value is None else load_json(value)

@@ -29,6 +29,7 @@ import numpy as np
 import psutil
 from sale.models.db import get_engine, init_db, session_scope
 from sale.models.tables import Job, MemoryRecord
+from sale.models.types import DTYPE
 from sale.scripts.bench.memory_data import Shape, bulk_insert, rows, vectors
 from sale.workers.memory import index as memory
 from sale.workers.memory.index import forget_indexes, memory_index, nearest_records
@@ -155,9 +156,7 @@ def after(workdir: Path, n: int, queries: int, shape: Shape, inserts: int) -> di
     write, pick = [], []
     for item in rows(n + 1, inserts, shape, total=n + inserts):
         values = {k: v for k, v in item.items() if k not in ("id", "created_at")}
-        values["embedding"] = np.frombuffer(values["embedding"], dtype="<f4").tolist()
-        values["bids"] = json.loads(values["bids"])
-        values["attempts"] = json.loads(values["attempts"])
+        values["embedding"] = values["embedding"].tolist()
         t0 = time.perf_counter()
         with session_scope(url) as s:
             s.add(Job(id=values["job_id"], kind="coding", prompt="p", spec={}, pool_path=""))
@@ -186,7 +185,7 @@ def after(workdir: Path, n: int, queries: int, shape: Shape, inserts: int) -> di
         "insert_index_sync_ms_per_record": _pct(pick, 50),
         "disk_bytes_per_record": disk[0] / n,  # the memoryrecord table and its indexes
         "file_bytes_per_record": disk[1] / n,  # with the jobs' rows
-        "embedding_bytes_per_record": shape.dim * 4,
+        "embedding_bytes_per_record": shape.dim * DTYPE.itemsize,
     }
     forget_indexes()
     del index, space

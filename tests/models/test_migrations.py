@@ -1,5 +1,6 @@
 """Alembic migrations 0002 (execution attempts), 0003 (a direct job's agent), 0004 (a
-verified award's chain) and 0005 (packed float32 embeddings) on databases that already hold rows.
+verified award's chain), 0005 (packed float32 embeddings) and 0007 (float16 embeddings, deflated
+task text, bids and attempts) on databases that already hold rows, up and back down.
 
 The same test runs on SQLite (the embedded default, where the execution table is rebuilt in
 batch mode) and on a throwaway PostgreSQL server (skipped locally without one, like
@@ -8,6 +9,7 @@ test_postgres.py).
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from sale.models.db import alembic_config, get_engine
 from sqlalchemy.exc import IntegrityError
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
+HEAD = "0007"
 USAGE = {"tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0, "latency_s": 0.0}
 
 
@@ -214,7 +217,7 @@ def test_upgrade_from_0003_gives_every_award_and_record_an_empty_chain(empty_url
     command.upgrade(cfg, "head")
     with engine.begin() as conn:
         version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
-        assert version == "0006"
+        assert version == HEAD
         assert [r["chain"] for r in _rows(conn, "award")] == [None]
         assert [r["chain"] for r in _rows(conn, "memoryrecord")] == [None]
         conn.execute(_table(conn, "award").update().values(chain=["small", "large"]))
@@ -226,18 +229,12 @@ def test_upgrade_from_0003_gives_every_award_and_record_an_empty_chain(empty_url
         assert len(_rows(conn, "award")) == 1 and len(_rows(conn, "memoryrecord")) == 1
 
 
-def _record(conn: sa.Connection, row_id: int, embedding: list[float]) -> None:
-    """A memory record of job j<row_id> (its job too) with this embedding."""
+def _record(conn: sa.Connection, row_id: int, embedding: Any, **values: Any) -> None:
+    """A memory record of job j<row_id> (its job too) with this embedding (and these values)."""
     job = dict(kind="coding", prompt="p", spec={}, pool_path="", notes=[], created_at=T0)
     _insert(conn, "job", id=f"j{row_id}", status="done", updated_at=T0, **job)
-    _insert(
-        conn,
-        "memoryrecord",
-        id=row_id,
-        job_id=f"j{row_id}",
-        kind="coding",
+    record = dict(
         task_text="p",
-        embedding=embedding,
         bids=[{"agent": "small"}],
         attempts=[],
         award_agent="small",
@@ -248,6 +245,8 @@ def _record(conn: sa.Connection, row_id: int, embedding: list[float]) -> None:
         total_cost_usd=0.0,
         created_at=T0,
     )
+    _insert(conn, "memoryrecord", id=row_id, job_id=f"j{row_id}", kind="coding",
+            embedding=embedding, **(record | values))  # fmt: skip
 
 
 def test_upgrade_from_0004_packs_every_embedding_as_float32_bytes(
@@ -281,20 +280,99 @@ def test_upgrade_from_0004_packs_every_embedding_as_float32_bytes(
     indexes = {i["name"]: i["column_names"] for i in sa.inspect(engine).get_indexes("memoryrecord")}
     assert indexes["ix_memoryrecord_kind_id"] == ["kind", "id"]
 
-    # The ORM reads the packed bytes as floats (float32 values).
-    from sale.models.db import session_scope
-    from sale.models.tables import MemoryRecord
-    from sqlmodel import col, select
-
-    with session_scope(empty_url) as s:
-        read = {
-            r.id: r.embedding for r in s.exec(select(MemoryRecord).order_by(col(MemoryRecord.id)))
-        }
-    assert read[1] == pytest.approx([0.6, 0.8]) and read[2] == [] and len(read[4]) == 384
-
     command.downgrade(cfg, "0004")
     with engine.connect() as conn:
         back = {r["id"]: r["embedding"] for r in _rows(conn, "memoryrecord")}
     assert back[2] == [] and back[4] == [1.0] * 384
     assert back[3] == pytest.approx(vectors[3]) and back[1] == pytest.approx(vectors[1])
+    command.upgrade(cfg, "head")
+
+
+def test_upgrade_from_0006_stores_float16_embeddings_and_deflated_text_and_json(
+    empty_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    import numpy as np
+    from sale.models import types
+    from sale.models.db import session_scope
+    from sale.models.tables import MemoryRecord
+    from sqlmodel import col, select
+
+    migration = importlib.import_module(
+        "sale.models.migrations.versions.0007_compact_memory_records"
+    )
+    monkeypatch.setattr(migration, "BATCH", 2)  # several batches from five rows
+    cfg = alembic_config(empty_url)
+    command.upgrade(cfg, "0006")
+    engine = get_engine(empty_url)
+    unit = np.random.default_rng(0).standard_normal(384)
+    unit /= np.linalg.norm(unit)
+    plan = "1. Restate the task: écrire « add » — 2. Test it.\n" * 20
+    records = {
+        1: dict(embedding=[0.6, 0.8], task_text="def add(a, b):\n    ...", bids=[], attempts=[]),
+        2: dict(embedding=[], task_text="", bids=[{"agent": "small", "jury": {}}], attempts=[]),
+        3: dict(
+            embedding=unit.tolist(),
+            task_text="Which city is the capital? " * 30,
+            bids=[
+                {"bid_id": 7, "agent": "small", "plan": plan, "entropy": 0.3512832964074281,
+                 "jury": {"medium": 4}, "gamma": {"medium": 4.0}, "score": None},
+                {"bid_id": 8, "agent": "large", "plan": plan[::-1], "cost": 1e-09},
+            ],
+            attempts=[{"attempt": 0, "bid_id": 7, "verdict": "passed", "cost_usd": 5.004e-05}],
+        ),
+        4: dict(embedding=[1.0] * 384, task_text="t", bids=[{"a": [1, [2, {"b": None}]]}],
+                attempts=[{"attempt": 0}, {"attempt": 1}]),
+        5: dict(embedding=[0.0, 1.0], task_text="∑ 😀", bids=[{}], attempts=[]),
+    }  # fmt: skip
+    with engine.begin() as conn:
+        for row_id, r in records.items():
+            packed = np.asarray(r["embedding"], dtype="<f4").tobytes()
+            _record(conn, row_id, packed, **{k: v for k, v in r.items() if k != "embedding"})
+        before = _rows(conn, "memoryrecord")
+    command.upgrade(cfg, "0007")
+    with engine.connect() as conn:
+        rows = {r["id"]: r for r in _rows(conn, "memoryrecord")}
+        version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    assert version == "0007"
+    for row_id, r in records.items():
+        row = rows[row_id]
+        f16 = np.asarray(r["embedding"], dtype="<f2").tobytes()
+        assert bytes(row["embedding"]) == f16 and len(f16) == 2 * len(r["embedding"])
+        assert types.inflate(row["task_text"]).decode() == r["task_text"]
+        assert types.load_json(row["bids"]) == r["bids"]
+        assert types.load_json(row["attempts"]) == r["attempts"]
+        assert (row["award_agent"], row["verdict"]) == ("small", "passed")  # the rest untouched
+    # Record 3: its bids' repeated plan and keys deflate to a small part of the JSON.
+    assert len(bytes(rows[3]["bids"])) < len(json.dumps(records[3]["bids"])) / 5
+    columns = {c["name"]: c for c in sa.inspect(engine).get_columns("memoryrecord")}
+    for name in ("embedding", "task_text", "bids", "attempts"):
+        assert isinstance(columns[name]["type"], sa.LargeBinary), name
+        assert not columns[name]["nullable"], name
+    indexes = {i["name"]: i["column_names"] for i in sa.inspect(engine).get_indexes("memoryrecord")}
+    assert "ix_memoryrecord_kind" not in indexes
+    assert indexes["ix_memoryrecord_kind_id"] == ["kind", "id"]
+
+    # The ORM gives back the values that went in (the embedding as float16 values).
+    with session_scope(empty_url) as s:
+        read = {r.id: r for r in s.exec(select(MemoryRecord).order_by(col(MemoryRecord.id)))}
+    for row_id, r in records.items():
+        got = read[row_id]
+        assert (got.task_text, got.bids, got.attempts) == (r["task_text"], r["bids"], r["attempts"])
+        assert got.embedding == pytest.approx(r["embedding"], abs=1e-3)
+    assert read[2].embedding == [] and read[1].embedding == [0.60009765625, 0.7998046875]
+
+    command.downgrade(cfg, "0006")
+    with engine.connect() as conn:
+        back = _rows(conn, "memoryrecord")
+        indexes = {i["name"] for i in sa.inspect(conn).get_indexes("memoryrecord")}
+        default = {c["name"]: c for c in sa.inspect(conn).get_columns("memoryrecord")}
+    assert "ix_memoryrecord_kind" in indexes and default["attempts"]["default"] is not None
+    for old, new in zip(before, back, strict=True):
+        f16 = np.frombuffer(bytes(old["embedding"]), dtype="<f4").astype("<f2").astype("<f4")
+        assert bytes(new["embedding"]) == f16.tobytes()
+        assert {k: v for k, v in new.items() if k != "embedding"} == {
+            k: v for k, v in old.items() if k != "embedding"
+        }
     command.upgrade(cfg, "head")

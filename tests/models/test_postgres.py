@@ -33,6 +33,7 @@ from sale.models.tables import (
     MemoryRecord,
     StatusEvent,
 )
+from sale.models.types import load_json
 from sale.workers import jobs
 from sale.workers.auction.weights import load_weights
 from sale.workers.context import AuctionContext
@@ -163,7 +164,7 @@ def test_init_db_twice_builds_the_schema_on_postgres(postgres_url: str) -> None:
     assert set(schema.get_table_names()) == TABLE_NAMES | {"alembic_version"}
     with engine.connect() as conn:
         versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
-    assert versions == ["0006"]
+    assert versions == ["0007"]
     # The natural keys that make redelivered tasks idempotent exist on the server.
     unique = {
         table: {tuple(u["column_names"]) for u in schema.get_unique_constraints(table)}
@@ -181,8 +182,8 @@ def test_init_db_twice_builds_the_schema_on_postgres(postgres_url: str) -> None:
     columns = {
         c["name"]: str(c["type"]) for c in schema.get_columns("memoryrecord") if c["name"] != "id"
     }
-    # Embeddings as packed float32 bytes (migration 0005); bids and attempts as JSON.
-    assert columns["embedding"] == "BYTEA" and columns["bids"] == columns["attempts"] == "JSON"
+    # Embeddings as packed float16 bytes, task text, bids and attempts deflated (migration 0007).
+    assert {columns[c] for c in ("embedding", "task_text", "bids", "attempts")} == {"BYTEA"}
 
 
 # --- a whole job --------------------------------------------------------------------------
@@ -256,17 +257,15 @@ def test_a_whole_job_through_the_task_bodies_on_postgres(ctx: AuctionContext) ->
     )
     assert record.total_tokens == expected_tokens > 0
     assert record.total_cost_usd > execution.cost_usd > 0
-    # Stored as JSON values on the server (not as strings holding JSON); the embedding as
-    # packed float32 bytes, 4 per dimension.
+    # Stored as deflated JSON that decodes to the lists and nested dicts that went in; the
+    # embedding as packed float16 bytes, 2 per dimension.
     with get_engine(ctx.db_url).connect() as conn:
-        kinds = conn.execute(
-            text(
-                "SELECT octet_length(embedding), json_typeof(bids), json_typeof(bids->0->'jury')"
-                " FROM memoryrecord WHERE id = :id"
-            ),
+        size, bids = conn.execute(
+            text("SELECT octet_length(embedding), bids FROM memoryrecord WHERE id = :id"),
             {"id": ids["record"]},
         ).one()
-    assert tuple(kinds) == (4 * len(record.embedding), "array", "object")
+    assert size == 2 * len(record.embedding)
+    assert load_json(bids) == record.bids and isinstance(record.bids[0]["jury"], dict)
     assert len(record.embedding) > 0
 
     # Redelivered tasks find their rows: same ids, not one row more.

@@ -1,10 +1,10 @@
 """The memory index: the k nearest memory records of a kind without reading every record.
 
 One :class:`MemoryIndex` per database in a process (:func:`memory_index`). On first use it reads
-each record's id, kind, packed float32 embedding (:mod:`sale.models.types`), award round, award
+each record's id, kind, packed float16 embedding (:mod:`sale.models.types`), award round, award
 agent, verdict and attempts (never the bids or the task text) and keeps, per kind and embedding
-dimension, a space of unit-normalised vectors with each record's round and the agents that have
-a verified outcome in it; per kind, each agent's running
+dimension, a space of unit-normalised float32 vectors with each record's round and the agents
+that have a verified outcome in it; per kind, each agent's running
 :class:`~sale.workers.auction.estimates.AgentTotals` (what the verified award needs besides the
 neighbours). Before every query it reads only the records above the highest id it has seen, so a
 record another worker process wrote is found at the next query; ids missing below that for less
@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 from sale.models.db import session_scope
 from sale.models.tables import MemoryRecord
+from sale.models.types import DTYPE, unpack
 from sale.workers.auction.estimates import AgentTotals, Outcome
 from sqlalchemy import LargeBinary, func, type_coerce
 from sqlalchemy import select as sql_select
@@ -292,14 +293,14 @@ class MemoryIndex:
                 by_agent[o.agent] = by_agent.get(o.agent, AgentTotals()).plus(o)
             self._jobs[kind] = self._jobs.get(kind, 0) + bool(outcomes)
             blob = bytes(blob or b"")
-            dim = len(blob) // 4
+            dim = len(blob) // DTYPE.itemsize
             if dim == 0:
                 continue  # no embedding (SALE_EMBEDDER=none): counted, never near
             agents = {self._code(self._agents, o.agent) for o in outcomes}
             entry = (int(rid), blob, self._code(self._rounds, award_round), agents)
             batches.setdefault((kind, dim), []).append(entry)
         for (kind, dim), entries in batches.items():
-            vectors = np.frombuffer(b"".join(e[1] for e in entries), dtype="<f4").reshape(-1, dim)
+            vectors = unpack(b"".join(e[1] for e in entries)).reshape(-1, dim)
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             unit = (vectors / np.where(norms == 0, 1.0, norms)).astype(np.float32)
             space = self._spaces.setdefault((kind, dim), _Space(dim))

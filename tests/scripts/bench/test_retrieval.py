@@ -17,7 +17,7 @@ def test_the_benchmark_writes_its_reports(tmp_path: Path) -> None:
     report = json.loads((out / "retrieval.json").read_text())
     (row,) = report["after"]
     assert row["records"] == 300 and row["search"] == "exact" and row["recall_at_8"] == 1.0
-    assert row["embedding_bytes_per_record"] == 1536 and row["disk_bytes_per_record"] > 1536
+    assert row["embedding_bytes_per_record"] == 768 and row["disk_bytes_per_record"] > 768
     assert [b["records"] for b in report["before"]] == [100]
     text = (out / "retrieval.md").read_text()
     assert report["date"] in text and "sale.scripts.bench.retrieval --sizes 300" in text
