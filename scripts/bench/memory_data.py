@@ -236,6 +236,8 @@ def rows(
         }
 
 
+#: Records per executemany (and per draw of embeddings).
+BATCH = 20_000
 #: The column types whose stored form is not the Python value (packed, deflated).
 STORED = (Float16Vector, DeflatedText, DeflatedJSON)
 COLUMNS = (
@@ -257,8 +259,15 @@ COLUMNS = (
 )
 
 
+def float32_vectors(n: int, shape: Shape, batch: int = BATCH) -> Iterator[npt.NDArray[np.float32]]:
+    """The float32 embeddings of records 1 … n as :func:`bulk_insert` drew them (before they
+    were stored as float16), ``batch`` rows at a time: what exact search is measured against."""
+    for first in range(1, n + 1, batch):
+        yield vectors(min(batch, n + 1 - first), shape, n, seed=10_000 + first)
+
+
 def bulk_insert(
-    db_url: str, n: int, shape: Shape, start: int = 1, batch: int = 20_000, kind: str = "coding"
+    db_url: str, n: int, shape: Shape, start: int = 1, batch: int = BATCH, kind: str = "coding"
 ) -> None:
     """Insert records ``start`` … ``start + n - 1`` of a memory of ``start + n - 1`` records,
     ``batch`` at a time with ``executemany``, in one transaction."""
@@ -294,6 +303,11 @@ def bulk_insert(
             stamp = values[0][-1].isoformat(sep=" ")
             cur.executemany(job_sql, [(v[1], kind, stamp, stamp) for v in values])
             cur.executemany(sql, [(*v[:-1], stamp) for v in values])
+        if not sqlite:  # explicit ids leave the id sequence behind: the ORM's next id
+            cur.execute(
+                f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
+                f"(SELECT MAX(id) FROM {table.name}))"
+            )
         raw.commit()
         cur.close()
     finally:

@@ -21,16 +21,20 @@ import json
 import shlex
 import sys
 import time
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import psutil
+import sqlalchemy as sa
 from sale.models.db import get_engine, init_db, session_scope
 from sale.models.tables import Job, MemoryRecord
 from sale.models.types import DTYPE
-from sale.scripts.bench.memory_data import Shape, bulk_insert, rows, vectors
+from sale.scripts.bench.memory_data import Shape, bulk_insert, float32_vectors, rows, vectors
+from sale.scripts.bench.postgres import throwaway_server
 from sale.workers.memory import index as memory
 from sale.workers.memory.index import forget_indexes, memory_index, nearest_records
 from sale.workers.memory.retrieval import nearest
@@ -48,7 +52,14 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values) * 1000.0, q))
 
 
-def _fresh(workdir: Path, name: str) -> str:
+def _fresh(workdir: Path, name: str, server: str | None) -> str:
+    """An empty memory at the head schema: a new SQLite file, or the server's schema emptied."""
+    if server is not None:
+        with get_engine(server).begin() as conn:
+            conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+            conn.exec_driver_sql("CREATE SCHEMA public")
+        init_db(server)
+        return server
     path = workdir / f"{name}.db"
     url = f"sqlite:///{path}"
     get_engine(url).dispose()  # no pooled connection to a file about to be replaced
@@ -58,16 +69,59 @@ def _fresh(workdir: Path, name: str) -> str:
     return url
 
 
+def _drop(url: str) -> None:
+    get_engine(url).dispose()
+    if url.startswith("sqlite"):
+        Path(url.split("///", 1)[1]).unlink(missing_ok=True)
+
+
 def _disk(url: str) -> tuple[int, int]:
-    """(bytes of the memoryrecord table and its indexes, bytes of the whole file)."""
-    path = Path(url.split("///", 1)[1])
-    with get_engine(url).connect() as conn:
+    """(bytes of the memoryrecord table with its indexes (and TOAST on PostgreSQL), bytes of
+    the whole database)."""
+    engine = get_engine(url)
+    with engine.connect() as conn:
+        if not url.startswith("sqlite"):
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as auto:
+                auto.exec_driver_sql("VACUUM ANALYZE memoryrecord")  # the visibility map too
+            table = conn.exec_driver_sql("SELECT pg_total_relation_size('memoryrecord')").scalar()
+            whole = conn.exec_driver_sql("SELECT pg_database_size(current_database())").scalar()
+            return int(table or 0), int(whole or 0)
         conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         table = conn.exec_driver_sql(
             "SELECT SUM(pgsize) FROM dbstat WHERE name = 'memoryrecord' "
             "OR name LIKE 'ix_memoryrecord%' OR name LIKE 'sqlite_autoindex_memoryrecord%'"
         ).scalar()
-    return int(table or 0), path.stat().st_size
+    return int(table or 0), Path(url.split("///", 1)[1]).stat().st_size
+
+
+def _columns(url: str, n: int) -> dict[str, float]:
+    """Stored bytes per record of each column (SQLite: the value's length; PostgreSQL:
+    pg_column_size, after TOAST compression), and of each index."""
+    table = MemoryRecord.__table__  # type: ignore[attr-defined]
+    names = [c.name for c in table.columns]
+    sqlite = url.startswith("sqlite")
+    size = "length(CAST({0} AS BLOB))" if sqlite else "pg_column_size({0})"
+    with get_engine(url).connect() as conn:
+        sums = conn.exec_driver_sql(
+            "SELECT " + ", ".join(f"SUM({size.format(c)})" for c in names) + " FROM memoryrecord"
+        ).one()
+        if sqlite:
+            parts = conn.exec_driver_sql(
+                "SELECT name, SUM(pgsize) FROM dbstat WHERE name LIKE '%memoryrecord%' "
+                "GROUP BY name"
+            ).all()
+        else:
+            parts = conn.execute(
+                sa.text(
+                    "SELECT relname, pg_relation_size(oid) FROM pg_class WHERE relname LIKE "
+                    "'%memoryrecord%' AND relkind = 'i' UNION ALL SELECT 'toast', "
+                    "pg_relation_size(reltoastrelid) FROM pg_class WHERE relname = 'memoryrecord' "
+                    "UNION ALL SELECT 'heap', pg_relation_size('memoryrecord')"
+                )
+            ).all()
+    out = {f"column {c}": float(v or 0) / n for c, v in zip(names, sums, strict=True)}
+    out |= {f"relation {name}": float(v or 0) / n for name, v in parts}
+    return out
 
 
 def before(workdir: Path, n: int, queries: int, shape: Shape) -> dict[str, Any]:
@@ -79,7 +133,7 @@ def before(workdir: Path, n: int, queries: int, shape: Shape) -> dict[str, Any]:
     from sale.workers.memory.retrieval import MemoryEntry
     from sqlalchemy.orm import DeclarativeBase, Session
 
-    url = _fresh(workdir, f"before-{n}")
+    url = _fresh(workdir, f"before-{n}", None)
     bulk_insert(url, n, shape)
     command.downgrade(alembic_config(url), "0004")
     engine = get_engine(url)
@@ -105,8 +159,7 @@ def before(workdir: Path, n: int, queries: int, shape: Shape) -> dict[str, Any]:
         nearest(q.tolist(), entries, K)
         times.append(time.perf_counter() - began)
     disk, _ = _disk(url)
-    get_engine(url).dispose()
-    Path(url.split("///", 1)[1]).unlink(missing_ok=True)
+    _drop(url)
     return {
         "records": n,
         "queries": queries,
@@ -116,13 +169,16 @@ def before(workdir: Path, n: int, queries: int, shape: Shape) -> dict[str, Any]:
     }
 
 
-def after(workdir: Path, n: int, queries: int, shape: Shape, inserts: int) -> dict[str, Any]:
+def after(
+    workdir: Path, n: int, queries: int, shape: Shape, inserts: int, server: str | None = None
+) -> dict[str, Any]:
     """The memory index at ``n`` records (module docstring)."""
-    url = _fresh(workdir, f"after-{n}")
+    url = _fresh(workdir, f"after-{n}", server)
     began = time.perf_counter()
     bulk_insert(url, n, shape)
     generate_s = time.perf_counter() - began
     disk = _disk(url)
+    columns = _columns(url, n)
     forget_indexes()
     gc.collect()
     rss0 = _rss()
@@ -134,10 +190,12 @@ def after(workdir: Path, n: int, queries: int, shape: Shape, inserts: int) -> di
     index_rss = _rss() - rss0
     qs = vectors(queries, shape, n, seed=77)
     full, search = [], []
-    found = 0
     space = index._spaces[("coding", shape.dim)]
     allowed = ~np.isin(space.rounds[: space.n], [index._rounds[r] for r in NO_AUCTION])
-    for q in qs:
+    ids_of_allowed = set(space.ids[: space.n][allowed].tolist())
+    truth32 = _exact_float32(qs, n, shape, ids_of_allowed)
+    found = found16 = 0
+    for q, want32 in zip(qs, truth32, strict=True):
         query = q.tolist()
         t0 = time.perf_counter()
         got = nearest_records(url, "coding", query, K, NO_AUCTION)
@@ -148,8 +206,10 @@ def after(workdir: Path, n: int, queries: int, shape: Shape, inserts: int) -> di
         search.append(t2 - t1)
         sims = space.vectors() @ q
         sims[~allowed] = -np.inf
-        truth = set(space.ids[np.argpartition(-sims, K)[:K]].tolist())
-        found += len(truth & {h.record_id for h in hits})
+        truth16 = set(space.ids[np.argpartition(-sims, K)[:K]].tolist())
+        hit_ids = {h.record_id for h in hits}
+        found += len(want32 & hit_ids)
+        found16 += len(truth16 & hit_ids)
         assert [r.id for r, _ in got] == [h.record_id for h in hits]
     # One record at a time through the ORM (as the memory update writes it), then the index
     # picks it up at the next query's sync.
@@ -176,7 +236,8 @@ def after(workdir: Path, n: int, queries: int, shape: Shape, inserts: int) -> di
         "top8_p99_ms": _pct(full, 99),
         "index_search_p50_ms": _pct(search, 50),
         "index_search_p99_ms": _pct(search, 99),
-        "recall_at_8": found / (K * queries),
+        "recall_at_8": found / (K * queries),  # against exact float32 search
+        "recall_at_8_vs_stored": found16 / (K * queries),  # against exact search of the stored
         "generate_s": generate_s,
         "index_build_s": build_s,
         "index_rss_bytes": index_rss,
@@ -186,54 +247,93 @@ def after(workdir: Path, n: int, queries: int, shape: Shape, inserts: int) -> di
         "disk_bytes_per_record": disk[0] / n,  # the memoryrecord table and its indexes
         "file_bytes_per_record": disk[1] / n,  # with the jobs' rows
         "embedding_bytes_per_record": shape.dim * DTYPE.itemsize,
+        "bytes_per_record": columns,
     }
     forget_indexes()
     del index, space
     gc.collect()
-    get_engine(url).dispose()
-    Path(url.split("///", 1)[1]).unlink(missing_ok=True)
+    _drop(url)
     return result
+
+
+def _exact_float32(
+    qs: npt.NDArray[np.float32], n: int, shape: Shape, allowed: set[int]
+) -> list[set[int]]:
+    """The ids of each query's K nearest allowed records by exact search over the float32
+    embeddings the records were drawn with (before float16 storage), batch by batch."""
+    best = np.full((len(qs), K), -np.inf)
+    best_ids = np.zeros((len(qs), K), dtype=np.int64)
+    first = 1
+    for block in float32_vectors(n, shape):
+        ids = np.arange(first, first + len(block))
+        keep = np.fromiter((i in allowed for i in ids.tolist()), dtype=np.bool_, count=len(ids))
+        sims = np.concatenate([best, qs @ block[keep].T], axis=1)
+        both = np.concatenate([best_ids, np.broadcast_to(ids[keep], (len(qs), keep.sum()))], 1)
+        top = np.argpartition(-sims, K - 1, axis=1)[:, :K]
+        best = np.take_along_axis(sims, top, 1)
+        best_ids = np.take_along_axis(both, top, 1)
+        first += len(block)
+    return [set(row.tolist()) for row in best_ids]
+
+
+def _row(r: dict[str, Any]) -> str:
+    return (
+        f"| {r['records']:,} | {r['search']} | {r['top8_p50_ms']:.2f} / {r['top8_p99_ms']:.2f} "
+        f"| {r['index_search_p50_ms']:.2f} / {r['index_search_p99_ms']:.2f} "
+        f"| {r['recall_at_8']:.3f} | {r['index_build_s']:.1f} "
+        f"| {r['index_rss_bytes_per_record']:.0f} "
+        f"| {r['insert_orm_ms_per_record']:.2f} + {r['insert_index_sync_ms_per_record']:.2f} "
+        f"| {r['disk_bytes_per_record']:.0f} |"
+    )
+
+
+HEADER = [
+    "| records | search | top-8 p50 / p99 ms (with the 8 rows) | index only p50 / p99 ms "
+    "| recall@8 | build s | index RSS B/record | write + sync ms/record | disk B/record |",
+    "|---|---|---|---|---|---|---|---|---|",
+]
 
 
 def _markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Memory retrieval",
         "",
-        f"Date: {report['date']}. Command: `{report['command']}`.",
-        "",
-        "Synthetic SQLite memories (384-dim unit vectors in clusters, real-shaped bids and "
-        "attempts); top-8 as refinement asks for it (direct and verified rounds left out), "
+        "Synthetic memories shaped like the recorded ones (384-dim unit vectors in clusters; "
+        "auctioned records with four bids of ~1,000-character plans, verified and direct ones "
+        "as written); top-8 as refinement asks for it (direct and verified rounds left out), "
         f"over {report['queries']} fresh queries; exact search up to "
         f"{report['exact_max']} vectors, faiss HNSW (M={report['hnsw_m']}, "
-        f"efSearch={report['ef_search']}) above. Machine: {report['machine']}.",
-        "",
-        "| records | search | top-8 p50 / p99 ms (with the 8 rows) | index only p50 / p99 ms "
-        "| recall@8 | build s | index RSS B/record | write + sync ms/record | disk B/record |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"efSearch={report['ef_search']}) above, in process on both databases. Recall@8 is "
+        "against exact search over the float32 embeddings the records were drawn with (they "
+        f"are stored as float16). Machine: {report['machine']}.",
     ]
-    for r in report["after"]:
-        lines.append(
-            f"| {r['records']:,} | {r['search']} | {r['top8_p50_ms']:.2f} / {r['top8_p99_ms']:.2f} "
-            f"| {r['index_search_p50_ms']:.2f} / {r['index_search_p99_ms']:.2f} "
-            f"| {r['recall_at_8']:.3f} | {r['index_build_s']:.1f} "
-            f"| {r['index_rss_bytes_per_record']:.0f} "
-            f"| {r['insert_orm_ms_per_record']:.2f} + {r['insert_index_sync_ms_per_record']:.2f} "
-            f"| {r['disk_bytes_per_record']:.0f} |"
-        )
-    if report["before"]:
-        lines += [
-            "",
-            "Before (the same records migrated back to JSON embeddings, schema 0004; every "
-            "record of the kind loaded through the ORM, numpy cosine over all):",
-            "",
-            "| records | top-8 p50 / p99 ms | disk B/record |",
-            "|---|---|---|",
-        ]
-        for r in report["before"]:
-            lines.append(
+    for database, run in report["databases"].items():
+        lines += ["", f"## {database}", "", f"Date: {run['date']}. Command: `{run['command']}`."]
+        lines += ["", *HEADER, *(_row(r) for r in run["after"])]
+        sizes = run["after"][-1]["bytes_per_record"] if run["after"] else {}
+        if sizes:
+            lines += ["", f"Bytes per record at {run['after'][-1]['records']:,} records:", ""]
+            lines += ["| part | B/record |", "|---|---|"]
+            lines += [f"| {k} | {v:.0f} |" for k, v in sizes.items()]
+    previous = report.get("previous")
+    if previous:
+        lines += ["", "## Before: schema 0006 (float32 embedding, plain text and JSON)", ""]
+        when = f"Date: {previous['date']}. Command: `{previous['command']}`. "
+        lines += [when + previous["note"], "", *HEADER, *(_row(r) for r in previous["after"])]
+        if previous["before"]:
+            lines += [
+                "",
+                "Older still (the same records migrated back to JSON embeddings, schema 0004; "
+                "every record of the kind loaded through the ORM, numpy cosine over all):",
+                "",
+                "| records | top-8 p50 / p99 ms | disk B/record |",
+                "|---|---|---|",
+            ]
+            lines += [
                 f"| {r['records']:,} | {r['p50_ms']:.0f} / {r['p99_ms']:.0f} "
                 f"| {r['disk_bytes_per_record']:.0f} |"
-            )
+                for r in previous["before"]
+            ]
     lines += ["", *(f"- {note}" for note in report["notes"]), ""]
     return "\n".join(lines)
 
@@ -241,10 +341,12 @@ def _markdown(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000,1000000")
-    parser.add_argument("--before", default="1000,10000", help="sizes for the old path")
+    parser.add_argument("--before", default="", help="sizes for the old path (SQLite only)")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--before-queries", type=int, default=20)
     parser.add_argument("--inserts", type=int, default=50)
+    parser.add_argument("--postgres", action="store_true", help="on a durable throwaway server")
+    parser.add_argument("--database-url", help="a PostgreSQL database to empty and use")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/sale-bench-retrieval"))
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     args = parser.parse_args(argv)
@@ -255,28 +357,48 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --sizes and --before take comma-separated integers", file=sys.stderr)
         return 2
     args.workdir.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        server = args.database_url
+        if args.postgres and server is None:
+            server = stack.enter_context(throwaway_server("sale_bench", durable=True))
+        return _run(args, sizes, small, server, argv)
+
+
+def _run(
+    args: argparse.Namespace,
+    sizes: list[int],
+    small: list[int],
+    server: str | None,
+    argv: list[str] | None,
+) -> int:
     shape = Shape()
-    report: dict[str, Any] = {
-        "date": datetime.now(UTC).date().isoformat(),
-        "command": "nice -n 19 .venv/bin/python -m sale.scripts.bench.retrieval "
-        + shlex.join(argv if argv is not None else sys.argv[1:]),
+    path = args.out / "retrieval.json"
+    report: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    report.setdefault("databases", {})
+    report.setdefault("notes", [])
+    report |= {
         "machine": f"{psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB",
         "queries": args.queries,
         "exact_max": memory.EXACT_MAX,
         "hnsw_m": memory.HNSW_M,
         "ef_search": memory.EF_SEARCH,
+    }
+    run: dict[str, Any] = {
+        "date": datetime.now(UTC).date().isoformat(),
+        "command": "nice -n 19 .venv/bin/python -m sale.scripts.bench.retrieval "
+        + shlex.join(argv if argv is not None else sys.argv[1:]),
         "before": [],
         "after": [],
-        "notes": [],
     }
+    report["databases"]["PostgreSQL" if server else "SQLite"] = run
     for n in small:
-        report["before"].append(before(args.workdir, n, args.before_queries, shape))
-        print(json.dumps(report["before"][-1]), flush=True)
+        run["before"].append(before(args.workdir, n, args.before_queries, shape))
+        print(json.dumps(run["before"][-1]), flush=True)
     for n in sizes:
-        report["after"].append(after(args.workdir, n, args.queries, shape, args.inserts))
-        print(json.dumps(report["after"][-1]), flush=True)
+        run["after"].append(after(args.workdir, n, args.queries, shape, args.inserts, server))
+        print(json.dumps(run["after"][-1]), flush=True)
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "retrieval.json").write_text(json.dumps(report, indent=2) + "\n")
+        path.write_text(json.dumps(report, indent=2) + "\n")
         (args.out / "retrieval.md").write_text(_markdown(report))
     return 0
 

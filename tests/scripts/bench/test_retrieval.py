@@ -15,10 +15,12 @@ def test_the_benchmark_writes_its_reports(tmp_path: Path) -> None:
     argv += ["--inserts", "3", "--workdir", str(tmp_path / "work"), "--out", str(out)]
     assert retrieval.main(argv) == 0
     report = json.loads((out / "retrieval.json").read_text())
-    (row,) = report["after"]
+    run = report["databases"]["SQLite"]
+    (row,) = run["after"]
     assert row["records"] == 300 and row["search"] == "exact" and row["recall_at_8"] == 1.0
     assert row["embedding_bytes_per_record"] == 768 and row["disk_bytes_per_record"] > 768
-    assert [b["records"] for b in report["before"]] == [100]
+    assert row["recall_at_8_vs_stored"] == 1.0 and row["bytes_per_record"]["column bids"] > 0
+    assert [b["records"] for b in run["before"]] == [100]
     text = (out / "retrieval.md").read_text()
-    assert report["date"] in text and "sale.scripts.bench.retrieval --sizes 300" in text
+    assert run["date"] in text and "sale.scripts.bench.retrieval --sizes 300" in text
     assert retrieval.main(["--sizes", "ten"]) == 2
