@@ -1,16 +1,22 @@
 """Memory retrieval benchmark: top-8 through the memory index at 10 k, 100 k and 1 M records.
 
-For each size a fresh SQLite memory of synthetic records (:mod:`sale.scripts.bench.memory_data`,
-shaped like real ones) is written in bulk; then, in this process: the index build (the first
-query's sync: reading every record's id, embedding and labels, and the HNSW graph), its RSS,
-the top-8 latency of refinement's retrieval (award rounds ``direct``/``verified`` left out,
-the 8 records read in full) and of the index search alone over fresh queries, recall@8 against
-exact search over the same vectors, the time to write one record through the ORM and to have
-the index pick it up, and the disk per record. ``--before`` times the old path (every record
-of the kind through the ORM, embeddings parsed, numpy cosine) at small sizes, like for like.
-Writes docs/benchmarks/retrieval.json and retrieval.md with the date and the command.
+For each size a fresh memory of synthetic records (:mod:`sale.scripts.bench.memory_data`,
+shaped like real ones) is written in bulk, to a SQLite file or, with ``--postgres``, to a
+durable throwaway PostgreSQL server (:mod:`sale.scripts.bench.postgres`; ``--database-url`` for
+one of your own, emptied first); then, in this process: the index build (the first query's
+sync: reading every record's id, embedding and labels, and the HNSW graph), its RSS, the top-8
+latency of refinement's retrieval (award rounds ``direct``/``verified`` left out, the 8 records
+read in full) and of the index search alone over fresh queries, recall@8 against exact search
+over the float32 embeddings the records were drawn with (and over the stored float16 ones),
+the time to write one record through the ORM and to have the index pick it up, and the disk
+per record, by column and by relation (SQLite dbstat; PostgreSQL pg_total_relation_size, TOAST
+and indexes included). ``--before`` times the old path (every record of the kind through the
+ORM, embeddings parsed, numpy cosine) at small sizes on SQLite. Writes
+docs/benchmarks/retrieval.json and retrieval.md with the date and the command, keeping the
+other database's rows.
 
     nice -n 19 .venv/bin/python -m sale.scripts.bench.retrieval --sizes 10000,100000,1000000
+    nice -n 19 .venv/bin/python -m sale.scripts.bench.retrieval --sizes 10000,100000 --postgres
 """
 
 from __future__ import annotations
@@ -308,7 +314,12 @@ def _markdown(report: dict[str, Any]) -> str:
         f"are stored as float16). Machine: {report['machine']}.",
     ]
     for database, run in report["databases"].items():
-        lines += ["", f"## {database}", "", f"Date: {run['date']}. Command: `{run['command']}`."]
+        lines += ["", f"## {database}", ""]
+        for when in dict.fromkeys((r["date"], r["command"]) for r in run["after"]):
+            sizes = ", ".join(
+                f"{r['records']:,}" for r in run["after"] if (r["date"], r["command"]) == when
+            )
+            lines.append(f"- {sizes} records: {when[0]}, `{when[1]}`")
         lines += ["", *HEADER, *(_row(r) for r in run["after"])]
         sizes = run["after"][-1]["bytes_per_record"] if run["after"] else {}
         if sizes:
@@ -383,19 +394,23 @@ def _run(
         "hnsw_m": memory.HNSW_M,
         "ef_search": memory.EF_SEARCH,
     }
-    run: dict[str, Any] = {
+    when = {
         "date": datetime.now(UTC).date().isoformat(),
         "command": "nice -n 19 .venv/bin/python -m sale.scripts.bench.retrieval "
         + shlex.join(argv if argv is not None else sys.argv[1:]),
-        "before": [],
-        "after": [],
     }
-    report["databases"]["PostgreSQL" if server else "SQLite"] = run
+    # A size measured again replaces its row; the other sizes' rows stay, each with its run.
+    run = report["databases"].setdefault("PostgreSQL" if server else "SQLite", {})
+    run["before"] = [r for r in run.get("before", []) if r["records"] not in small]
+    run["after"] = [r for r in run.get("after", []) if r["records"] not in sizes]
     for n in small:
-        run["before"].append(before(args.workdir, n, args.before_queries, shape))
+        run["before"].append(when | before(args.workdir, n, args.before_queries, shape))
         print(json.dumps(run["before"][-1]), flush=True)
     for n in sizes:
-        run["after"].append(after(args.workdir, n, args.queries, shape, args.inserts, server))
+        run["after"].append(
+            when | after(args.workdir, n, args.queries, shape, args.inserts, server)
+        )
+        run["after"].sort(key=lambda r: r["records"])
         print(json.dumps(run["after"][-1]), flush=True)
         args.out.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=2) + "\n")

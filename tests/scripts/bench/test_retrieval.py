@@ -22,5 +22,5 @@ def test_the_benchmark_writes_its_reports(tmp_path: Path) -> None:
     assert row["recall_at_8_vs_stored"] == 1.0 and row["bytes_per_record"]["column bids"] > 0
     assert [b["records"] for b in run["before"]] == [100]
     text = (out / "retrieval.md").read_text()
-    assert run["date"] in text and "sale.scripts.bench.retrieval --sizes 300" in text
+    assert row["date"] in text and "sale.scripts.bench.retrieval --sizes 300" in text
     assert retrieval.main(["--sizes", "ten"]) == 2
