@@ -321,16 +321,16 @@ def _markdown(report: dict[str, Any]) -> str:
             )
             lines.append(f"- {sizes} records: {when[0]}, `{when[1]}`")
         lines += ["", *HEADER, *(_row(r) for r in run["after"])]
-        sizes = run["after"][-1]["bytes_per_record"] if run["after"] else {}
-        if sizes:
+        parts = run["after"][-1]["bytes_per_record"] if run["after"] else {}
+        if parts:
             lines += ["", f"Bytes per record at {run['after'][-1]['records']:,} records:", ""]
             lines += ["| part | B/record |", "|---|---|"]
-            lines += [f"| {k} | {v:.0f} |" for k, v in sizes.items()]
+            lines += [f"| {k} | {v:.0f} |" for k, v in parts.items()]
     previous = report.get("previous")
     if previous:
         lines += ["", "## Before: schema 0006 (float32 embedding, plain text and JSON)", ""]
-        when = f"Date: {previous['date']}. Command: `{previous['command']}`. "
-        lines += [when + previous["note"], "", *HEADER, *(_row(r) for r in previous["after"])]
+        since = f"Date: {previous['date']}. Command: `{previous['command']}`. "
+        lines += [since + previous["note"], "", *HEADER, *(_row(r) for r in previous["after"])]
         if previous["before"]:
             lines += [
                 "",
