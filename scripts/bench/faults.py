@@ -287,16 +287,21 @@ def run_on(
             target=inject, args=(cluster, schedule, t0, events, names, agent_workers)
         )
         faults.start()  # the faults run while the jobs are being submitted and worked on
-        ids, refused = [], 0
+        ids, refused, slowest = [], 0, 0.0
         for i in range(scenario.jobs):
             while True:
+                asked = time.monotonic()
                 try:
                     ids.append(cluster.submit(spec(i, scenario.tools)))
                     break
                 except RuntimeError:  # `sale submit` refused (exit 2): the broker is down
                     refused += 1
+                    slowest = max(slowest, time.monotonic() - asked)
                     time.sleep(1)
-        events.append((time.monotonic() - t0, f"{len(ids)} jobs submitted ({refused} refused)"))
+        answer = f", the slowest refusal in {slowest:.1f} s" if refused else ""
+        events.append(
+            (time.monotonic() - t0, f"{len(ids)} jobs submitted ({refused} refused{answer})")
+        )
         faults.join()
         last_fault = max((t for t, e in events if not e.endswith(")")), default=0.0)
         stub_faults_until = time.monotonic()
