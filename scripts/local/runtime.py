@@ -124,6 +124,8 @@ class EmbeddedStack:
     started_models: list[int] = field(default_factory=list)
     #: Extra environment for the workers (e.g. another database for an evaluation segment).
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: Extra command-line arguments for every worker (e.g. ``--include`` of a benchmark's tasks).
+    worker_args: list[str] = field(default_factory=list)
     #: Tasks an earlier run's workers had taken but not finished, put back on their queues at
     #: start (:func:`restore_unacked`).
     restored: int = 0
@@ -236,6 +238,7 @@ class EmbeddedStack:
             self.worker_log_level,
             "--pool",
             "prefork",
+            *self.worker_args,
         ]
         self._spawn(
             "worker-control",
