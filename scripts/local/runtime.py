@@ -332,7 +332,8 @@ class EmbeddedStack:
                     raise RuntimeError(
                         f"{name} exited with code {proc.returncode}; see {self.log_dir}/{name}.log"
                     )
-            replies = app.control.ping(timeout=1.0) or []
+            # ``limit``: the ping returns as soon as every worker answered, not after its timeout.
+            replies = app.control.ping(timeout=1.0, limit=expected) or []
             if len(replies) >= expected:
                 return
         raise RuntimeError(f"workers did not come up in {timeout:.0f}s; see {self.log_dir}")
