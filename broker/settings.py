@@ -269,10 +269,9 @@ class Settings(BaseSettings):
         default=2,
         ge=0,
         le=10,
-        description="In-process retries of one model call on a transient provider error "
-        "(backoff as the task's; a 429's Retry-After within rate_limit_max_wait_s), before the "
-        "stage task itself is retried: a multi-step execution is not started over for one "
-        "failed step.",
+        description="Tries of a model call again in the worker on a transient provider error "
+        "(the task's backoff; a 429's Retry-After up to rate_limit_max_wait_s) before its stage "
+        "task is retried, so one failed step does not restart an execution.",
     )
     max_retries: int = Field(default=3, ge=0, le=10)
     retry_backoff_s: float = Field(default=2.0, gt=0)
