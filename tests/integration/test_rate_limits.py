@@ -132,7 +132,10 @@ def test_three_workers_sharing_an_agent_send_at_most_rpm_in_any_minute(
     spec = {"kind": "coding", "prompt": "Write add(a, b).", "entry_point": "add",
             "tests": "def check(candidate):\n    assert candidate(2, 3) == 5\n"}  # fmt: skip
     workers: list[subprocess.Popen[bytes]] = []
-    with Cluster(tmp_path / "cluster", pool_file=pool, env_extra=dict(ENV)) as cluster:
+    # A bound past the window (60 s and a margin): every call over the limit waits in its worker
+    # (a WAITING state), none is handed to a task countdown, whatever the timing of the calls.
+    env_extra = {**ENV, "SALE_RATE_LIMIT_MAX_WAIT_S": "120"}
+    with Cluster(tmp_path / "cluster", pool_file=pool, env_extra=env_extra) as cluster:
         try:
             cluster.start_worker("control")
             env = cluster.env()
