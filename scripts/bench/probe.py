@@ -6,8 +6,9 @@ product's hot path carries none of it. When the worker starts, it wraps a few fu
 exclusive timers (a nested timer's time is not counted again in the one around it): the
 database (SQLAlchemy statements and commits), Redis commands (sends, results, chord counters,
 leases; counted by command too), the model call, the embedder and the sandbox. Each task's
-span (and when its message was received) and its timers are appended as one JSON line to ``<state_dir>/probe/<pid>.jsonl``, keyed by the job id (every sale
-task's first argument), for :func:`read_spans` to gather.
+span (and when its message was received) and its timers are appended as one JSON line to
+``<state_dir>/probe/<pid>.jsonl``, keyed by the job id (every sale task's first argument), for
+:func:`read_spans` to gather.
 """
 
 from __future__ import annotations
