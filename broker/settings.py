@@ -9,6 +9,7 @@ directory (``~/.local/state/sale``) so a fresh checkout runs with no configurati
 from __future__ import annotations
 
 import os
+import random
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -276,6 +277,13 @@ class Settings(BaseSettings):
     max_retries: int = Field(default=3, ge=0, le=10)
     retry_backoff_s: float = Field(default=2.0, gt=0)
     retry_backoff_max_s: float = Field(default=60.0, gt=0)
+
+    def backoff_s(self, attempt: int) -> float:
+        """The wait before try ``attempt + 2`` of a model call or stage: exponential from
+        ``retry_backoff_s``, capped at ``retry_backoff_max_s``, with jitter (half to all)."""
+        delay = min(self.retry_backoff_max_s, self.retry_backoff_s * 2.0**attempt)
+        return delay * random.uniform(0.5, 1.0)
+
     rate_limit_max_wait_s: float = Field(
         default=60.0,
         ge=0,

@@ -42,7 +42,6 @@ gets the broker error (no slot, no call), as any stage does.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from typing import Any
 
@@ -101,8 +100,7 @@ class Gate:
             except TransientModelError as exc:
                 if attempt == settings.call_retries:
                     raise
-                wait = min(settings.retry_backoff_max_s, settings.retry_backoff_s * 2**attempt)
-                wait *= random.uniform(0.5, 1.0)
+                wait = settings.backoff_s(attempt)
                 if exc.retry_after:
                     if exc.retry_after > settings.rate_limit_max_wait_s:
                         raise
@@ -117,8 +115,9 @@ class Gate:
     def _once(
         self, agent: Agent, messages: list[Message], *, stage: str, max_tokens: int, **kw: Any
     ) -> LLMResult:
-        tokens = prompt_tokens(messages) + max_tokens
-        self._check(agent, stage, agent.call_cost(prompt_tokens(messages), max_tokens))
+        prompt = prompt_tokens(messages)
+        tokens = prompt + max_tokens
+        self._check(agent, stage, agent.call_cost(prompt, max_tokens))
         limited = bool(agent.rpm or agent.tpm)
         member = None
         if limited or self._shared():

@@ -73,8 +73,7 @@ def _retry_or(
     (args, kwargs) of the retry, when they differ from this try's."""
     n = task.request.retries
     if n < ctx.settings.max_retries:
-        delay = min(ctx.settings.retry_backoff_max_s, ctx.settings.retry_backoff_s * 2**n)
-        countdown = delay * random.uniform(0.5, 1.0)
+        countdown = ctx.settings.backoff_s(n)
         if exc.retry_after:  # the provider's Retry-After, or the wait of a shared rate limit
             countdown = exc.retry_after * random.uniform(1.0, 1.2)
         logger.warning("retry %d/%d in %.1fs: %s", n + 1, ctx.settings.max_retries, countdown, exc)
