@@ -25,9 +25,10 @@ delivery, if later), as long as any ``sale worker`` runs. A worker cut off from 
 TTL while it goes on running loses its lease, and its stage may run twice; the stages are
 idempotent, so no row is duplicated, but its model calls may be paid twice.
 
-Redeliveries are capped where the stage runs: :func:`count_delivery` counts each start of a
-stage task's body (per task id, name, arguments and retry), and a stage started more than
-``SALE_REDELIVERY_CAP`` times fails its job as a poison job (:mod:`sale.workers.tasks`).
+Redeliveries are capped where the stage runs: :func:`count_delivery` counts each redelivered
+start of a stage task's body (per task id, name, arguments and retry; a first delivery is the
+one start not stored), and a stage started more than ``SALE_REDELIVERY_CAP`` times fails its
+job as a poison job (:mod:`sale.workers.recovery`).
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def delivery_key(task_id: str, name: str, args: Iterable[Any], retries: int) -> 
 
 
 def count_delivery(url: str, key: str) -> int:
-    """Count one more start of the delivery ``key``; returns the count (1 at the first)."""
+    """Count one more start of the delivery ``key``; returns the count (1 at the first one
+    counted)."""
     client = redis_client(url)
     pipe = client.pipeline()
     pipe.incr(key)

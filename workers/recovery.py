@@ -9,7 +9,7 @@ task layer (:mod:`sale.workers.tasks`) needs for that:
   a chord whose join or header failed with one.
 - :func:`count_start`: counts each start of a stage task (leases and watchdog:
   :mod:`sale.broker.leases`); a stage started more than ``SALE_REDELIVERY_CAP`` times, its worker
-  dying each time, fails its job as a poison job.
+  dying each time, fails its job as a poison job. Only redelivered starts touch Redis.
 - :func:`resume_signature`: the signature that carries a job on from what the database holds
   (its status, its executions), with the pipeline's error callback; used when a chord failed
   for a transport error, and by the dispatch sweep of queued jobs.
@@ -84,14 +84,24 @@ def is_transport_error(exc: BaseException) -> bool:
 def count_start(task: Task, job_id: str) -> None:
     """Count this start of a stage task; past ``SALE_REDELIVERY_CAP`` starts (its worker died
     each time), raise AuctionError: the job fails as a poison job. Without a Redis broker, or
-    with Redis unreachable, the stage runs uncounted (an outage is no reason to stop it)."""
+    with Redis unreachable, the stage runs uncounted (an outage is no reason to stop it).
+
+    Only a message delivered again is counted in Redis: every way the Redis transport puts a
+    message back (the watchdog's re-dispatch, a rejection with requeue, a worker lost, the
+    visibility timeout) marks it ``redelivered``, so a stage's first start, the common case,
+    costs no Redis command and is added to the count instead. A message put back before its
+    first start counts that start once more, so the cap can only be reached one start early,
+    never late.
+    """
     req = task.request
     url = str(task.app.conf.broker_url or "")
     if req.is_eager or not req.id or not url.startswith(("redis://", "rediss://", "unix://")):
         return
+    if not (req.delivery_info or {}).get("redelivered"):
+        return  # the first start: nothing to count against the cap yet
     key = delivery_key(req.id, task.name, req.args or [], req.retries or 0)
     try:
-        starts = count_delivery(url, key)
+        starts = 1 + count_delivery(url, key)  # the first start, then each redelivered one
     except TRANSPORT_ERRORS as exc:
         log.warning("job %s: %s started uncounted (Redis unreachable: %s)", job_id, task.name, exc)
         return

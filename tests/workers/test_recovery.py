@@ -1,12 +1,22 @@
-"""Which errors are the broker's (deliver the stage again) and which are the job's own."""
+"""Which errors are the broker's (deliver the stage again) and which are the job's own, and
+how the starts of a delivered-again stage are counted against the redelivery cap."""
 
 from __future__ import annotations
 
+import uuid
+from types import SimpleNamespace
+from typing import Any
+
 import pytest
+import redis
+from celery.app.task import Context
 from celery.exceptions import ChordError, Reject
 from kombu import Connection, Producer
 from redis.exceptions import ConnectionError as RedisConnectionError
-from sale.workers.recovery import closed_channel_error, is_transport_error
+from sale.broker.leases import DELIVERY_PREFIX
+from sale.workers.recovery import closed_channel_error, count_start, is_transport_error
+
+from sale.errors import AuctionError
 
 
 def _publish_on_closed_channel(redis_url: str) -> AttributeError:
@@ -46,3 +56,30 @@ def test_the_jobs_own_errors_are_not_transport_errors() -> None:
     assert not is_transport_error(Reject(ValueError("bad plan"), requeue=False))
     assert not is_transport_error(ChordError("Dependency 1 raised ValueError('bad plan')"))
     assert is_transport_error(ChordError("Dependency 1 raised ConnectionError('Error 111')"))
+
+
+def _stage_task(url: str, task_id: str, redelivered: bool, cap: int = 2) -> Any:
+    """What count_start reads of a running stage task: its app's settings and its request."""
+    conf = {"broker_url": url, "sale_redelivery_cap": cap}
+    request = Context(
+        id=task_id,
+        args=[task_id, "first"],
+        retries=0,
+        is_eager=False,
+        delivery_info={"redelivered": redelivered},
+    )
+    app = SimpleNamespace(conf=SimpleNamespace(**conf, get=conf.get))
+    return SimpleNamespace(name="sale.judge", request=request, app=app)
+
+
+def test_a_first_start_is_not_stored_and_redelivered_starts_reach_the_cap(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    task_id = uuid.uuid4().hex
+    count_start(_stage_task(redis_url, task_id, redelivered=False), task_id)
+    assert client.keys(f"{DELIVERY_PREFIX}{task_id}:*") == []  # no Redis command for it
+
+    # The first start plus one redelivered start: 2 starts, within a cap of 2.
+    count_start(_stage_task(redis_url, task_id, redelivered=True), task_id)
+    assert len(client.keys(f"{DELIVERY_PREFIX}{task_id}:*")) == 1
+    with pytest.raises(AuctionError, match=r"sale\.judge was started 3 times"):
+        count_start(_stage_task(redis_url, task_id, redelivered=True), task_id)
