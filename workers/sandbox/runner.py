@@ -25,7 +25,9 @@ sandbox; pivot_root then detaches the host's tree from the namespace (``filesyst
 = "sealed_root"``). What to bind is worked out once per process from the interpreter's
 ``sys.path`` and ``ldd``; a host where that fails (no ``ldd``, an architecture whose
 pivot_root number is not known here) runs namespace mode unsealed and says so
-(``filesystem_isolation = "none"``, a warning in the log).
+(``filesystem_isolation = "none"``, a warning in the log). The launcher of a thread's next run
+is started as a run ends and waits for its configuration (:mod:`sale.workers.sandbox.warm`),
+so a run does not wait for an interpreter to start; each launcher still serves one run.
 
 Fallback mode (anything else, e.g. a laptop, or a container without CAP_SYS_ADMIN): the
 program runs in its own session, as ``nobody`` if the caller is root, else as the caller;
@@ -79,6 +81,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+from sale.workers.sandbox import warm
 
 __all__ = [
     "MARKER_VARIABLE",
@@ -148,15 +152,29 @@ def _main():
 _main()
 """
 
-# Runs as root in fresh mount/PID/network namespaces. It forks the namespace's init (C1),
-# which prepares the mounts, reaps everything, and forks the program (C2) that drops to the
-# sandbox user and execs. Only root processes outside the program's session stay in
-# charge, so the program can neither signal nor ptrace them. Reports go to `status_fd`
-# as lines: "S <wait status of the program>" or "E <why the sandbox failed>".
+# Runs as root in fresh mount/PID/network namespaces. It may be started before its run
+# (sale.workers.sandbox.warm): it reads the run's configuration from the pipe named by its
+# last argument, then takes the run's stdin, stdout and stderr. It forks the namespace's init
+# (C1), which prepares the mounts, reaps everything, and forks the program (C2) that drops to
+# the sandbox user and execs it with the run's environment. Only root processes outside the
+# program's session stay in charge, so the program can neither signal nor ptrace them.
+# Reports go to `status_fd` as lines: "S <wait status of the program>" or "E <why the sandbox
+# failed>".
 _LAUNCHER = r"""
 import ctypes, json, os, resource, signal, sys
 
-cfg = json.loads(sys.argv[1])
+config_fd = int(sys.argv[1])
+data = b""
+while chunk := os.read(config_fd, 65536):
+    data += chunk
+os.close(config_fd)
+if not data:  # its owner went away before a run came
+    os._exit(0)
+cfg = json.loads(data)
+for fd, path in enumerate(cfg["stdio"]):
+    handle = os.open(path, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+    os.dup2(handle, fd)
+    os.close(handle)
 status_fd = cfg["status_fd"]
 os.set_inheritable(status_fd, False)
 libc = ctypes.CDLL(None, use_errno=True)
@@ -255,7 +273,7 @@ def program():
             os.setgroups([])
             os.setgid(cfg["gid"])
             os.setuid(cfg["uid"])
-        os.execv(cfg["argv"][0], cfg["argv"])
+        os.execve(cfg["argv"][0], cfg["argv"], cfg["env"])
     except BaseException as exc:
         report("E", f"cannot start the program: {exc!r}")
     os._exit(127)
@@ -660,7 +678,6 @@ def _execute(
     rlimits = _rlimits(limits, uid)
     program = [host.interpreter, "-I", "-c", _BOOTSTRAP]
     program += ["plain" if host.namespaces else "guard", _PROGRAM_NAME]
-    status_r, status_w = os.pipe() if host.namespaces else (-1, -1)
     seal = None
     if host.namespaces and host.seal is not None:
         root = os.path.join(io_dir, "root")
@@ -670,46 +687,41 @@ def _execute(
         program[0] = os.path.realpath(host.interpreter)
         pivot_root = _PIVOT_ROOT_SYSCALL[os.uname().machine]
         seal = {"root": root, "paths": host.seal, "pivot_root": pivot_root}
-    if host.namespaces:
-        config = {
-            "argv": program,
-            "workdir": workdir,
-            "uid": host.user.uid if host.user else None,
-            "gid": host.user.gid if host.user else None,
-            "rlimits": rlimits,
-            "status_fd": status_w,
-            "scratch_dirs": _SCRATCH_DIRS,
-            "tmpfs_options": f"size={limits.file_size_bytes},nr_inodes=4096,mode=1777",
-            "seal": seal,
-        }
-        argv = [host.interpreter, "-I", "-c", _LAUNCHER, json.dumps(config)]
-    else:
-        argv = program
-    preexec = _preexec(host, rlimits)
     with (
         open(paths["stdin"], "rb") as child_in,
         open(paths["stdout"], "wb") as child_out,
         open(paths["stderr"], "wb") as child_err,
     ):
         started = time.monotonic()
-        try:
-            proc = subprocess.Popen(
-                argv,
-                stdin=child_in,
-                stdout=child_out,
-                stderr=child_err,
-                cwd=workdir,
-                env=env,
-                preexec_fn=preexec,
-                pass_fds=(status_w,) if host.namespaces else (),
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
-            if host.namespaces:
-                os.close(status_r)
-            raise SandboxUnavailableError(f"cannot start the sandbox: {exc!r}") from exc
-        finally:
-            if host.namespaces:
-                os.close(status_w)
+        status_r = -1
+        if host.namespaces:
+            config: dict[str, object] = {
+                "argv": program,
+                "env": env,
+                "stdio": [paths["stdin"], paths["stdout"], paths["stderr"]],
+                "workdir": workdir,
+                "uid": host.user.uid if host.user else None,
+                "gid": host.user.gid if host.user else None,
+                "rlimits": rlimits,
+                "scratch_dirs": _SCRATCH_DIRS,
+                "tmpfs_options": f"size={limits.file_size_bytes},nr_inodes=4096,mode=1777",
+                "seal": seal,
+            }
+            launcher = _launch(host, config)
+            proc, status_r = launcher.proc, launcher.status_r
+        else:
+            try:
+                proc = subprocess.Popen(
+                    program,
+                    stdin=child_in,
+                    stdout=child_out,
+                    stderr=child_err,
+                    cwd=workdir,
+                    env=env,
+                    preexec_fn=_preexec(host, rlimits),
+                )
+            except (OSError, subprocess.SubprocessError) as exc:
+                raise SandboxUnavailableError(f"cannot start the sandbox: {exc!r}") from exc
         exited = False
         try:
             exited = _exits_within(proc.pid, limits.wall_seconds)
@@ -723,6 +735,8 @@ def _execute(
     if host.namespaces:
         program_status = _parse_report(report, timed_out, status, paths["stderr"])
     exit_code, stopped = _classify(program_status, timed_out, usage, paths["stderr"], limits)
+    if host.namespaces:
+        _start_next_launcher(host)
     return SandboxResult(
         exit_code=exit_code,
         stdout=_read_head(paths["stdout"], limits.output_bytes),
@@ -733,6 +747,42 @@ def _execute(
         process_isolation="pid_namespace" if host.namespaces else "process_group",
         filesystem_isolation="sealed_root" if seal is not None else "none",
     )
+
+
+def _launch(host: _Host, config: dict[str, object]) -> warm.Launcher:
+    """The run's launcher with its configuration sent: the one this thread left waiting, or,
+    when none waits (the first run, or it died meanwhile), one started now."""
+    launcher = warm.take(host)
+    for _ in range(2):
+        if launcher is None:
+            launcher = _start_launcher(host)
+        config["status_fd"] = launcher.status_fd
+        try:
+            launcher.send(json.dumps(config).encode())
+        except OSError:  # it is gone (a broken pipe): start another, once
+            launcher.discard()
+            launcher = None
+            continue
+        return launcher
+    raise SandboxUnavailableError("the sandbox launcher exits before it reads its configuration")
+
+
+def _start_launcher(host: _Host) -> warm.Launcher:
+    # -S as well as -I: the launcher needs only the standard library, not the site module.
+    argv = [host.interpreter, "-I", "-S", "-c", _LAUNCHER]
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    try:
+        return warm.spawn(argv, _preexec(host, []), env, host)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise SandboxUnavailableError(f"cannot start the sandbox: {exc!r}") from exc
+
+
+def _start_next_launcher(host: _Host) -> None:
+    """Start the next run's launcher now, so that run does not wait for its interpreter."""
+    try:
+        warm.keep(_start_launcher(host))
+    except SandboxUnavailableError as exc:
+        logger.warning("sandbox: the next run's launcher did not start: %s", exc.reason)
 
 
 def _preexec(host: _Host, rlimits: list[tuple[int, int, int]]) -> Callable[[], None]:

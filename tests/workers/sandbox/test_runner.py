@@ -17,6 +17,7 @@ import tempfile
 import psutil
 import pytest
 from sale.workers.sandbox import runner as sandbox
+from sale.workers.sandbox import warm
 from sale.workers.sandbox.runner import MARKER_VARIABLE, SandboxLimits, run_python, run_tests
 
 pytestmark = pytest.mark.timeout(120)
@@ -345,6 +346,54 @@ def test_host_processes_and_scratch_files_stay_private(mode: str) -> None:
     result = run_python(code, limits=FAST)
     assert result.stdout == "False\nTrue\n", result
     assert not os.path.exists(scratch)
+
+
+# Launchers started ahead of their run (namespace mode)
+
+
+def namespaces_only() -> None:
+    if not sandbox._environment().namespaces:
+        pytest.skip("namespace mode needs root with CAP_SYS_ADMIN and an unmasked /proc")
+
+
+def test_each_run_takes_the_launcher_started_after_the_last_one_and_it_serves_one_run() -> None:
+    namespaces_only()
+    host = sandbox._environment()
+    run_python("pass", limits=FAST)
+    waiting = warm.take(host)
+    assert waiting is not None and waiting.proc.poll() is None  # started, waiting for a run
+    warm.keep(waiting)
+
+    result = run_python("print('sealed')", limits=FAST)
+    assert result.ok and result.stdout == "sealed\n"
+    assert result.filesystem_isolation == "sealed_root"
+    assert waiting.proc.returncode is not None  # it ran this run, then exited with it
+    following = warm.take(host)
+    assert following is not None and following.proc.pid != waiting.proc.pid
+    warm.keep(following)
+
+
+def test_a_launcher_that_died_while_it_waited_is_replaced() -> None:
+    namespaces_only()
+    host = sandbox._environment()
+    run_python("pass", limits=FAST)
+    waiting = warm.take(host)
+    assert waiting is not None
+    waiting.proc.kill()
+    waiting.proc.wait()
+    warm.keep(waiting)
+
+    result = run_python("print('again')", limits=FAST)
+    assert result.ok and result.stdout == "again\n", result
+
+
+def test_a_waiting_launcher_exits_when_its_owner_lets_it_go() -> None:
+    namespaces_only()
+    run_python("pass", limits=FAST)
+    waiting = warm.take(sandbox._environment())
+    assert waiting is not None
+    waiting.discard()
+    assert waiting.proc.returncode == 0
 
 
 # HumanEval runner
