@@ -7,6 +7,12 @@ its task list, ``flower_events_total{type="task-bidding"}`` on /metrics). A call
 shared rate limit shows ``WAITING`` (the agent, the stage, the seconds and the limit) until its
 slot frees, then its stage's state again. Task events follow the worker's setting
 (``worker_send_task_events``, on).
+
+On a Redis result backend the state is stored in one command: a server-side script that, like
+Celery's own ``update_state``, leaves a task's final ``SUCCESS`` alone (a stage delivered again
+after its task finished must not hide the result), but without Celery's separate read first.
+The stage tasks that publish their state as they start skip Celery's ``STARTED`` state
+(``track_started=False`` in :mod:`sale.workers.tasks`): it would be overwritten at once.
 """
 
 from __future__ import annotations
@@ -15,12 +21,32 @@ import logging
 from typing import Any
 
 from celery import Task, current_task
+from celery.backends.redis import RedisBackend
 from sale.workers.recovery import TRANSPORT_ERRORS
 
 log = logging.getLogger(__name__)
 
 #: The state a stage's model calls run under (the ``stage`` of a call).
 CALL_STATES = {"bid": "BIDDING", "refine": "REFINING", "jury": "JUDGING", "execute": "EXECUTING"}
+
+#: Store a task's state and announce it on the key's channel (as Celery's Redis backend does,
+#: so ``AsyncResult.get`` waiters hear it), unless the stored state is already SUCCESS.
+_SET_UNLESS_DONE = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, meta = pcall(cjson.decode, current)
+  if ok and type(meta) == 'table' and meta['status'] == 'SUCCESS' then return 0 end
+end
+local expires = tonumber(ARGV[2])
+if expires > 0 then
+  redis.call('SETEX', KEYS[1], expires, ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+return 1
+"""
+_script: Any = None
 
 
 def publish(task: Task, state: str, job_id: str, **meta: Any) -> None:
@@ -29,11 +55,34 @@ def publish(task: Task, state: str, job_id: str, **meta: Any) -> None:
     if task.request.id and not task.request.is_eager:
         fields = {"job_id": job_id, **meta}
         try:
-            task.update_state(state=state, meta=fields)
+            store_state(task, state, fields)
             if task.app.conf.worker_send_task_events:
                 task.send_event(f"task-{state.lower()}", **fields)
         except TRANSPORT_ERRORS as exc:
             log.warning("job %s: stage %s not published (broker: %s)", job_id, state, exc)
+
+
+def store_state(task: Task, state: str, fields: dict[str, Any]) -> bool:
+    """Store ``state`` with ``fields`` as the running ``task``'s result meta, unless its
+    result is already SUCCESS; True when stored. One round trip on a Redis backend (the same
+    meta as Celery's ``update_state``, extended fields included); any other backend goes
+    through ``update_state``."""
+    backend = task.backend
+    if not isinstance(backend, RedisBackend):
+        task.update_state(state=state, meta=fields)
+        return True
+    task_id = task.request.id
+    # Celery's own builder of a result's meta, so the stored value reads as update_state's.
+    meta = backend._get_result_meta(result=fields, state=state, traceback=None,
+                                    request=task.request)  # fmt: skip
+    meta["task_id"] = task_id
+    global _script
+    client = backend.client  # per thread, as Celery's backends are
+    if _script is None:
+        _script = client.register_script(_SET_UNLESS_DONE)  # EVALSHA, loaded on first use
+    key = backend.get_key_for_task(task_id)
+    args = [backend.encode(meta), int(backend.expires or 0)]
+    return bool(_script(keys=[key], args=args, client=client))
 
 
 def publish_current(state: str, job_id: str, **meta: Any) -> None:

@@ -13,9 +13,10 @@ A model call's transient error is first tried again in the worker (``SALE_CALL_R
 jitter, on the typed transient errors); when retries run out, a bid becomes a failed bid and a
 juror abstains, so the auction goes on. Stage tasks publish a custom state (BIDDING, JUDGING,
 …) with the job id as meta, on the result backend and as a task event (``task-bidding``, …) for
-Flower. In Flower every bid, juror call and execution is a task of its own; the control stages
-(sale.job, sale.judge, sale.score, sale.update) replace one another and so share one task,
-whose id is the job id and whose name is the stage it is in.
+Flower; a task that publishes its state as it starts skips Celery's STARTED
+(``track_started=False``). In Flower every bid, juror call and execution is a task of its own;
+the control stages (sale.job, sale.judge, sale.score, sale.update) replace one another and so
+share one task, whose id is the job id and whose name is the stage it is in.
 """
 
 from __future__ import annotations
@@ -218,7 +219,7 @@ def start_job(
     return self.replace(build_bid_round(ctx, job_id, "first"))
 
 
-@shared_task(bind=True, name="sale.bid")
+@shared_task(bind=True, name="sale.bid", track_started=False)
 @_stage
 def collect_bid(
     self: Task, job_id: str, agent: str, round_: str, memory_ids: list[int] | None
@@ -239,7 +240,7 @@ def collect_bid(
     return {"job_id": job_id, "bid_id": bid_id, "agent": agent, "round": round_}
 
 
-@shared_task(bind=True, name="sale.judge")
+@shared_task(bind=True, name="sale.judge", track_started=False)
 @_stage
 def judge_round(self: Task, job_id: str, round_: str) -> Any:
     """Fan the jury out for a round's bids (one call per juror, or per juror and bid).
@@ -267,7 +268,7 @@ def judge_round(self: Task, job_id: str, round_: str) -> Any:
     )
 
 
-@shared_task(bind=True, name="sale.jury")
+@shared_task(bind=True, name="sale.jury", track_started=False)
 @_stage
 def judge_bids(self: Task, job_id: str, juror: str, round_: str, target: str) -> dict[str, Any]:
     """One juror scores the round's anonymised bids 0–5 (or one bid in per-bid mode).
@@ -290,7 +291,7 @@ def judge_bids(self: Task, job_id: str, juror: str, round_: str, target: str) ->
     return {"job_id": job_id, "juror": juror, "jury_call_id": call_id}
 
 
-@shared_task(bind=True, name="sale.score")
+@shared_task(bind=True, name="sale.score", track_started=False)
 @_stage
 def score_round(self: Task, job_id: str, round_: str) -> Any:
     """Score a round; after the first, fan refinement out to strictly cheaper agents or award.
@@ -326,7 +327,7 @@ def award_shortcut_bid(self: Task, job_id: str) -> Any:
     return self.replace(build_execution(ctx, job_id, award.agent))
 
 
-@shared_task(bind=True, name="sale.execute")
+@shared_task(bind=True, name="sale.execute", track_started=False)
 @_stage
 def execute_plan(
     self: Task, job_id: str, attempt: int = 0, carried: dict[str, float] | None = None
@@ -370,7 +371,7 @@ def execute_plan(
     return {"job_id": job_id, "execution_id": execution_id, "attempt": attempt}
 
 
-@shared_task(bind=True, name="sale.update")
+@shared_task(bind=True, name="sale.update", track_started=False)
 @_stage
 def update_job_memory(self: Task, job_id: str) -> dict[str, Any]:
     """Write the job's single memory record and finish the job.
