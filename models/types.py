@@ -33,6 +33,10 @@ from sqlalchemy.types import TypeDecorator
 DTYPE = np.dtype("<f2")
 #: The largest magnitude float16 holds (beyond it a value would become infinite).
 F16_MAX = 65504.0
+#: An int8 embedding: its components, after one little-endian float32 scale per vector.
+INT8 = np.dtype("i1")
+SCALE = np.dtype("<f4")
+F32_MAX = float(np.finfo(np.float32).max)
 
 #: The preset dictionary of format 1: what a memory record's JSON repeats, as
 #: workers/stages/updating.py writes it (the most frequent last, nearest the data).
@@ -66,6 +70,44 @@ def unpack(blob: bytes | memoryview | None) -> npt.NDArray[np.float32]:
     if not blob:
         return np.zeros(0, dtype=np.float32)
     return np.frombuffer(bytes(blob), dtype=DTYPE).astype(np.float32)
+
+
+def pack_int8(vector: Sequence[float] | npt.NDArray[Any]) -> bytes:
+    """A vector as :class:`Int8Vector` stores it: its scale (the largest magnitude over 127) as
+    little-endian float32, then each component over the scale rounded to an int8 (ValueError
+    for a value that is not finite or beyond float32's range). No bytes for no components."""
+    array = np.asarray(vector, dtype=np.float64)
+    if not array.size:
+        return b""
+    top = float(np.abs(array).max())
+    if not top <= F32_MAX:
+        raise ValueError(f"an embedding value that is not finite or beyond float32 (±{F32_MAX:g})")
+    scale = np.float32(top / 127.0)
+    steps = np.rint(array / float(scale)) if scale else np.zeros_like(array)
+    return scale.astype(SCALE).tobytes() + np.clip(steps, -127, 127).astype(INT8).tobytes()
+
+
+def int8_dim(blob: bytes | memoryview | None) -> int:
+    """How many components the :func:`pack_int8` bytes ``blob`` hold (0 for none)."""
+    return max(0, len(blob or b"") - SCALE.itemsize)
+
+
+def unpack_int8(blob: bytes | memoryview | None) -> npt.NDArray[np.float32]:
+    """The :func:`pack_int8` bytes as a float32 vector (empty for no bytes)."""
+    dim = int8_dim(blob)
+    if not dim:
+        return np.zeros(0, dtype=np.float32)
+    row: npt.NDArray[np.float32] = unpack_int8_rows(bytes(blob or b""), dim)[0]
+    return row
+
+
+def unpack_int8_rows(blobs: bytes, dim: int) -> npt.NDArray[np.float32]:
+    """The :func:`pack_int8` bytes of vectors of ``dim`` components, concatenated, as one
+    float32 row per vector."""
+    raw = np.frombuffer(blobs, dtype=np.uint8).reshape(-1, SCALE.itemsize + dim)
+    scales = raw[:, : SCALE.itemsize].copy().view(SCALE).astype(np.float32)
+    values: npt.NDArray[np.float32] = raw[:, SCALE.itemsize :].view(INT8).astype(np.float32)
+    return values * scales
 
 
 def deflate(data: bytes) -> bytes:

@@ -300,6 +300,32 @@ HEADER = [
 ]
 
 
+def _sweep(rows: list[dict[str, Any]]) -> list[str]:
+    """The HNSW parameter sweep (:mod:`sale.scripts.bench.hnsw_sweep`), one table per size."""
+    lines: list[str] = []
+    for n in sorted({r["records"] for r in rows}):
+        at = [r for r in rows if r["records"] == n]
+        lines += ["", f"## HNSW parameters at {n:,} vectors (index only, no database)", ""]
+        for when in dict.fromkeys((r["date"], r["command"]) for r in at):
+            lines.append(f"- {when[0]}, `{when[1]}`")
+        lines += [
+            "",
+            "| stored as | M | efConstruction | efSearch | index only p50 / p99 ms | recall@8 "
+            "| recall@8 vs exact over the stored | exact over the stored | queries under 4 of 8 "
+            "| build s |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['storage']} | {r['hnsw_m']} | {r['ef_construction']} | {r['ef_search']} "
+            f"| {r['index_search_p50_ms']:.2f} / {r['index_search_p99_ms']:.2f} "
+            f"| {r['recall_at_8']:.3f} | {r['recall_at_8_vs_stored']:.3f} "
+            f"| {r['recall_at_8_exact_stored']:.3f} | {r.get('queries_under_half_found', '')} "
+            f"| {r['build_s']:.0f} |"
+            for r in at
+        ]
+    return lines
+
+
 def _markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Memory retrieval",
@@ -326,6 +352,7 @@ def _markdown(report: dict[str, Any]) -> str:
             lines += ["", f"Bytes per record at {run['after'][-1]['records']:,} records:", ""]
             lines += ["| part | B/record |", "|---|---|"]
             lines += [f"| {k} | {v:.0f} |" for k, v in parts.items()]
+    lines += _sweep(report.get("sweep", []))
     previous = report.get("previous")
     if previous:
         lines += ["", "## Before: schema 0006 (float32 embedding, plain text and JSON)", ""]
