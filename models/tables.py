@@ -3,9 +3,10 @@
 The database is the source of truth for every job. Each table that a Celery task writes has a
 natural unique key (job, agent, round, …) so a redelivered task finds its row instead of adding a
 second one: bids, jury calls, the award, the execution and its steps, the memory record.
-JSON columns hold small structured values (orders, limits, a job's embedding); a memory record's
-embedding is packed float16 bytes and its task text, bids and attempts are deflated text and JSON
-(:mod:`sale.models.types`); nothing is pickled.
+The tokens and cost of every model call are in their own ledger (:class:`ModelCall`), one row
+per call as it returns. JSON columns hold small structured values (orders, limits, a job's
+embedding); a memory record's embedding is packed float16 bytes and its task text, bids and
+attempts are deflated text and JSON (:mod:`sale.models.types`); nothing is pickled.
 """
 
 from __future__ import annotations
@@ -183,6 +184,27 @@ class ExecutionStep(SQLModel, table=True):
     tokens_out: int = 0
     cost_usd: float = 0.0
     latency_s: float = 0.0
+
+
+class ModelCall(SQLModel, table=True):
+    """One paid model call of a job, written as soon as the provider answers (the ledger).
+
+    A job's tokens and cost are the sum of its calls here, so a worker killed between a call
+    and the end of its stage loses nothing from the record, and a stage that runs again after
+    such a kill adds the calls it makes again (they are billed again). ``call_id`` is drawn once
+    per call: writing the same call twice keeps one row. ``stage`` is bid, refine, jury or
+    execute.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    call_id: str = Field(unique=True, max_length=32)
+    job_id: str = Field(foreign_key="job.id", index=True, max_length=64)
+    stage: str = Field(max_length=8)
+    agent: str = Field(max_length=64)
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    created_at: datetime = Field(default_factory=utcnow, index=True)
 
 
 class MemoryRecord(SQLModel, table=True):

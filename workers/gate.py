@@ -5,11 +5,10 @@ stage of one job (bids, jury, refinement and every step of an execution), and be
 
 1. a cancel requested for the job (:mod:`sale.workers.cancel`), or a job already failed or
    cancelled, refuses the call with JobCancelledError / JobStoppedError;
-2. the job's spend so far (every call recorded in the database, plus this stage's calls not
-   recorded yet) plus what the next call can cost at most (its prompt at ~4 characters a token
-   and its whole ``max_tokens`` of output, at the agent's prices) must stay within the job's
-   ``max_cost_usd``; otherwise the job fails with that reason and the call is refused
-   (BudgetExceededError);
+2. the job's spend so far (every call in its ledger) plus what the next call can cost at most
+   (its prompt at ~4 characters a token and its whole ``max_tokens`` of output, at the agent's
+   prices) must stay within the job's ``max_cost_usd``; otherwise the job fails with that
+   reason and the call is refused (BudgetExceededError);
 3. an agent with ``rpm``/``tpm`` in the pool file takes its slot from the limiter every worker
    shares (:mod:`sale.broker.limits`).
 
@@ -32,6 +31,11 @@ worker up to ``SALE_CALL_RETRIES`` times, with the task's backoff, before it rea
 task's Celery retry: one failed step of a multi-step execution then costs a short wait, not a
 restart of the whole loop (which, at a provider's 20 % fault rate, could spend every retry).
 
+Every call that returns is written to the job's ledger at once
+(:class:`~sale.models.tables.ModelCall`), before the stage goes on: a worker killed later in
+the stage loses nothing from the job's cost. With the database out of reach the call is kept
+and written before the next one.
+
 Redis out of reach (a restart) never throws away a call that was made: its result is returned
 and counted even when settling its reservation fails (the reservation keeps its estimate until
 the window passes), and a 429's pause that cannot be stored leaves the 429 to the task's retry.
@@ -48,11 +52,21 @@ from typing import Any
 from sale.broker.limits import RateLimiter
 from sale.broker.pool import Agent
 from sale.models.db import session_scope
+from sale.models.tables import ModelCall
 from sale.workers.context import AuctionContext
-from sale.workers.jobs import add_note, fail_job, job_spec, job_totals, load_job
+from sale.workers.jobs import (
+    add_note,
+    fail_job,
+    insert_once,
+    job_spec,
+    job_totals,
+    load_job,
+    paid_call,
+)
 from sale.workers.llm.types import LLMCall, LLMResult, Message
 from sale.workers.progress import CALL_STATES, publish_current
 from sale.workers.recovery import TRANSPORT_ERRORS
+from sqlalchemy.exc import SQLAlchemyError
 
 from sale.errors import (
     BudgetExceededError,
@@ -82,7 +96,9 @@ class Gate:
         self.ctx = ctx
         self.job_id = job_id
         self.inner = inner
-        self.unrecorded_usd = 0.0  # this stage's calls, stored when the stage ends
+        # Paid calls the ledger has not taken yet (the database out of reach): written before
+        # the next call, and counted in the budget until then.
+        self.pending: list[ModelCall] = []
 
     def __call__(
         self, agent: Agent, messages: list[Message], *, stage: str, max_tokens: int, **kw: Any
@@ -139,11 +155,29 @@ class Gate:
         finally:
             if member is not None:
                 self._settle(agent, member, used)
-        self.unrecorded_usd += result.cost_usd
+        self._record(agent, stage, result)
         return result
+
+    # --- the ledger ---------------------------------------------------------------------------
+    def _record(self, agent: Agent, stage: str, result: LLMResult) -> None:
+        """Write the call to the ledger now, so a worker killed before its stage ends loses
+        nothing from the job's cost."""
+        self.pending.append(paid_call(self.job_id, stage, agent.name, result))
+        self._flush()
+
+    def _flush(self) -> None:
+        while self.pending:
+            try:
+                insert_once(self.ctx, self.pending[0])
+            except SQLAlchemyError as exc:
+                log.warning("job %s: %d paid call(s) not in the ledger yet (database: %s)",
+                            self.job_id, len(self.pending), exc)  # fmt: skip
+                return
+            self.pending.pop(0)
 
     # --- cancellation and budget ------------------------------------------------------------
     def _check(self, agent: Agent, stage: str, next_usd: float) -> None:
+        self._flush()
         with session_scope(self.ctx.db_url) as s:
             job = load_job(s, self.job_id, self.ctx.db_url)
             requested, status, reason = job.cancel_requested_at, job.status, job.status_reason
@@ -157,7 +191,7 @@ class Gate:
             raise JobStoppedError(
                 agent.name, agent.model, self.job_id, f"job failed ({reason}): call not made"
             )
-        spent += self.unrecorded_usd
+        spent += sum(c.cost_usd for c in self.pending)
         if spent + next_usd > limit:
             why = (
                 f"budget: max_cost_usd US${limit:.6f} would be passed: US${spent:.6f} spent, "

@@ -17,15 +17,18 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from sale.models.db import session_scope
 from sale.models.schemas import TaskSpec
-from sale.models.tables import Bid, Execution, Job, JuryCall, MemoryRecord, StatusEvent, utcnow
+from sale.models.tables import Job, MemoryRecord, ModelCall, StatusEvent, utcnow
 from sale.workers.context import AuctionContext
+from sale.workers.llm.types import LLMResult
 from sale.workers.memory.retrieval import MemoryEntry
 from sale.workers.prompts import PromptStyle, render, task_block, task_first
+from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -231,23 +234,35 @@ def memory_entry(r: MemoryRecord) -> MemoryEntry:
 
 
 def job_usage(s: Session, job_id: str) -> dict[str, tuple[int, float]]:
-    """(tokens, US$) of a job's model calls per stage: bid, jury, refine, execute.
-
-    Bids of round ``first`` count as ``bid``, ``refined`` as ``refine``; a ``direct`` bid made
-    no call and adds nothing.
-    """
+    """(tokens, US$) of a job's model calls per stage: bid, jury, refine, execute, read from
+    the ledger (:class:`~sale.models.tables.ModelCall`): every call the job paid for, including
+    those of a stage that a killed worker or a transient error cut short."""
     usage = {stage: (0, 0.0) for stage in USAGE_STAGES}
-
-    def add(stage: str, tokens: int, cost: float) -> None:
-        usage[stage] = (usage[stage][0] + tokens, usage[stage][1] + cost)
-
-    for b in s.exec(select(Bid).where(Bid.job_id == job_id)):
-        add("refine" if b.round == "refined" else "bid", b.tokens_in + b.tokens_out, b.cost_usd)
-    for j in s.exec(select(JuryCall).where(JuryCall.job_id == job_id)):
-        add("jury", j.tokens_in + j.tokens_out, j.cost_usd)
-    for e in s.exec(select(Execution).where(Execution.job_id == job_id)):
-        add("execute", e.tokens_in + e.tokens_out, e.cost_usd)
+    rows = s.exec(
+        select(
+            ModelCall.stage,
+            func.sum(ModelCall.tokens_in + ModelCall.tokens_out),
+            func.sum(ModelCall.cost_usd),
+        )
+        .where(ModelCall.job_id == job_id)
+        .group_by(col(ModelCall.stage))
+    )
+    for stage, tokens, cost in rows:
+        usage[stage] = (int(tokens or 0), float(cost or 0.0))
     return usage
+
+
+def paid_call(job_id: str, stage: str, agent: str, result: LLMResult) -> ModelCall:
+    """The ledger row of one paid call, with its own id (writing it twice keeps one row)."""
+    return ModelCall(
+        call_id=uuid.uuid4().hex,
+        job_id=job_id,
+        stage=stage,
+        agent=agent,
+        tokens_in=result.tokens_in,
+        tokens_out=result.tokens_out,
+        cost_usd=result.cost_usd,
+    )
 
 
 def job_totals(s: Session, job_id: str) -> tuple[int, float]:

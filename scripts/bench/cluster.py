@@ -306,6 +306,7 @@ def job_rows(db_url: str, job_id: str) -> dict[str, Any]:
         Job,
         JuryCall,
         MemoryRecord,
+        ModelCall,
     )
     from sale.workers.jobs import job_totals
     from sqlmodel import col, select
@@ -319,6 +320,7 @@ def job_rows(db_url: str, job_id: str) -> dict[str, Any]:
         ids = [e.id for e in execs]
         steps = s.exec(select(ExecutionStep).where(col(ExecutionStep.execution_id).in_(ids))).all()
         records = s.exec(select(MemoryRecord).where(MemoryRecord.job_id == job_id)).all()
+        calls = s.exec(select(ModelCall).where(ModelCall.job_id == job_id)).all()
         _tokens, cost = job_totals(s, job_id)
         return {
             "status": job.status,
@@ -329,6 +331,7 @@ def job_rows(db_url: str, job_id: str) -> dict[str, Any]:
             "steps": len(steps),
             "memory_records": len(records),
             "recorded_cost": cost,
+            "recorded_calls": len(calls),
             "record_cost": records[0].total_cost_usd if records else None,
         }
 

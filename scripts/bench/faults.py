@@ -64,6 +64,7 @@ class Stub:
     billed: dict[str, list[int]] = field(default_factory=dict)  # model -> [tokens in, out]
     faults: Counter[str] = field(default_factory=Counter)
     calls: int = 0
+    answered: int = 0  # calls billed (answered with a completion)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
 
@@ -135,6 +136,7 @@ class Stub:
         reply = scripted_reply(model, stage, messages)
         tokens_in, tokens_out = reply.prompt_tokens, len(reply.tokens)
         with self._lock:
+            self.answered += 1
             billed = self.billed.setdefault(model, [0, 0])
             billed[0] += tokens_in
             billed[1] += tokens_out
@@ -442,6 +444,8 @@ def summarise(
         "billed_usd": billed,
         "unrecorded_share": (billed - recorded) / billed if billed else 0.0,
         "provider_calls": stub.calls,
+        "billed_calls": stub.answered,
+        "recorded_calls": sum(r["recorded_calls"] for r in rows.values()),
         "provider_faults": dict(stub.faults),
         "last_fault_to_last_end_s": to_end,
         "events": [(round(t, 1), e) for t, e in events],
@@ -460,15 +464,23 @@ def summarise(
     }
 
 
+def _calls(r: dict[str, Any]) -> str:
+    if "billed_calls" not in r:  # a run from before the ledger counted calls
+        return "–"
+    return f"{r['billed_calls']} / {r['recorded_calls']}"
+
+
 def table(results: list[dict[str, Any]]) -> str:
     head = (
         "| scenario | jobs | done | failed | stuck | lost | duplicate rows | recorded US$ | "
-        "billed US$ | unrecorded | last fault → last end |\n" + "|---" * 11 + "|\n"
+        "billed US$ | unrecorded | billed / recorded calls | last fault → last end |\n"
+        + "|---" * 12
+        + "|\n"
     )
     lines = [
         f"| {r['scenario']} | {r['jobs']} | {r['done']} | {r['failed']} | {r['stuck']} | "
         f"{r['lost']} | {r['duplicate_rows']} | {r['recorded_usd']:.6f} | {r['billed_usd']:.6f} | "
-        f"{100 * r['unrecorded_share']:.1f} % | "
+        f"{100 * r['unrecorded_share']:.1f} % | {_calls(r)} | "
         + (f"{r['last_fault_to_last_end_s']:.1f} s |" if r["last_fault_to_last_end_s"] else "– |")
         for r in results
     ]

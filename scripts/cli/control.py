@@ -40,7 +40,7 @@ def list_jobs(
     a cancel is pending), kind, name, agent (a direct job's, else the award's), cost, created.
     ``agent`` matches a direct job's agent or the award's."""
     from sale.models.db import session_scope
-    from sale.models.tables import Award, Bid, Execution, Job, JuryCall
+    from sale.models.tables import Award, Job, ModelCall
     from sqlalchemy import func, or_
     from sqlmodel import col, select
 
@@ -57,15 +57,12 @@ def list_jobs(
     with session_scope(db_url) as s:
         rows = s.exec(query).all()
         ids = [job.id for job, _ in rows]
-        cost: dict[str, float] = {}
-        for table in (Bid, JuryCall, Execution):
-            sums = s.exec(
-                select(table.job_id, func.sum(table.cost_usd))
-                .where(col(table.job_id).in_(ids))
-                .group_by(table.job_id)
-            ).all()
-            for job_id, total in sums:
-                cost[job_id] = cost.get(job_id, 0.0) + float(total or 0.0)
+        sums = s.exec(
+            select(ModelCall.job_id, func.sum(ModelCall.cost_usd))
+            .where(col(ModelCall.job_id).in_(ids))
+            .group_by(col(ModelCall.job_id))
+        ).all()
+        cost = {job_id: float(total or 0.0) for job_id, total in sums}
     return [
         {
             "job_id": job.id,

@@ -16,13 +16,14 @@ from sale.broker.pool import load_pool, parse_pool
 from sale.broker.settings import Settings
 from sale.models.db import init_db, session_scope
 from sale.models.schemas import TaskSpec
-from sale.models.tables import Job
+from sale.models.tables import Job, ModelCall
 from sale.workers import jobs
 from sale.workers.auction.weights import load_weights
 from sale.workers.context import AuctionContext
 from sale.workers.gate import model_caller
 from sale.workers.llm.provider import call_model
 from sale.workers.recovery import TRANSPORT_ERRORS
+from sqlmodel import select
 
 from sale.errors import PoolError, RateLimitedError, TransientModelError
 from tests.conftest import SCRIPTED_POOL
@@ -170,7 +171,7 @@ def test_with_redis_out_of_reach_a_call_made_is_kept_and_counted(
         ctx.pool.agents[0], [{"role": "user", "content": "Add."}], stage="bid", max_tokens=16
     )
     assert made.text and made.cost_usd > 0
-    assert gate.unrecorded_usd == pytest.approx(made.cost_usd)
+    assert recorded(ctx, job_id) == pytest.approx(made.cost_usd)
     monkeypatch.undo()
 
     pool = tmp_path / "free.toml"
@@ -191,10 +192,16 @@ def test_with_redis_out_of_reach_a_call_made_is_kept_and_counted(
     messages = [{"role": "user", "content": "Add."}]
     result = gate(down.pool.agents[0], messages, stage="bid", max_tokens=16)
     assert result.text and result.cost_usd > 0
-    assert gate.unrecorded_usd == pytest.approx(result.cost_usd)
+    assert recorded(down, job_id) == pytest.approx(result.cost_usd)
     limited = load_pool(ctx.settings.pool_file).agents[0]  # rpm = 1: no slot, no call
     with pytest.raises(TRANSPORT_ERRORS):
         gate(limited, messages, stage="bid", max_tokens=16)
+
+
+def recorded(ctx: AuctionContext, job_id: str) -> float:
+    """The job's cost as its ledger holds it."""
+    with session_scope(ctx.db_url) as s:
+        return jobs.job_totals(s, job_id)[1]
 
 
 @pytest.fixture
@@ -238,13 +245,13 @@ def test_a_transient_error_is_tried_again_in_the_worker_and_paid_once(
     messages = [{"role": "user", "content": "Add."}]
     result = gate(agent, messages, stage="execute", max_tokens=16)
     assert len(gate.inner.calls) == 3  # two failed tries (unbilled), then the answer
-    assert result.cost_usd > 0 and gate.unrecorded_usd == pytest.approx(result.cost_usd)
+    assert result.cost_usd > 0 and recorded(free_ctx, job_id) == pytest.approx(result.cost_usd)
 
     gate.inner = flaky([error] * 3)  # SALE_CALL_RETRIES=2: the third failure goes to the task
     with pytest.raises(TransientModelError, match="500"):
         gate(agent, messages, stage="execute", max_tokens=16)
     assert len(gate.inner.calls) == 3
-    assert gate.unrecorded_usd == pytest.approx(result.cost_usd)
+    assert recorded(free_ctx, job_id) == pytest.approx(result.cost_usd)
 
 
 def test_a_429_within_the_bound_waits_out_the_pause_then_calls_again(
@@ -259,3 +266,33 @@ def test_a_429_within_the_bound_waits_out_the_pause_then_calls_again(
     found = notes(free_ctx, job_id)
     assert any(n.startswith(f"provider rate limit (429) on {agent.name}") for n in found)
     assert any("waited" in n for n in found)  # the second try waited out the shared pause
+
+
+def test_a_call_the_ledger_cannot_take_yet_is_counted_then_written_before_the_next(
+    free_ctx: AuctionContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database out of reach as a call returns: the paid call is kept, counted in the
+    budget, and written to the ledger once (its own id) before the next call."""
+    from sale.workers import gate as gate_module
+    from sqlalchemy.exc import OperationalError
+
+    agent = free_ctx.pool.agents[0]
+    job_id = jobs.create_job(free_ctx, TaskSpec(kind="coding", prompt="Add."), "db-down")
+    gate = model_caller(free_ctx, job_id)
+    messages = [{"role": "user", "content": "Add."}]
+    stored = jobs.insert_once
+
+    def unreachable(*_: Any) -> None:
+        raise OperationalError("INSERT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(gate_module, "insert_once", unreachable)
+    first = gate(agent, messages, stage="bid", max_tokens=16)
+    assert [c.cost_usd for c in gate.pending] == [first.cost_usd] and first.cost_usd > 0
+    assert recorded(free_ctx, job_id) == 0.0
+    monkeypatch.setattr(gate_module, "insert_once", stored)
+    second = gate(agent, messages, stage="bid", max_tokens=16)
+    assert gate.pending == []
+    assert recorded(free_ctx, job_id) == pytest.approx(first.cost_usd + second.cost_usd)
+    with session_scope(free_ctx.db_url) as s:
+        calls = s.exec(select(ModelCall).where(ModelCall.job_id == job_id)).all()
+    assert len(calls) == 2 and len({c.call_id for c in calls}) == 2

@@ -21,7 +21,7 @@ from sale.models.db import alembic_config, get_engine
 from sqlalchemy.exc import IntegrityError
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
-HEAD = "0007"
+HEAD = "0008"
 USAGE = {"tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0, "latency_s": 0.0}
 
 
@@ -375,4 +375,59 @@ def test_upgrade_from_0006_stores_float16_embeddings_and_deflated_text_and_json(
         assert {k: v for k, v in new.items() if k != "embedding"} == {
             k: v for k, v in old.items() if k != "embedding"
         }
+    command.upgrade(cfg, "head")
+
+
+def test_upgrade_from_0007_gives_every_paid_row_one_ledger_row_with_its_totals(
+    empty_url: str,
+) -> None:
+    from sale.models.db import session_scope
+    from sale.workers.jobs import job_usage
+
+    cfg = alembic_config(empty_url)
+    command.upgrade(cfg, "0007")
+    engine = get_engine(empty_url)
+    bids = ((1, "small", "first", 10, 20, 0.001), (2, "small", "refined", 5, 7, 0.0005),
+            (3, "large", "direct", 0, 0, 0.0))  # fmt: skip
+    with engine.begin() as conn:
+        _job(conn, "j1")
+        _job(conn, "j2")  # no calls: no ledger rows
+        for bid_id, agent, round_, tokens_in, tokens_out, cost in bids:
+            _insert(conn, "bid", id=bid_id, job_id="j1", agent=agent, round=round_, status="ok",
+                    memory_pairs=[], created_at=T0, latency_s=0.0, tokens_in=tokens_in,
+                    tokens_out=tokens_out, cost_usd=cost)  # fmt: skip
+        _insert(conn, "jurycall", id=1, job_id="j1", juror="large", round="first", target="all",
+                status="ok", order=[], retried=False, created_at=T0,
+                **{**USAGE, "tokens_in": 100, "tokens_out": 3, "cost_usd": 0.002})  # fmt: skip
+        for attempt, agent, cost in ((0, "tiny", 0.0001), (1, "small", 0.004)):
+            _execution(conn, attempt + 1, agent, attempt=attempt, verdict="passed",
+                       tokens_in=150, tokens_out=20, cost_usd=cost)  # fmt: skip
+    command.upgrade(cfg, "0008")
+    with engine.connect() as conn:
+        ledger = _rows(conn, "modelcall")
+    assert [(r["call_id"], r["job_id"], r["stage"], r["agent"]) for r in ledger] == [
+        ("bid-1", "j1", "bid", "small"),
+        ("bid-2", "j1", "refine", "small"),
+        ("jury-1", "j1", "jury", "large"),
+        ("execution-1", "j1", "execute", "tiny"),
+        ("execution-2", "j1", "execute", "small"),
+    ]
+    assert all(r["created_at"].replace(tzinfo=UTC) == T0 for r in ledger)
+    with session_scope(empty_url) as s:
+        usage = job_usage(s, "j1")
+        assert job_usage(s, "j2") == {st: (0, 0.0) for st in ("bid", "jury", "refine", "execute")}
+    assert usage == {
+        "bid": (30, pytest.approx(0.001)),
+        "refine": (12, pytest.approx(0.0005)),
+        "jury": (103, pytest.approx(0.002)),
+        "execute": (340, pytest.approx(0.0041)),
+    }
+    with pytest.raises(IntegrityError), engine.begin() as conn:  # one row per call id
+        _insert(conn, "modelcall", call_id="bid-1", job_id="j1", stage="bid", agent="small",
+                tokens_in=1, tokens_out=1, cost_usd=0.1, created_at=T0)  # fmt: skip
+
+    command.downgrade(cfg, "0007")
+    assert "modelcall" not in sa.inspect(engine).get_table_names()
+    with engine.connect() as conn:
+        assert len(_rows(conn, "bid")) == 3  # the stage rows keep what they held
     command.upgrade(cfg, "head")

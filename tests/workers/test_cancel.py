@@ -18,6 +18,7 @@ from sale.workers.cancel import cancel, stop_point
 from sale.workers.context import AuctionContext
 from sale.workers.gate import model_caller
 from sale.workers.llm.provider import call_model
+from sale.workers.llm.types import LLMResult
 from sale.workers.stages import bidding
 from sqlmodel import select
 
@@ -133,12 +134,13 @@ def test_a_call_that_could_pass_max_cost_fails_the_job_before_it_is_made(
     assert stop_point(ctx, "b", "sale.judge") is not None
 
 
-def test_the_budget_counts_the_calls_of_the_stage_not_yet_recorded(ctx: AuctionContext) -> None:
+def test_the_budget_counts_every_call_in_the_jobs_ledger(ctx: AuctionContext) -> None:
     new_job(ctx, "e", max_cost_usd=0.0001)
     jobs.set_status(ctx, "e", "executing")
     gate = model_caller(ctx, "e")
     small = ctx.pool.get("small")  # US$0.03 per million: 1,000 tokens cost US$0.00003
     gate(small, [{"role": "user", "content": "x"}], stage="execute", max_tokens=1000)
-    gate.unrecorded_usd = 0.00008  # as if earlier steps of this execution had cost that
+    earlier = LLMResult("", 0, 0, None, cost_usd=0.00008, latency_s=0.0, model="m")
+    jobs.insert_once(ctx, jobs.paid_call("e", "execute", "small", earlier))  # earlier steps
     with pytest.raises(BudgetExceededError):
         gate(small, [{"role": "user", "content": "x"}], stage="execute", max_tokens=1000)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from sale.models.db import init_db, session_scope
-from sale.models.tables import Award, Bid, Job
+from sale.models.tables import Award, Bid, Job, ModelCall
 from sale.scripts.cli import app
 from sale.scripts.cli.control import list_jobs, parse_age
 from typer.testing import CliRunner
@@ -38,6 +38,9 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         s.flush()
         s.add(Bid(job_id="auction-new", agent="large", round="first", status="ok", cost_usd=0.25))
         s.add(Bid(job_id="auction-new", agent="small", round="first", status="ok", cost_usd=0.5))
+        for agent, cost in (("large", 0.25), ("small", 0.5)):
+            s.add(ModelCall(call_id=f"bid-{agent}", job_id="auction-new", stage="bid",
+                            agent=agent, cost_usd=cost))  # fmt: skip
         s.flush()
         s.add(Award(job_id="auction-new", bid_id=1, agent="large", round="first", score=0.0,
                     provisional_agent="large", provisional_score=0.0))  # fmt: skip

@@ -16,7 +16,7 @@ import pytest
 from sale.broker.pool import load_pool
 from sale.broker.settings import Settings
 from sale.models.db import init_db, session_scope
-from sale.models.tables import Bid, Execution, Job
+from sale.models.tables import Bid, Execution, Job, ModelCall
 from sale.workers.auction.weights import load_weights
 from sale.workers.budget import check_daily_budget, day_spend
 from sale.workers.canvas import submit
@@ -43,6 +43,9 @@ def add_spend(db: str, job_id: str, pool_path: str, cost: float, at: datetime) -
         assert bid.id is not None
         s.add(Execution(job_id=job_id, agent="small", bid_id=bid.id, status="done",
                         cost_usd=cost / 2, created_at=at))  # fmt: skip
+        for stage in ("bid", "execute"):  # the ledger: what the day's spend is read from
+            s.add(ModelCall(call_id=f"{job_id}-{stage}", job_id=job_id, stage=stage,
+                            agent="small", cost_usd=cost / 2, created_at=at))  # fmt: skip
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from sale.models.tables import (
     JuryCall,
     JuryScore,
     MemoryRecord,
+    ModelCall,
     StatusEvent,
 )
 from sale.workers import jobs
@@ -612,6 +613,25 @@ def test_job_view_splits_usage_and_times_stages_from_status_events(ctx: AuctionC
                 cost_usd=0.01,
             )
         )
+        # The job's usage is what its ledger holds: one row per paid call.
+        for stage, agent, tokens_in, tokens_out, cost in (
+            ("bid", "small", 10, 20, 0.001),
+            ("refine", "small", 5, 7, 0.0005),
+            ("jury", "large", 100, 3, 0.002),
+            ("execute", "small", 150, 20, 0.004),
+            ("execute", "small", 250, 40, 0.006),
+        ):
+            s.add(
+                ModelCall(
+                    call_id=f"{stage}-{tokens_in}",
+                    job_id=job,
+                    stage=stage,
+                    agent=agent,
+                    tokens_in=tokens_in,
+                    tokens_out=tokens_out,
+                    cost_usd=cost,
+                )
+            )
     view = job_view(ctx, job)
     assert (view["auction_seconds"], view["execution_seconds"]) == (None, None)
     with session_scope(ctx.db_url) as s:
