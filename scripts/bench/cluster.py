@@ -61,6 +61,7 @@ class Cluster:
     port: int = 0
     host: str = "127.0.0.1"  # where workers reach Redis (a bridge's address across namespaces)
     netns: dict[str, str] = field(default_factory=dict)  # worker -> its network namespace
+    database_url: str | None = None  # None: a SQLite file in the work directory
     redis: subprocess.Popen[bytes] | None = None
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     started: dict[str, int] = field(default_factory=dict)
@@ -71,7 +72,7 @@ class Cluster:
 
     @property
     def db_url(self) -> str:
-        return f"sqlite:///{self.workdir / 'sale.db'}"
+        return self.database_url or f"sqlite:///{self.workdir / 'sale.db'}"
 
     @property
     def log_dir(self) -> Path:

@@ -58,6 +58,7 @@ class Stub:
 
     fault_rate: float = 0.2
     hang_s: float = 8.0
+    latency_s: float = 0.0  # every answer waits this long (a remote provider's response time)
     seed: int = 0
     host: str = "127.0.0.1"
     port: int = 0
@@ -94,6 +95,7 @@ class Stub:
                 elif fault == "malformed":
                     self._raw(200, b'{"id": "x", "choices": [{"message": ')
                 else:
+                    time.sleep(stub.latency_s)  # the provider's response time
                     self._send(200, stub.answer(body))
 
             def _send(self, code: int, doc: Any, headers: dict[str, str] | None = None) -> None:

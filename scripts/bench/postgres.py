@@ -74,7 +74,7 @@ def _run(cmd: list[str], cwd: Path, log: Path | None = None) -> str | None:
     return f"{' '.join(cmd)} exited {done.returncode}:\n{done.stdout}{done.stderr}{server_log}"
 
 
-def _start(pg_ctl: list[str], root: Path, durable: bool) -> int:
+def _start(pg_ctl: list[str], root: Path, durable: bool, listen: str = "127.0.0.1") -> int:
     """Start the server on a free loopback port; returns the port.
 
     Picking a free port and binding it are two steps, so another process can take the port in
@@ -84,7 +84,7 @@ def _start(pg_ctl: list[str], root: Path, durable: bool) -> int:
     log = root / "server.log"
     for _ in range(3):
         port = _free_port()
-        options = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={root}"
+        options = f"-p {port} -c listen_addresses={listen} -c unix_socket_directories={root}"
         if not durable:  # pointless for test data; skipping it keeps the tests fast
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         error = _run([*pg_ctl, "-w", "-t", "60", "-l", str(log), "-o", options, "start"], root, log)
@@ -95,8 +95,13 @@ def _start(pg_ctl: list[str], root: Path, durable: bool) -> int:
 
 
 @contextmanager
-def throwaway_server(database: str, durable: bool = False) -> Iterator[str]:
-    """``postgresql+psycopg://postgres@127.0.0.1:<port>/<database>`` on a throwaway server."""
+def throwaway_server(
+    database: str, durable: bool = False, listen: str = "127.0.0.1"
+) -> Iterator[str]:
+    """``postgresql+psycopg://postgres@<listen>:<port>/<database>`` on a throwaway server.
+
+    ``listen``: the address it serves on; other than loopback (a bridge's address, for workers
+    in network namespaces) it also trusts that address's /24."""
     bindir = postgres_bindir()
     if bindir is None:
         raise Unavailable(f"PostgreSQL server binaries (initdb, pg_ctl) not found; {INSTALL}")
@@ -130,13 +135,17 @@ def throwaway_server(database: str, durable: bool = False) -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
         raise RuntimeError(error)
     pg_ctl = [*prefix, str(bindir / "pg_ctl"), "-D", str(data)]
+    if listen != "127.0.0.1":
+        subnet = ".".join(listen.split(".")[:3]) + ".0/24"
+        with open(data / "pg_hba.conf", "a") as hba:
+            hba.write(f"host all all {subnet} trust\n")
     try:
-        port = _start(pg_ctl, root, durable)
+        port = _start(pg_ctl, root, durable, listen)
         with psycopg.connect(
             host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True
         ) as conn:
             conn.execute(f"CREATE DATABASE {database}")
-        url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/{database}"
+        url = f"postgresql+psycopg://postgres@{listen}:{port}/{database}"
         yield url
         # Close the pooled connections before the server goes away.
         get_engine(url).dispose()

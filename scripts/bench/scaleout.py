@@ -1,0 +1,202 @@
+"""Scale-out: jobs per second against the number of worker processes and hosts.
+
+One run per shape, each on a fresh cluster (:mod:`sale.scripts.bench.cluster`): redis-server,
+one control worker and ``R`` workers per agent queue (`sale worker`, concurrency 2 each, as the
+pool file says), one database (SQLite, or a throwaway PostgreSQL with ``--postgres``), and the
+fault benchmark's HTTP stub provider without faults, answering after ``--latency-ms`` (0: the
+orchestration alone, bound by the CPU; 200: a provider's response time, bound by how many calls
+are in flight). ``--hosts N`` runs the shapes again with the workers in N network namespaces on a
+bridge (several hosts on one machine), Redis, the database and the provider on the bridge's
+address, so every worker reaches them as a host on the network would.
+
+Each shape: the workers answer a ping, a warm-up of 8 jobs (every worker process imports litellm
+on its first call), then ``--jobs`` submitted at once with ``submit()``; throughput is jobs /
+(first submit to last result), latency submit to result. ``SALE_AWARD=auction``: every job bids,
+so its shape stays the same along the run (3 bids, 3 jury calls, an execution with one tool step,
+the memory update). Results: ``docs/benchmarks/scaleout.{json,md}``; the command, date, machine
+and load average are recorded with them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+from sale.scripts.bench.cluster import ROOT, Cluster, Hosts
+from sale.scripts.bench.faults import AGENTS, Stub, pool_file, spec
+
+OUT = ROOT / "docs" / "benchmarks" / "scaleout.json"
+
+
+def workers_of(replicas: int) -> list[str]:
+    """The control worker and ``replicas`` workers per agent queue."""
+    agents = [a if replicas == 1 else f"{a}#{i}" for a, _ in AGENTS for i in range(1, replicas + 1)]
+    return ["control", *agents]
+
+
+def placement(names: list[str], hosts: Hosts | None) -> dict[str, str]:
+    """Worker -> namespace: the control worker on the first host, the rest round-robin."""
+    if hosts is None:
+        return {}
+    agents = [n for n in names if n != "control"]
+    return {"control": hosts.names[0]} | {
+        w: hosts.names[i % len(hosts.names)] for i, w in enumerate(agents)
+    }
+
+
+def wait_ready(app: Any, count: int, timeout: float = 180.0) -> None:
+    """Until ``count`` workers answer a ping."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(app.control.ping(timeout=1.0) or []) >= count:
+            return
+    raise RuntimeError(f"fewer than {count} workers answered a ping within {timeout:.0f} s")
+
+
+def send(app: Any, ctx: Any, first: int, n: int) -> dict[str, float]:
+    """``n`` jobs at once; their throughput and latency."""
+    from sale.workers.canvas import submit
+
+    sent = []
+    for i in range(first, first + n):
+        at = time.time()
+        sent.append((submit(spec(i, 1), ctx), at))
+    ends = []
+    for job_id, at in sent:
+        result = app.AsyncResult(job_id)
+        result.get(propagate=False, timeout=900)
+        if result.status != "SUCCESS":
+            raise RuntimeError(f"job {job_id} ended {result.status}: {result.result!r}")
+        ends.append((at, result.date_done.replace(tzinfo=UTC).timestamp()))
+    latencies = sorted(end - at for at, end in ends)
+    wall = max(end for _, end in ends) - min(at for at, _ in ends)
+    return {
+        "jobs": n,
+        "wall_s": round(wall, 2),
+        "throughput_jobs_per_s": round(n / wall, 2),
+        "latency_p50_s": round(statistics.median(latencies), 3),
+    }
+
+
+def run_shape(
+    replicas: int, hosts: int, latency_ms: int, jobs: int, postgres: bool, workdir: Path
+) -> dict[str, Any]:
+    """One shape on a fresh cluster; its figures."""
+    from sale.broker.settings import get_settings
+
+    with ExitStack() as stack:
+        net = stack.enter_context(Hosts(hosts)) if hosts else None
+        address = net.address if net else "127.0.0.1"
+        stub = Stub(fault_rate=0.0, latency_s=latency_ms / 1000, host=address)
+        api_base = stub.start()
+        stack.callback(stub.stop)
+        database = None
+        if postgres:
+            from sale.scripts.bench.postgres import throwaway_server
+
+            database = stack.enter_context(throwaway_server("scaleout", True, address))
+        names = workers_of(replicas)
+        workdir.mkdir(parents=True, exist_ok=True)
+        cluster = Cluster(
+            workdir,
+            pool_file=pool_file(workdir / "pool.toml", api_base),
+            env_extra={"SALE_AWARD": "auction"},
+            host=address,
+            netns=placement(names, net),
+            database_url=database,
+        )
+        stack.enter_context(cluster)
+        for name in names:
+            cluster.start_worker(name)
+        os.environ.update(cluster.env())
+        get_settings.cache_clear()
+        from sale.broker.app import create_app
+        from sale.workers.context import get_context, set_context
+
+        set_context(None)  # this shape's settings
+        app = create_app()
+        ctx = get_context()
+        wait_ready(app, len(names))
+        send(app, ctx, 0, 8)  # warm-up, not counted
+        load = os.getloadavg()[0]
+        figures = send(app, ctx, 8, jobs)
+    return {
+        "replicas": replicas,
+        "hosts": hosts,
+        "latency_ms": latency_ms,
+        "worker_processes": len(names),
+        "agent_processes": (len(names) - 1) * 2,
+        "database": "postgresql" if postgres else "sqlite",
+        "load_before": round(load, 2),
+        **figures,
+    }
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "| provider latency | workers per agent queue | hosts | database | jobs/s | p50 latency "
+        "| load before |\n" + "|---" * 7 + "|\n"
+    )
+    return head + "".join(
+        f"| {r['latency_ms']} ms | {r['replicas']} | {r['hosts'] or 1} | {r['database']} | "
+        f"{r['throughput_jobs_per_s']:.2f} | {r['latency_p50_s']:.2f} s | {r['load_before']} |\n"
+        for r in rows
+    )
+
+
+def main(
+    replicas: str = typer.Option("1,2,4", help="workers per agent queue, comma-separated"),
+    latency_ms: str = typer.Option("0,200", help="the provider's response time, comma-separated"),
+    hosts: int = typer.Option(0, help="also run each shape on this many hosts (namespaces)"),
+    jobs: int = typer.Option(40, help="jobs in flight per shape"),
+    postgres: bool = typer.Option(False, help="one throwaway PostgreSQL instead of SQLite"),
+    out: Path = OUT,
+) -> None:
+    """Run every shape and write the results."""
+    work = Path(tempfile.mkdtemp(prefix="sale-scaleout-"))
+    shapes = [
+        (int(r), h, int(ms))
+        for ms in latency_ms.split(",")
+        for h in ([0, hosts] if hosts else [0])
+        for r in replicas.split(",")
+    ]
+    rows = []
+    for r, h, ms in shapes:
+        row = run_shape(r, h, ms, jobs, postgres, work / f"r{r}-h{h}-l{ms}")
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    command = ("python -m sale.scripts.bench.scaleout " + " ".join(sys.argv[1:])).strip()
+    document = {
+        "benchmark": "scaleout",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": command,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}",
+        "rows": rows,
+    }
+    out.write_text(json.dumps(document, indent=2) + "\n")
+    out.with_suffix(".md").write_text(
+        "# Scale-out: jobs per second against workers and hosts\n\n"
+        f"{document['date'][:10]}, `{command}`, {document['machine']}.\n\n"
+        "Each shape on a fresh cluster: redis-server, one control worker and the given "
+        "number of `sale worker` processes per agent queue (3 agents, concurrency 2 each), "
+        "one database, the benchmark's HTTP stub provider without faults, answering after the "
+        "given latency. `SALE_AWARD=auction` (every job bids: 3 bids, 3 jury calls, an "
+        "execution with one tool step, the memory update). Throughput: "
+        f"{jobs} jobs submitted at once, after a warm-up of 8; hosts: network namespaces on "
+        "a bridge, Redis, the database and the provider on the bridge's address.\n\n" + table(rows)
+    )
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    typer.run(main)
