@@ -88,8 +88,25 @@ def send(app: Any, ctx: Any, first: int, n: int) -> dict[str, float]:
     }
 
 
+def restore(environ: dict[str, str]) -> None:
+    """Put back this process's environment, settings and context after a shape."""
+    from sale.broker.settings import get_settings
+    from sale.workers.context import set_context
+
+    os.environ.clear()
+    os.environ.update(environ)
+    get_settings.cache_clear()
+    set_context(None)
+
+
 def run_shape(
-    replicas: int, hosts: int, latency_ms: int, jobs: int, postgres: bool, workdir: Path
+    replicas: int,
+    hosts: int,
+    latency_ms: int,
+    jobs: int,
+    postgres: bool,
+    workdir: Path,
+    warm_up: int = 8,
 ) -> dict[str, Any]:
     """One shape on a fresh cluster; its figures."""
     from sale.broker.settings import get_settings
@@ -118,6 +135,8 @@ def run_shape(
         stack.enter_context(cluster)
         for name in names:
             cluster.start_worker(name)
+        saved = dict(os.environ)
+        stack.callback(restore, saved)
         os.environ.update(cluster.env())
         get_settings.cache_clear()
         from sale.broker.app import create_app
@@ -127,9 +146,9 @@ def run_shape(
         app = create_app()
         ctx = get_context()
         wait_ready(app, len(names))
-        send(app, ctx, 0, 8)  # warm-up, not counted
+        send(app, ctx, 0, warm_up)  # not counted
         load = os.getloadavg()[0]
-        figures = send(app, ctx, 8, jobs)
+        figures = send(app, ctx, warm_up, jobs)
     return {
         "replicas": replicas,
         "hosts": hosts,
