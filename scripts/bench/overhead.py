@@ -7,9 +7,10 @@ Celery worker processes, which also load :mod:`sale.scripts.bench.bare`) and mea
 one Redis and those workers: the runtime's start-up (start to every worker answering a ping);
 one job alone (p50 over ``--alone`` sequential jobs) and the throughput with ``--jobs`` and
 ``--many`` in flight, for the auction pipeline (``SALE_AWARD=auction``, so every job bids) and
-for the bare canvas; then, with the workers restarted under :mod:`sale.scripts.bench.probe`,
-where one job's time goes. Every latency is submit to the job's final result in the result
-backend. Results go to docs/benchmarks/orchestration_overhead.json under ``--label``.
+for the bare canvas, each with the CPU time the stack's processes spent per job; then, with
+the workers restarted under :mod:`sale.scripts.bench.probe`, where one job's time goes. Every
+latency is submit to the job's final result in the result backend. Results go to
+docs/benchmarks/orchestration_overhead.json under ``--label``.
 
     python -m sale.scripts.bench.overhead --jobs 40 --label after
 """
@@ -100,9 +101,9 @@ def main(
             _run(app, send, 8)
             measured[name] = {
                 "first_job_s": round(first[0][2] - first[0][1], 3),
-                "alone": _summary(_run(app, send, alone, sequential=True)),
-                f"in_flight_{jobs}": _summary(_run(app, send, jobs)),
-                f"in_flight_{many}": _summary(_run(app, send, many)),
+                "alone": _phase(stack, app, send, alone, sequential=True),
+                f"in_flight_{jobs}": _phase(stack, app, send, jobs),
+                f"in_flight_{many}": _phase(stack, app, send, many),
             }
         stack.worker_args = PROBE
         stack.restart_workers({})
@@ -159,6 +160,36 @@ def _run(app: Any, send: Send, n: int, sequential: bool = False) -> list[tuple[s
             raise RuntimeError(f"job {job_id} ended {result.status}: {result.result!r}")
         done.append((job_id, at, result.date_done.replace(tzinfo=UTC).timestamp()))
     return done
+
+
+def _phase(stack: Any, app: Any, send: Send, n: int, sequential: bool = False) -> dict[str, float]:
+    """:func:`_run` summarised, with the CPU time the stack spent per job meanwhile."""
+    cpu = _stack_cpu_s(stack)
+    summary = _summary(_run(app, send, n, sequential))
+    summary["stack_cpu_s_per_job"] = round((_stack_cpu_s(stack) - cpu) / n, 4)
+    return summary
+
+
+def _stack_cpu_s(stack: Any) -> float:
+    """CPU seconds (user + system) used so far by the stack's processes: Redis, the workers,
+    their pool processes and every child they reaped (the sandboxes). Unlike a latency, it
+    hardly moves with the machine's load."""
+    import psutil
+
+    total = 0.0
+    for _name, child in list(stack.children):
+        try:
+            top = psutil.Process(child.pid)
+            procs = [top, *top.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for proc in procs:
+            try:
+                t = proc.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += t.user + t.system + t.children_user + t.children_system
+    return total
 
 
 def _summary(done: list[tuple[str, float, float]]) -> dict[str, float]:
