@@ -1,4 +1,4 @@
-"""The Redis transport, with one fault fixed: losing Redis never kills a worker.
+"""The Redis transport, with two faults fixed: losing Redis never kills a worker or a message.
 
 When a worker's connection to Redis breaks, kombu closes the channel and, on close, tries to
 put the worker's unacknowledged messages back on their queues. With Redis gone that restore
@@ -9,12 +9,16 @@ unacknowledged set, their leases lapse, and the watchdog puts them back
 (:mod:`sale.broker.leases`). Likewise a message that finishes after the reconnect is
 acknowledged on a channel whose connection is gone (kombu raises ``AttributeError`` again):
 here the acknowledgement goes through the channel's own spare connection pool, and a rejection
-is left to the watchdog. ``create_app`` selects this transport for ``redis://`` brokers.
+is left to the watchdog. A message a worker has just taken from its queue (BRPOP) is stored as
+unacknowledged in a second write; with Redis restarting in between, that write is tried again
+until Redis is back (up to a minute) instead of dropping the message, which would then be on
+no queue and in no worker. ``create_app`` selects this transport for ``redis://`` brokers.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import redis
@@ -26,8 +30,30 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 log = logging.getLogger(__name__)
 
 
+#: How long a worker keeps trying to store a message it has taken as unacknowledged while
+#: Redis is out of reach (a restart), and how long it waits between tries.
+APPEND_WAIT_S = 60.0
+APPEND_RETRY_S = 0.5
+
+
 class QoS(kombu_redis.QoS):  # type: ignore[misc]
     """kombu's Redis QoS whose restore on close survives a lost connection."""
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        """Store a message just taken from its queue as unacknowledged, trying again while
+        Redis is out of reach: BRPOP has already removed it from the queue, so if this write
+        fails the message exists only in this worker's memory."""
+        deadline = time.monotonic() + APPEND_WAIT_S
+        while True:
+            try:
+                super().append(message, delivery_tag)
+                return
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("message %s taken but not stored as unacknowledged yet (%s: %s); "
+                            "trying again", delivery_tag, type(exc).__name__, exc)  # fmt: skip
+                time.sleep(APPEND_RETRY_S)  # Redis is restarting: wait for it to take writes
 
     def restore_unacked(self, client: Any = None) -> None:
         """Restore this channel's unacknowledged messages, or leave them to the watchdog."""

@@ -560,7 +560,9 @@ def main(
         "one worker per queue on loopback (full); three workers per agent queue on one host, a "
         "kill taking one random replica; the workers on three hosts — network namespaces on a "
         "bridge, Redis and the provider on the bridge's address, the SQLite file shared — with "
-        "the control worker on the first.\n\n"
+        "the control worker on the first. Recorded: the jobs' cost as their ledgers hold it "
+        "(one row per model call, written as the call returns); billed: what the stub "
+        "answered with a completion, in US$ and in calls.\n\n"
         + table(everything)
         + "\nRuns (each on the date and machine given):\n\n"
         + "".join(
