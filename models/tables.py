@@ -5,7 +5,7 @@ natural unique key (job, agent, round, …) so a redelivered task finds its row 
 second one: bids, jury calls, the award, the execution and its steps, the memory record.
 The tokens and cost of every model call are in their own ledger (:class:`ModelCall`), one row
 per call as it returns. JSON columns hold small structured values (orders, limits, a job's
-embedding); a memory record's embedding is packed float16 bytes and its task text, bids and
+embedding); a memory record's embedding is packed int8 bytes and its task text, bids and
 attempts are deflated text and JSON (:mod:`sale.models.types`); nothing is pickled.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sale.models.types import DeflatedJSON, DeflatedText, Float16Vector
+from sale.models.types import DeflatedJSON, DeflatedText, Int8Vector
 from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -219,8 +219,8 @@ class MemoryRecord(SQLModel, table=True):
     kind: str = Field(max_length=16)
     # Written once, read whole by id, never filtered on: stored small (models.types).
     task_text: str = Field(sa_column=Column(DeflatedText, nullable=False))
-    # Packed float16: the memory index reads the bytes as they are.
-    embedding: list[float] = Field(sa_column=Column(Float16Vector, nullable=False))
+    # A float32 scale and int8 components: the memory index reads the bytes as they are.
+    embedding: list[float] = Field(sa_column=Column(Int8Vector, nullable=False))
     bids: list[dict[str, Any]] = Field(sa_column=Column(DeflatedJSON, nullable=False))
     # Every execution in order (the award's, then self-check fallbacks): bid, self-check,
     # verdict, tokens and cost (what the verified award estimates from).

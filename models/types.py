@@ -1,19 +1,21 @@
-"""Column types of a memory record: a float16 embedding, and text and JSON stored deflated.
+"""Column types of a memory record: an int8 embedding, and text and JSON stored deflated.
 
 A memory record is written once and read by id, so its bytes on disk are most of its cost.
-:class:`Float16Vector` stores the task embedding (384 floats from all-MiniLM-L6-v2) as
-little-endian float16 bytes in a binary column (768 bytes for 384 dimensions, ``BLOB`` on
-SQLite, ``BYTEA`` on PostgreSQL) and gives Python a ``list[float]``; the memory index reads the
-raw bytes (:func:`unpack`, float32 for the search). float16 keeps 11 significant bits, so a
-unit vector's components move by at most ~2.5e-5 and a cosine similarity by ~1e-5, below the
-gap between neighbours that retrieval tells apart (docs/benchmarks/retrieval.md measures
-recall@8 against exact float32 search). An empty embedding (``SALE_EMBEDDER=none``) is zero
-bytes. :class:`DeflatedText` and :class:`DeflatedJSON` keep a ``str`` and a JSON value (lists,
-dicts) as they were in Python and store them as one format byte and a raw deflate stream
-primed with :data:`ZDICT` (the JSON keys and values every record repeats), a third to a half of
-their size for the bids' plans, attempts and task text. No query filters on these columns: they
-are read whole, by id. The format byte lets a later encoding sit beside this one; the dictionary
-of format 1 never changes.
+:class:`Int8Vector` stores the task embedding (384 floats from all-MiniLM-L6-v2) in a binary column
+(``BLOB`` on SQLite, ``BYTEA`` on PostgreSQL) as one little-endian float32 scale (the largest
+magnitude over 127) and one int8 per component, 388 bytes for 384 dimensions, and gives Python a
+``list[float]``; the memory index reads the raw bytes (:func:`unpack_int8_rows`, float32 for the
+search). A component moves by at most half a step (~6e-4 for a unit vector of 384 dimensions), a
+cosine similarity by ~4e-4 (its standard deviation): more than the gap between some neighbours, so
+retrieval exchanges a few of them for their next ones (docs/benchmarks/retrieval.md measures
+recall@8 against exact float32 search). :class:`Float16Vector` (768 bytes, :func:`pack`) is the
+format before, which migrations 0007 and 0009 read and write. An empty embedding
+(``SALE_EMBEDDER=none``) is zero bytes. :class:`DeflatedText` and :class:`DeflatedJSON` keep a
+``str`` and a JSON value (lists, dicts) as they were in Python and store them as one format byte and
+a raw deflate stream primed with :data:`ZDICT` (the JSON keys and values every record repeats), a
+third to a half of their size for the bids' plans, attempts and task text. No query filters on these
+columns: they are read whole, by id. The format byte lets a later encoding sit beside this one; the
+dictionary of format 1 never changes.
 """
 
 from __future__ import annotations
@@ -147,6 +149,19 @@ class Float16Vector(TypeDecorator[list[float]]):
 
     def process_result_value(self, value: bytes | None, dialect: Dialect) -> list[float] | None:
         return None if value is None else [float(x) for x in unpack(value).tolist()]
+
+
+class Int8Vector(TypeDecorator[list[float]]):
+    """A ``list[float]`` in Python, a float32 scale and int8 components in the database."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value: Sequence[float] | None, dialect: Dialect) -> bytes | None:
+        return None if value is None else pack_int8(value)
+
+    def process_result_value(self, value: bytes | None, dialect: Dialect) -> list[float] | None:
+        return None if value is None else [float(x) for x in unpack_int8(value).tolist()]
 
 
 class DeflatedText(TypeDecorator[str]):

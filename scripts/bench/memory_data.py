@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 from sale.models.db import get_engine
 from sale.models.tables import MemoryRecord
-from sale.models.types import DeflatedJSON, DeflatedText, Float16Vector
+from sale.models.types import DeflatedJSON, DeflatedText, Int8Vector
 
 AGENTS = (("small", 0.03), ("medium", 0.12), ("large", 0.36))
 ROUNDS = ("first", "first", "first", "refined", "refined", "verified", "direct")
@@ -239,7 +239,7 @@ def rows(
 #: Records per executemany (and per draw of embeddings).
 BATCH = 20_000
 #: The column types whose stored form is not the Python value (packed, deflated).
-STORED = (Float16Vector, DeflatedText, DeflatedJSON)
+STORED = (Int8Vector, DeflatedText, DeflatedJSON)
 COLUMNS = (
     "id",
     "job_id",
@@ -261,7 +261,7 @@ COLUMNS = (
 
 def float32_vectors(n: int, shape: Shape, batch: int = BATCH) -> Iterator[npt.NDArray[np.float32]]:
     """The float32 embeddings of records 1 … n as :func:`bulk_insert` drew them (before they
-    were stored as float16), ``batch`` rows at a time: what exact search is measured against."""
+    were stored as int8), ``batch`` rows at a time: what exact search is measured against."""
     for first in range(1, n + 1, batch):
         yield vectors(min(batch, n + 1 - first), shape, n, seed=10_000 + first)
 

@@ -7,7 +7,7 @@ one of your own, emptied first); then, in this process: the index build (the fir
 sync: reading every record's id, embedding and labels, and the HNSW graph), its RSS, the top-8
 latency of refinement's retrieval (award rounds ``direct``/``verified`` left out, the 8 records
 read in full) and of the index search alone over fresh queries, recall@8 against exact search
-over the float32 embeddings the records were drawn with (and over the stored float16 ones),
+over the float32 embeddings the records were drawn with (and over the stored int8 ones),
 the time to write one record through the ORM and to have the index pick it up, and the disk
 per record, by column and by relation (SQLite dbstat; PostgreSQL pg_total_relation_size, TOAST
 and indexes included). ``--before`` times the old path (every record of the kind through the
@@ -17,6 +17,10 @@ other database's rows.
 
     nice -n 19 .venv/bin/python -m sale.scripts.bench.retrieval --sizes 10000,100000,1000000
     nice -n 19 .venv/bin/python -m sale.scripts.bench.retrieval --sizes 10000,100000 --postgres
+
+``--keep`` leaves each SQLite memory in the work directory and measures a kept one again
+without writing it (generating a million records takes ~11 minutes); ``--generate-only`` with
+it only writes them.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import psutil
 import sqlalchemy as sa
 from sale.models.db import get_engine, init_db, session_scope
 from sale.models.tables import Job, MemoryRecord
-from sale.models.types import DTYPE
+from sale.models.types import INT8, SCALE
 from sale.scripts.bench.memory_data import Shape, bulk_insert, float32_vectors, rows, vectors
 from sale.scripts.bench.postgres import throwaway_server
 from sale.workers.memory import index as memory
@@ -175,14 +179,47 @@ def before(workdir: Path, n: int, queries: int, shape: Shape) -> dict[str, Any]:
     }
 
 
-def after(
-    workdir: Path, n: int, queries: int, shape: Shape, inserts: int, server: str | None = None
-) -> dict[str, Any]:
-    """The memory index at ``n`` records (module docstring)."""
+def _kept(workdir: Path, n: int) -> str | None:
+    """The SQLite memory of ``n`` records a run with ``--keep`` left in ``workdir`` (the
+    records a run writes through the ORM removed), upgraded to the head schema; or None."""
+    path = workdir / f"after-{n}.db"
+    url = f"sqlite:///{path}"
+    if not path.exists():
+        return None
+    init_db(url)
+    with get_engine(url).begin() as conn:
+        conn.exec_driver_sql(f"DELETE FROM memoryrecord WHERE id > {n}")
+        conn.exec_driver_sql(f"DELETE FROM job WHERE id > 'synthetic-{n:022d}'")
+        count = conn.exec_driver_sql("SELECT COUNT(*), MAX(id) FROM memoryrecord").one()
+    return url if tuple(count) == (n, n) else None
+
+
+def generate(
+    workdir: Path, n: int, shape: Shape, server: str | None, keep: bool
+) -> tuple[str, float | None]:
+    """(the url of a memory of ``n`` records, the seconds it took to write: None for one kept
+    by an earlier run)."""
+    url = _kept(workdir, n) if keep and server is None else None
+    if url is not None:
+        return url, None
     url = _fresh(workdir, f"after-{n}", server)
     began = time.perf_counter()
     bulk_insert(url, n, shape)
-    generate_s = time.perf_counter() - began
+    return url, time.perf_counter() - began
+
+
+def after(
+    workdir: Path,
+    n: int,
+    queries: int,
+    shape: Shape,
+    inserts: int,
+    server: str | None = None,
+    keep: bool = False,
+) -> dict[str, Any]:
+    """The memory index at ``n`` records (module docstring); with ``keep`` (SQLite), the memory
+    stays in ``workdir`` and a later run with ``keep`` measures it again without writing it."""
+    url, generate_s = generate(workdir, n, shape, server, keep)
     disk = _disk(url)
     columns = _columns(url, n)
     forget_indexes()
@@ -252,13 +289,16 @@ def after(
         "insert_index_sync_ms_per_record": _pct(pick, 50),
         "disk_bytes_per_record": disk[0] / n,  # the memoryrecord table and its indexes
         "file_bytes_per_record": disk[1] / n,  # with the jobs' rows
-        "embedding_bytes_per_record": shape.dim * DTYPE.itemsize,
+        "embedding_bytes_per_record": SCALE.itemsize + shape.dim * INT8.itemsize,
+        "embedding_storage": "int8",
+        "hnsw": [memory.HNSW_M, memory.EF_CONSTRUCTION, memory.EF_SEARCH],
         "bytes_per_record": columns,
     }
     forget_indexes()
     del index, space
     gc.collect()
-    _drop(url)
+    if not keep or server is not None:
+        _drop(url)
     return result
 
 
@@ -266,7 +306,7 @@ def _exact_float32(
     qs: npt.NDArray[np.float32], n: int, shape: Shape, allowed: set[int]
 ) -> list[set[int]]:
     """The ids of each query's K nearest allowed records by exact search over the float32
-    embeddings the records were drawn with (before float16 storage), batch by batch."""
+    embeddings the records were drawn with (before int8 storage), batch by batch."""
     best = np.full((len(qs), K), -np.inf)
     best_ids = np.zeros((len(qs), K), dtype=np.int64)
     first = 1
@@ -283,8 +323,10 @@ def _exact_float32(
 
 
 def _row(r: dict[str, Any]) -> str:
+    graph = "/".join(str(x) for x in r["hnsw"]) if r["search"] == "hnsw" else "-"
     return (
-        f"| {r['records']:,} | {r['search']} | {r['top8_p50_ms']:.2f} / {r['top8_p99_ms']:.2f} "
+        f"| {r['records']:,} | {r['embedding_storage']} | {r['search']} | {graph} "
+        f"| {r['top8_p50_ms']:.2f} / {r['top8_p99_ms']:.2f} "
         f"| {r['index_search_p50_ms']:.2f} / {r['index_search_p99_ms']:.2f} "
         f"| {r['recall_at_8']:.3f} | {r['index_build_s']:.1f} "
         f"| {r['index_rss_bytes_per_record']:.0f} "
@@ -294,9 +336,10 @@ def _row(r: dict[str, Any]) -> str:
 
 
 HEADER = [
-    "| records | search | top-8 p50 / p99 ms (with the 8 rows) | index only p50 / p99 ms "
+    "| records | embedding | search | M / efConstruction / efSearch "
+    "| top-8 p50 / p99 ms (with the 8 rows) | index only p50 / p99 ms "
     "| recall@8 | build s | index RSS B/record | write + sync ms/record | disk B/record |",
-    "|---|---|---|---|---|---|---|---|---|",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
 ]
 
 
@@ -334,10 +377,13 @@ def _markdown(report: dict[str, Any]) -> str:
         "auctioned records with four bids of ~1,000-character plans, verified and direct ones "
         "as written); top-8 as refinement asks for it (direct and verified rounds left out), "
         f"over {report['queries']} fresh queries; exact search up to "
-        f"{report['exact_max']} vectors, faiss HNSW (M={report['hnsw_m']}, "
-        f"efSearch={report['ef_search']}) above, in process on both databases. Recall@8 is "
-        "against exact search over the float32 embeddings the records were drawn with (they "
-        f"are stored as float16). Machine: {report['machine']}.",
+        f"{report['exact_max']} vectors, a faiss HNSW graph above (the index's parameters now: "
+        f"M={report['hnsw_m']}, efConstruction={report['ef_construction']}, efSearch="
+        f"{report['ef_search']}; each row says those it ran with), in process on both "
+        "databases. Recall@8 is against exact search over the float32 embeddings the records "
+        "were drawn with; each row says how they were stored (int8: a float32 scale and one "
+        "byte per component, 388 B; float16: 768 B; float32: 1,536 B). Machine: "
+        f"{report['machine']}.",
     ]
     for database, run in report["databases"].items():
         lines += ["", f"## {database}", ""]
@@ -386,6 +432,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--postgres", action="store_true", help="on a durable throwaway server")
     parser.add_argument("--database-url", help="a PostgreSQL database to empty and use")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/sale-bench-retrieval"))
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="SQLite: keep each memory in --workdir and measure a kept one again unwritten",
+    )
+    parser.add_argument(
+        "--generate-only", action="store_true", help="with --keep: write the memories only"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     args = parser.parse_args(argv)
     try:
@@ -419,6 +473,7 @@ def _run(
         "queries": args.queries,
         "exact_max": memory.EXACT_MAX,
         "hnsw_m": memory.HNSW_M,
+        "ef_construction": memory.EF_CONSTRUCTION,
         "ef_search": memory.EF_SEARCH,
     }
     when = {
@@ -430,12 +485,17 @@ def _run(
     run = report["databases"].setdefault("PostgreSQL" if server else "SQLite", {})
     run["before"] = [r for r in run.get("before", []) if r["records"] not in small]
     run["after"] = [r for r in run.get("after", []) if r["records"] not in sizes]
+    if args.generate_only:
+        for n in sizes:
+            url, took = generate(args.workdir, n, shape, server, args.keep)
+            print(json.dumps({"records": n, "url": url, "generate_s": took}), flush=True)
+        return 0
     for n in small:
         run["before"].append(when | before(args.workdir, n, args.before_queries, shape))
         print(json.dumps(run["before"][-1]), flush=True)
     for n in sizes:
         run["after"].append(
-            when | after(args.workdir, n, args.queries, shape, args.inserts, server)
+            when | after(args.workdir, n, args.queries, shape, args.inserts, server, args.keep)
         )
         run["after"].sort(key=lambda r: r["records"])
         print(json.dumps(run["after"][-1]), flush=True)

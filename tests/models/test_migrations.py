@@ -1,6 +1,6 @@
-"""Alembic migrations 0002 (execution attempts), 0003 (a direct job's agent), 0004 (a
-verified award's chain), 0005 (packed float32 embeddings) and 0007 (float16 embeddings, deflated
-task text, bids and attempts) on databases that already hold rows, up and back down.
+"""Alembic migrations 0002 (execution attempts), 0003 (a direct job's agent), 0004 (a verified
+award's chain), 0005 (packed float32 embeddings), 0007 (float16 embeddings, deflated task text, bids
+and attempts) and 0009 (int8 embeddings) on databases that already hold rows, up and back down.
 
 The same test runs on SQLite (the embedded default, where the execution table is rebuilt in
 batch mode) and on a throwaway PostgreSQL server (skipped locally without one, like
@@ -21,7 +21,7 @@ from sale.models.db import alembic_config, get_engine
 from sqlalchemy.exc import IntegrityError
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
-HEAD = "0008"
+HEAD = "0009"
 USAGE = {"tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0, "latency_s": 0.0}
 
 
@@ -354,14 +354,16 @@ def test_upgrade_from_0006_stores_float16_embeddings_and_deflated_text_and_json(
     assert "ix_memoryrecord_kind" not in indexes
     assert indexes["ix_memoryrecord_kind_id"] == ["kind", "id"]
 
-    # The ORM gives back the values that went in (the embedding as float16 values).
+    # The ORM gives back the text and JSON that went in; the embedding reads back as float16
+    # values (the ORM's column is int8 from 0009 on).
     with session_scope(empty_url) as s:
         read = {r.id: r for r in s.exec(select(MemoryRecord).order_by(col(MemoryRecord.id)))}
+    f16 = {i: types.unpack(row["embedding"]).tolist() for i, row in rows.items()}
     for row_id, r in records.items():
         got = read[row_id]
         assert (got.task_text, got.bids, got.attempts) == (r["task_text"], r["bids"], r["attempts"])
-        assert got.embedding == pytest.approx(r["embedding"], abs=1e-3)
-    assert read[2].embedding == [] and read[1].embedding == [0.60009765625, 0.7998046875]
+        assert f16[row_id] == pytest.approx(r["embedding"], abs=1e-3)
+    assert f16[2] == [] and f16[1] == [0.60009765625, 0.7998046875]
 
     command.downgrade(cfg, "0006")
     with engine.connect() as conn:
@@ -430,4 +432,68 @@ def test_upgrade_from_0007_gives_every_paid_row_one_ledger_row_with_its_totals(
     assert "modelcall" not in sa.inspect(engine).get_table_names()
     with engine.connect() as conn:
         assert len(_rows(conn, "bid")) == 3  # the stage rows keep what they held
+
+
+def test_upgrade_from_0008_stores_int8_embeddings_with_a_scale(
+    empty_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    import numpy as np
+    from sale.models import types
+    from sale.models.db import session_scope
+    from sale.models.tables import MemoryRecord
+    from sale.workers.memory.index import MemoryIndex
+    from sqlmodel import col, select
+
+    migration = importlib.import_module("sale.models.migrations.versions.0009_int8_embeddings")
+    monkeypatch.setattr(migration, "BATCH", 2)  # several batches from six rows
+    cfg = alembic_config(empty_url)
+    command.upgrade(cfg, "0008")
+    engine = get_engine(empty_url)
+    unit = np.random.default_rng(0).standard_normal(384)
+    unit /= np.linalg.norm(unit)
+    vectors = {1: [0.6, 0.8], 2: [], 3: unit.tolist(), 4: [1.0] * 384, 5: [0.0, -2.0, 1e3],
+               6: [0.0, 0.0]}  # fmt: skip
+    stored = {"task_text": types.deflate(b"p"), "bids": types.dump_json([{"agent": "small"}]),
+              "attempts": types.dump_json([])}  # fmt: skip
+    with engine.begin() as conn:
+        for row_id, vector in vectors.items():
+            _record(conn, row_id, types.pack(vector), **stored)
+        before = _rows(conn, "memoryrecord")
+    command.upgrade(cfg, "0009")
+    with engine.connect() as conn:
+        rows = _rows(conn, "memoryrecord")
+        version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    assert version == "0009"
+    for old, new in zip(before, rows, strict=True):
+        want = types.pack_int8(types.unpack(old["embedding"]))
+        assert bytes(new["embedding"]) == want
+        assert len(want) == (4 + len(vectors[old["id"]]) if vectors[old["id"]] else 0)
+        assert {k: v for k, v in new.items() if k != "embedding"} == {
+            k: v for k, v in old.items() if k != "embedding"
+        }
+    columns = {c["name"]: c for c in sa.inspect(engine).get_columns("memoryrecord")}
+    assert isinstance(columns["embedding"]["type"], sa.LargeBinary)
+    assert not columns["embedding"]["nullable"]
+
+    # The ORM reads the values back within half a step of the scale; the index finds them.
+    with session_scope(empty_url) as s:
+        read = {r.id: r for r in s.exec(select(MemoryRecord).order_by(col(MemoryRecord.id)))}
+    for row_id, vector in vectors.items():
+        step = max((abs(x) for x in vector), default=0.0) / 127
+        assert read[row_id].embedding == pytest.approx(vector, abs=step / 2 + 1e-3 * step + 1e-3)
+    assert read[2].embedding == [] and read[6].embedding == [0.0, 0.0]
+    (hit,) = MemoryIndex(empty_url).search("coding", unit.tolist(), 1)
+    assert hit.record_id == 3 and hit.similarity == pytest.approx(1.0, abs=1e-4)
+
+    command.downgrade(cfg, "0008")
+    with engine.connect() as conn:
+        back = _rows(conn, "memoryrecord")
+    for old, new, int8 in zip(before, back, rows, strict=True):
+        assert bytes(new["embedding"]) == types.pack(types.unpack_int8(int8["embedding"]))
+        assert len(bytes(new["embedding"])) == 2 * len(vectors[old["id"]])
+        assert {k: v for k, v in new.items() if k != "embedding"} == {
+            k: v for k, v in old.items() if k != "embedding"
+        }
     command.upgrade(cfg, "head")

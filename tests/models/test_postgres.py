@@ -182,7 +182,8 @@ def test_init_db_twice_builds_the_schema_on_postgres(postgres_url: str) -> None:
     columns = {
         c["name"]: str(c["type"]) for c in schema.get_columns("memoryrecord") if c["name"] != "id"
     }
-    # Embeddings as packed float16 bytes, task text, bids and attempts deflated (migration 0007).
+    # Embeddings as packed bytes (int8 since migration 0009), task text, bids and attempts
+    # deflated (migration 0007).
     assert {columns[c] for c in ("embedding", "task_text", "bids", "attempts")} == {"BYTEA"}
 
 
@@ -258,13 +259,13 @@ def test_a_whole_job_through_the_task_bodies_on_postgres(ctx: AuctionContext) ->
     assert record.total_tokens == expected_tokens > 0
     assert record.total_cost_usd > execution.cost_usd > 0
     # Stored as deflated JSON that decodes to the lists and nested dicts that went in; the
-    # embedding as packed float16 bytes, 2 per dimension.
+    # embedding as a float32 scale and one int8 per dimension.
     with get_engine(ctx.db_url).connect() as conn:
         size, bids = conn.execute(
             text("SELECT octet_length(embedding), bids FROM memoryrecord WHERE id = :id"),
             {"id": ids["record"]},
         ).one()
-    assert size == 2 * len(record.embedding)
+    assert size == 4 + len(record.embedding)
     assert load_json(bids) == record.bids and isinstance(record.bids[0]["jury"], dict)
     assert len(record.embedding) > 0
 

@@ -1,5 +1,6 @@
-"""The memory record's column types (sale.models.types): float16 embeddings, deflated text and
-JSON that give Python back what went in, and a format that stays readable."""
+"""The memory record's column types (sale.models.types): int8 embeddings with a float32 scale
+(and the float16 ones before them), deflated text and JSON that give Python back what went in,
+and a format that stays readable."""
 
 from __future__ import annotations
 
@@ -80,3 +81,29 @@ def test_float16_vectors_round_to_float16_and_read_back_as_float32() -> None:
         types.pack([1e6])
     with pytest.raises(ValueError, match="float16"):
         types.pack([float("nan")])
+
+
+def test_int8_vectors_keep_a_scale_and_one_byte_per_component() -> None:
+    rng = np.random.default_rng(0)
+    unit = rng.standard_normal(384)
+    unit /= np.linalg.norm(unit)
+    column = types.Int8Vector()
+    stored = column.process_bind_param(unit.tolist(), sqlite.dialect())
+    assert stored is not None and len(stored) == 4 + 384 and types.int8_dim(stored) == 384
+    scale = float(np.frombuffer(stored[:4], dtype="<f4")[0])
+    assert scale == pytest.approx(np.abs(unit).max() / 127)
+    back = np.asarray(column.process_result_value(stored, sqlite.dialect()))
+    assert np.abs(back - unit).max() <= scale / 2 * (1 + 1e-6)
+    assert abs(float(back @ unit) / np.linalg.norm(back) - 1.0) < 1e-4
+    # Magnitude kept: the largest component is exactly 127 steps.
+    assert np.abs(back).max() == pytest.approx(np.abs(unit).max(), rel=1e-6)
+    big = [3e5, -1.5e5, 0.0]
+    assert types.unpack_int8(types.pack_int8(big)).tolist() == pytest.approx(big, rel=1e-2)
+    rows = types.unpack_int8_rows(stored + types.pack_int8(-unit), 384)
+    assert rows.dtype == np.float32 and rows.shape == (2, 384) and (rows[1] == -rows[0]).all()
+    assert column.process_bind_param([], sqlite.dialect()) == b""
+    assert column.process_result_value(b"", sqlite.dialect()) == []
+    assert types.unpack_int8(types.pack_int8([0.0, 0.0])).tolist() == [0.0, 0.0]
+    for bad in (float("nan"), float("inf"), 1e39):
+        with pytest.raises(ValueError, match="float32"):
+            types.pack_int8([0.5, bad])

@@ -1,7 +1,7 @@
 """The memory index: the k nearest memory records of a kind without reading every record.
 
 One :class:`MemoryIndex` per database in a process (:func:`memory_index`). On first use it reads
-each record's id, kind, packed float16 embedding (:mod:`sale.models.types`), award round, award
+each record's id, kind, int8 embedding (:mod:`sale.models.types`), award round, award
 agent, verdict and attempts (never the bids or the task text) and keeps, per kind and embedding
 dimension, a space of unit-normalised float32 vectors with each record's round and the agents that
 have a verified outcome in it; per kind, each agent's running
@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 from sale.models.db import session_scope
 from sale.models.tables import MemoryRecord
-from sale.models.types import DTYPE, unpack
+from sale.models.types import int8_dim, unpack_int8_rows
 from sale.workers.auction.estimates import AgentTotals, Outcome
 from sqlalchemy import LargeBinary, func, type_coerce
 from sqlalchemy import select as sql_select
@@ -46,8 +46,8 @@ log = logging.getLogger(__name__)
 #: Largest space (or filtered part of one) searched exactly; above it, the HNSW graph.
 EXACT_MAX = 4096
 #: HNSW graph: neighbours per node, and the breadth of its construction and search.
-HNSW_M = 32
-EF_CONSTRUCTION = 64
+HNSW_M = 48
+EF_CONSTRUCTION = 128
 EF_SEARCH = 384
 #: Candidates re-scored exactly per result asked for (at least MIN_CANDIDATES).
 OVERSAMPLE = 4
@@ -313,14 +313,14 @@ class MemoryIndex:
                 by_agent[o.agent] = by_agent.get(o.agent, AgentTotals()).plus(o)
             self._jobs[kind] = self._jobs.get(kind, 0) + bool(outcomes)
             blob = bytes(blob or b"")
-            dim = len(blob) // DTYPE.itemsize
+            dim = int8_dim(blob)
             if dim == 0:
                 continue  # no embedding (SALE_EMBEDDER=none): counted, never near
             agents = {self._code(self._agents, o.agent) for o in outcomes}
             entry = (int(rid), blob, self._code(self._rounds, award_round), agents)
             batches.setdefault((kind, dim), []).append(entry)
         for (kind, dim), entries in batches.items():
-            vectors = unpack(b"".join(e[1] for e in entries)).reshape(-1, dim)
+            vectors = unpack_int8_rows(b"".join(e[1] for e in entries), dim)
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             unit = (vectors / np.where(norms == 0, 1.0, norms)).astype(np.float32)
             space = self._spaces.setdefault((kind, dim), _Space(dim))
