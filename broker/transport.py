@@ -26,6 +26,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from sale.broker.capture import active_capture
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +94,18 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
 
 
 class Channel(kombu_redis.Channel):  # type: ignore[misc]
-    """kombu's Redis channel with :class:`QoS` and a spare connection pool of its own."""
+    """kombu's Redis channel with :class:`QoS`, a spare connection pool of its own, and
+    publish batches that :func:`sale.broker.capture.captured_publishes` can take over."""
 
     QoS = QoS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.spare_pool = self._get_pool()
+
+    def create_publish_batch(self, max_size: int) -> Any:
+        """kombu's Redis publish batch, or, while a capture is active, the capture."""
+        return active_capture(self) or super().create_publish_batch(max_size)
 
 
 class Transport(kombu_redis.Transport):  # type: ignore[misc]
