@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
 import sys
 import tempfile
 import threading
@@ -40,7 +41,14 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from sale.scripts.bench.cluster import Cluster, Hosts, free_port, job_rows, wait_terminal
+from sale.scripts.bench.cluster import (
+    SCRIPTED_POOL,
+    Cluster,
+    Hosts,
+    free_port,
+    job_rows,
+    wait_terminal,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENTS = (("small", 0.03), ("medium", 0.12), ("large", 0.36))
@@ -511,14 +519,58 @@ def merged(out: Path, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in kept if r["scenario"] not in names] + results
 
 
+def refused_submits(count: int, workdir: Path) -> dict[str, Any]:
+    """Time ``count`` `sale submit` runs (the whole process, as a user waits for it) with
+    nothing listening on the broker's port; each must exit 2 and store no job."""
+    from sale.scripts.bench.cluster import SALE
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "spec.json"
+    path.write_text(json.dumps(spec(0, 1)))
+    env = dict(os.environ)
+    env.update(
+        SALE_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0",
+        SALE_DATABASE_URL=f"sqlite:///{workdir / 'sale.db'}",
+        SALE_STATE_DIR=str(workdir),
+        SALE_POOL_FILE=str(SCRIPTED_POOL),
+    )
+    seconds, codes = [], []
+    load = os.getloadavg()[0]
+    for _ in range(count):
+        asked = time.monotonic()
+        done = subprocess.run([SALE, "submit", str(path)], env=env, capture_output=True,
+                              text=True, timeout=120, check=False)  # fmt: skip
+        seconds.append(round(time.monotonic() - asked, 2))
+        codes.append(done.returncode)
+    from sale.models.db import session_scope
+    from sale.models.tables import Job
+    from sqlmodel import select
+
+    with session_scope(env["SALE_DATABASE_URL"]) as s:
+        stored = len(s.exec(select(Job)).all())
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d")
+    return {"seconds": seconds, "exit_codes": codes, "jobs_stored": stored,
+            "load_average": round(load, 2), "date": stamp}  # fmt: skip
+
+
 def main(
     jobs: int = 30,
     out: Path = ROOT / "docs" / "benchmarks" / "faults.json",
     short: bool = typer.Option(False, help="the test suite's short scenario only"),
     replicas: int = typer.Option(1, help="workers per agent queue"),
     hosts: int = typer.Option(0, help="run the workers in this many network namespaces (root)"),
+    refusals: int = typer.Option(0, help="only time this many submits with the broker down"),
 ) -> None:
     """Run the fault scenarios and write the results."""
+    if refusals:
+        probe = refused_submits(refusals, Path(tempfile.mkdtemp(prefix="sale-refusals-")))
+        probe["command"] = "python -m sale.scripts.bench.faults " + " ".join(sys.argv[1:])
+        held = json.loads(out.read_text()) if out.exists() else {"results": []}
+        held["refusals"] = probe
+        out.write_text(json.dumps(held, indent=2) + "\n")
+        write_markdown(out, held)
+        print(json.dumps(probe))
+        return
     scenarios = (
         [
             Scenario(
@@ -543,9 +595,29 @@ def main(
     for r in results:
         r.update(command=command, date=stamp, cores=os.cpu_count())
     everything = merged(out, results)
-    doc = {"results": everything}
+    doc: dict[str, Any] = {"results": everything}
+    if out.exists() and "refusals" in json.loads(out.read_text()):
+        doc["refusals"] = json.loads(out.read_text())["refusals"]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
+    write_markdown(out, doc)
+    print(table(results))
+
+
+def write_markdown(out: Path, doc: dict[str, Any]) -> None:
+    """``out`` with the suffix .md: the scenarios' table, their runs and events, and the timed
+    refusals."""
+    everything = doc["results"]
+    probe = doc.get("refusals")
+    refused = (
+        f"\nA `sale submit` with nothing listening on the broker's port, the whole process timed "
+        f"as a user waits for it: exit {sorted(set(probe['exit_codes']))} in "
+        f"{', '.join(f'{x:.2f}' for x in probe['seconds'])} s, {probe['jobs_stored']} jobs "
+        f"stored (load average {probe['load_average']}; `{probe['command']}`, {probe['date']}). "
+        "The refusals timed during the scenarios above include the machine's load.\n"
+        if probe
+        else ""
+    )
     reasons = "".join(
         f"\n- {r['scenario']}: " + "; ".join(f"{n}× {why}" for why, n in r["failed_reasons"])
         for r in everything
@@ -576,8 +648,8 @@ def main(
             for r in everything
         )
         + (f"\nFailed jobs' reasons:{reasons}\n" if reasons else "")
+        + refused
     )
-    print(table(results))
 
 
 if __name__ == "__main__":
