@@ -399,6 +399,16 @@ def _markdown(report: dict[str, Any]) -> str:
             lines += ["| part | B/record |", "|---|---|"]
             lines += [f"| {k} | {v:.0f} |" for k, v in parts.items()]
     lines += _sweep(report.get("sweep", []))
+    for earlier in report.get("earlier", []):
+        lines += ["", f"## Before: {earlier['title']}", "", earlier["note"]]
+        for database, measured in earlier["databases"].items():
+            lines += ["", f"{database}:", ""]
+            for when in dict.fromkeys((r["date"], r["command"]) for r in measured):
+                sizes = ", ".join(
+                    f"{r['records']:,}" for r in measured if (r["date"], r["command"]) == when
+                )
+                lines.append(f"- {sizes} records: {when[0]}, `{when[1]}`")
+            lines += ["", *HEADER, *(_row(r) for r in measured)]
     previous = report.get("previous")
     if previous:
         lines += ["", "## Before: schema 0006 (float32 embedding, plain text and JSON)", ""]
