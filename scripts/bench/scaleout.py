@@ -173,6 +173,23 @@ def table(rows: list[dict[str, Any]]) -> str:
     )
 
 
+def markdown(document: dict[str, Any], jobs: int) -> str:
+    """The results as the benchmark's page."""
+    return (
+        "# Scale-out: jobs per second against workers and hosts\n\n"
+        f"{document['date'][:10]}, `{document['command']}`, {document['machine']}.\n\n"
+        "Each shape on a fresh cluster: redis-server, one control worker and the given "
+        "number of `sale worker` processes per agent queue (3 agents, concurrency 2 each), "
+        "one database, the benchmark's HTTP stub provider without faults, answering after the "
+        "given latency. `SALE_AWARD=auction` (every job bids: 3 bids, 3 jury calls, an "
+        "execution with one tool step, the memory update). Throughput: "
+        f"{jobs} jobs submitted at once, after a warm-up of 8; hosts: network namespaces on "
+        "a bridge, Redis, the database and the provider on the bridge's address. Load before: "
+        "the 1-minute load average as the measured jobs are sent, which still counts the "
+        "shape's own start-up and warm-up.\n\n" + table(document["rows"])
+    )
+
+
 def main(
     replicas: str = typer.Option("1,2,4", help="workers per agent queue, comma-separated"),
     latency_ms: str = typer.Option("0,200", help="the provider's response time, comma-separated"),
@@ -203,17 +220,7 @@ def main(
         "rows": rows,
     }
     out.write_text(json.dumps(document, indent=2) + "\n")
-    out.with_suffix(".md").write_text(
-        "# Scale-out: jobs per second against workers and hosts\n\n"
-        f"{document['date'][:10]}, `{command}`, {document['machine']}.\n\n"
-        "Each shape on a fresh cluster: redis-server, one control worker and the given "
-        "number of `sale worker` processes per agent queue (3 agents, concurrency 2 each), "
-        "one database, the benchmark's HTTP stub provider without faults, answering after the "
-        "given latency. `SALE_AWARD=auction` (every job bids: 3 bids, 3 jury calls, an "
-        "execution with one tool step, the memory update). Throughput: "
-        f"{jobs} jobs submitted at once, after a warm-up of 8; hosts: network namespaces on "
-        "a bridge, Redis, the database and the provider on the bridge's address.\n\n" + table(rows)
-    )
+    out.with_suffix(".md").write_text(markdown(document, jobs))
     print(table(rows))
 
 

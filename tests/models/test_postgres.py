@@ -31,6 +31,7 @@ from sale.models.tables import (
     JuryCall,
     JuryScore,
     MemoryRecord,
+    ModelCall,
     StatusEvent,
 )
 from sale.models.types import load_json
@@ -58,6 +59,7 @@ TABLES: tuple[type[SQLModel], ...] = (
     Execution,
     ExecutionStep,
     MemoryRecord,
+    ModelCall,
 )
 TABLE_NAMES = {str(t.__tablename__) for t in TABLES}
 ADD = "def add(a, b):\n    return a + b\n"
@@ -164,7 +166,7 @@ def test_init_db_twice_builds_the_schema_on_postgres(postgres_url: str) -> None:
     assert set(schema.get_table_names()) == TABLE_NAMES | {"alembic_version"}
     with engine.connect() as conn:
         versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
-    assert versions == ["0007"]
+    assert versions == ["0009"]
     # The natural keys that make redelivered tasks idempotent exist on the server.
     unique = {
         table: {tuple(u["column_names"]) for u in schema.get_unique_constraints(table)}
@@ -175,6 +177,7 @@ def test_init_db_twice_builds_the_schema_on_postgres(postgres_url: str) -> None:
     assert ("jury_call_id", "bid_id") in unique["juryscore"]
     assert ("job_id", "status") in unique["statusevent"]
     assert ("execution_id", "index") in unique["executionstep"]
+    assert ("call_id",) in unique["modelcall"]  # one ledger row per paid call
     for table in ("award", "memoryrecord"):
         assert ("job_id",) in unique[table], table
     # One execution per (job, attempt): self-check fallbacks add attempts (migration 0002).
@@ -281,6 +284,8 @@ def test_a_whole_job_through_the_task_bodies_on_postgres(ctx: AuctionContext) ->
         "execution": 1,
         "executionstep": len(steps),
         "memoryrecord": 1,
+        # The ledger: 3 bids, 3 jury calls and one call per reply of the execution.
+        "modelcall": 6 + sum(1 for st in steps if st.role == "assistant"),
     }
     for agent, bid_id in ids["bids"].items():
         assert bidding.run_bid(ctx, job, agent, "first", None) == bid_id
