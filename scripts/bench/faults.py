@@ -634,7 +634,10 @@ def write_markdown(out: Path, doc: dict[str, Any]) -> None:
         "bridge, Redis and the provider on the bridge's address, the SQLite file shared — with "
         "the control worker on the first. Recorded: the jobs' cost as their ledgers hold it "
         "(one row per model call, written as the call returns); billed: what the stub "
-        "answered with a completion, in US$ and in calls.\n\n"
+        "answered with a completion, in US$ and in calls. Not covered by these guarantees: a "
+        "worker SIGKILLed in the instant between taking a message from its queue (BRPOP) and "
+        "storing it as unacknowledged (kombu's next command) loses that message, and a call "
+        "whose answer is on its way to a worker as it dies is billed and not recorded.\n\n"
         + table(everything)
         + "\nRuns (each on the date and machine given):\n\n"
         + "".join(
