@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -64,28 +63,16 @@ def wait_ready(app: Any, count: int, timeout: float = 180.0) -> None:
 
 
 def send(app: Any, ctx: Any, first: int, n: int) -> dict[str, float]:
-    """``n`` jobs at once; their throughput and latency."""
+    """``n`` jobs at once; their throughput and latency (as the overhead benchmark reads
+    them from the result backend)."""
+    from sale.scripts.bench.overhead import _run, _summary
     from sale.workers.canvas import submit
 
-    sent = []
-    for i in range(first, first + n):
+    def one(i: int) -> tuple[str, float]:
         at = time.time()
-        sent.append((submit(spec(i, 1), ctx), at))
-    ends = []
-    for job_id, at in sent:
-        result = app.AsyncResult(job_id)
-        result.get(propagate=False, timeout=900)
-        if result.status != "SUCCESS":
-            raise RuntimeError(f"job {job_id} ended {result.status}: {result.result!r}")
-        ends.append((at, result.date_done.replace(tzinfo=UTC).timestamp()))
-    latencies = sorted(end - at for at, end in ends)
-    wall = max(end for _, end in ends) - min(at for at, _ in ends)
-    return {
-        "jobs": n,
-        "wall_s": round(wall, 2),
-        "throughput_jobs_per_s": round(n / wall, 2),
-        "latency_p50_s": round(statistics.median(latencies), 3),
-    }
+        return submit(spec(first + i, 1), ctx), at
+
+    return _summary(_run(app, one, n))
 
 
 def restore(environ: dict[str, str]) -> None:
