@@ -84,7 +84,8 @@ def _start(pg_ctl: list[str], root: Path, durable: bool, listen: str = "127.0.0.
     log = root / "server.log"
     for _ in range(3):
         port = _free_port()
-        options = f"-p {port} -c listen_addresses={listen} -c unix_socket_directories={root}"
+        addresses = "127.0.0.1" if listen == "127.0.0.1" else f"127.0.0.1,{listen}"
+        options = f"-p {port} -c listen_addresses={addresses} -c unix_socket_directories={root}"
         if not durable:  # pointless for test data; skipping it keeps the tests fast
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         error = _run([*pg_ctl, "-w", "-t", "60", "-l", str(log), "-o", options, "start"], root, log)
