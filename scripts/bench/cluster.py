@@ -277,6 +277,13 @@ class Hosts:
                 self._ip("link", "del", link, check=False)
         self.names.clear()
 
+    def place(self, names: list[str]) -> dict[str, str]:
+        """Worker -> namespace: the control worker on the first host, the others round-robin."""
+        others = [n for n in names if n != "control"]
+        return {"control": self.names[0]} | {
+            w: self.names[i % len(self.names)] for i, w in enumerate(others)
+        }
+
     @staticmethod
     def _ip(*args: str, check: bool = True) -> None:
         done = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
@@ -310,7 +317,7 @@ def job_rows(db_url: str, job_id: str) -> dict[str, Any]:
         ModelCall,
     )
     from sale.workers.jobs import job_totals
-    from sqlmodel import col, select
+    from sqlmodel import col, func, select
 
     with session_scope(db_url) as s:
         job = s.get(Job, job_id)
@@ -321,7 +328,9 @@ def job_rows(db_url: str, job_id: str) -> dict[str, Any]:
         ids = [e.id for e in execs]
         steps = s.exec(select(ExecutionStep).where(col(ExecutionStep.execution_id).in_(ids))).all()
         records = s.exec(select(MemoryRecord).where(MemoryRecord.job_id == job_id)).all()
-        calls = s.exec(select(ModelCall).where(ModelCall.job_id == job_id)).all()
+        calls = s.exec(
+            select(func.count()).select_from(ModelCall).where(col(ModelCall.job_id) == job_id)
+        ).one()
         _tokens, cost = job_totals(s, job_id)
         return {
             "status": job.status,
@@ -332,7 +341,7 @@ def job_rows(db_url: str, job_id: str) -> dict[str, Any]:
             "steps": len(steps),
             "memory_records": len(records),
             "recorded_cost": cost,
-            "recorded_calls": len(calls),
+            "recorded_calls": calls,
             "record_cost": records[0].total_cost_usd if records else None,
         }
 

@@ -219,11 +219,14 @@ class Scenario:
     hosts: int = 0  # network namespaces the workers run in (0: all on this host's loopback)
 
     def agent_workers(self) -> dict[str, list[str]]:
-        """Each agent's workers: its name, or ``NAME#1``… for several replicas."""
-        return {
-            a: [a] if self.replicas == 1 else [f"{a}#{i}" for i in range(1, self.replicas + 1)]
-            for a, _ in AGENTS
-        }
+        return agent_workers(self.replicas)
+
+
+def agent_workers(replicas: int) -> dict[str, list[str]]:
+    """Each agent's workers: its name, or ``NAME#1``… for several replicas."""
+    return {
+        a: [a] if replicas == 1 else [f"{a}#{i}" for i in range(1, replicas + 1)] for a, _ in AGENTS
+    }
 
 
 def spec(i: int, tools: int) -> dict[str, Any]:
@@ -247,16 +250,6 @@ def run(scenario: Scenario, workdir: Path) -> dict[str, Any]:
         return run_on(scenario, workdir, stub, api_base, hosts)
 
 
-def placement(scenario: Scenario, hosts: Hosts | None) -> dict[str, str]:
-    """Worker -> namespace: control on the first host, the agent workers round-robin."""
-    if hosts is None:
-        return {}
-    agents = [w for ws in scenario.agent_workers().values() for w in ws]
-    return {"control": hosts.names[0]} | {
-        w: hosts.names[i % len(hosts.names)] for i, w in enumerate(agents)
-    }
-
-
 def run_on(
     scenario: Scenario, workdir: Path, stub: Stub, api_base: str, hosts: Hosts | None
 ) -> dict[str, Any]:
@@ -273,16 +266,16 @@ def run_on(
     workdir.mkdir(parents=True, exist_ok=True)
     pool = pool_file(workdir / "pool.toml", api_base)
     events: list[tuple[float, str]] = []
+    agent_workers = scenario.agent_workers()
+    names = ["control", *(w for ws in agent_workers.values() for w in ws)]
     cluster_at = Cluster(
         workdir / "cluster",
         pool_file=pool,
         env_extra=env,
         host=hosts.address if hosts else "127.0.0.1",
-        netns=placement(scenario, hosts),
+        netns=hosts.place(names) if hosts else {},
     )
-    agent_workers = scenario.agent_workers()
     with cluster_at as cluster:
-        names = ["control", *(w for ws in agent_workers.values() for w in ws)]
         for name in names:
             cluster.start_worker(name)
         t0 = time.monotonic()

@@ -32,25 +32,14 @@ from typing import Any
 
 import typer
 from sale.scripts.bench.cluster import ROOT, Cluster, Hosts
-from sale.scripts.bench.faults import AGENTS, Stub, pool_file, spec
+from sale.scripts.bench.faults import Stub, agent_workers, pool_file, spec
 
 OUT = ROOT / "docs" / "benchmarks" / "scaleout.json"
 
 
 def workers_of(replicas: int) -> list[str]:
     """The control worker and ``replicas`` workers per agent queue."""
-    agents = [a if replicas == 1 else f"{a}#{i}" for a, _ in AGENTS for i in range(1, replicas + 1)]
-    return ["control", *agents]
-
-
-def placement(names: list[str], hosts: Hosts | None) -> dict[str, str]:
-    """Worker -> namespace: the control worker on the first host, the rest round-robin."""
-    if hosts is None:
-        return {}
-    agents = [n for n in names if n != "control"]
-    return {"control": hosts.names[0]} | {
-        w: hosts.names[i % len(hosts.names)] for i, w in enumerate(agents)
-    }
+    return ["control", *(w for ws in agent_workers(replicas).values() for w in ws)]
 
 
 def wait_ready(app: Any, count: int, timeout: float = 180.0) -> None:
@@ -116,7 +105,7 @@ def run_shape(
             pool_file=pool_file(workdir / "pool.toml", api_base),
             env_extra={"SALE_AWARD": "auction"},
             host=address,
-            netns=placement(names, net),
+            netns=net.place(names) if net else {},
             database_url=database,
         )
         stack.enter_context(cluster)

@@ -10,7 +10,7 @@ import pytest
 from sale.models.db import session_scope
 from sale.models.tables import Job
 from sale.scripts.bench.cluster import Hosts
-from sale.scripts.bench.scaleout import placement, run_shape, workers_of
+from sale.scripts.bench.scaleout import run_shape, workers_of
 from sqlmodel import select
 
 
@@ -20,10 +20,9 @@ def test_workers_are_one_control_and_replicas_per_agent_placed_round_robin() -> 
     assert names == ["control", "small#1", "small#2", "medium#1", "medium#2", "large#1", "large#2"]
     hosts = Hosts(2)
     hosts.names = ["h-1", "h-2"]
-    placed = placement(names, hosts)
+    placed = hosts.place(names)
     assert placed["control"] == "h-1"
     assert [placed[n] for n in names[1:]] == ["h-1", "h-2"] * 3
-    assert placement(names, None) == {}
 
 
 def test_the_smallest_shape_runs_its_jobs_to_done_and_reports_them(tmp_path: Path) -> None:
